@@ -1,0 +1,58 @@
+"""The ``degrade`` command line.
+
+Each subcommand lives in ``degrade/commands/<name>.py`` and defines
+``register(subparsers)``, which adds its parser and sets ``func`` to a
+callable taking the parsed arguments and returning an exit status. Those
+modules import nothing heavy at module level, so ``degrade --help`` is fast.
+
+Exit statuses: 0 success (for ``check``: OK), 1 a problem was found
+(``check``) or an unexpected error, 2 bad input or usage, 3 no NVIDIA driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import DegradeError
+
+_COMMANDS = ("analyze", "simulate", "evaluate", "agent", "check", "warmup")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="degrade",
+        description="Find GPUs that have silently become slower.",
+    )
+    parser.add_argument("--version", action="version", version=f"degrade {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f"degrade.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"degrade.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DegradeError as exc:
+        print(f"degrade {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

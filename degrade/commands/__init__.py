@@ -1,0 +1,1 @@
+"""Subcommands of the ``degrade`` command line (one module each)."""

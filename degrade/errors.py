@@ -1,0 +1,60 @@
+"""Every exception degrade raises, in one place.
+
+Each message says what was wrong (file, column, value) and what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DegradeError",
+    "InputError",
+    "SchemaError",
+    "MissingDependencyError",
+    "NVMLUnavailableError",
+    "DeviceDegradedError",
+]
+
+
+class DegradeError(Exception):
+    """Base class of all errors raised by degrade."""
+
+    #: exit status the ``degrade`` command uses for this error
+    exit_code: int = 1
+
+
+class InputError(DegradeError, ValueError):
+    """Input that cannot be analysed: wrong shape, empty series, bad argument."""
+
+    exit_code = 2
+
+
+class SchemaError(InputError):
+    """Telemetry that does not match the schema (docs/schema.md).
+
+    The message names the file, the column and what was expected.
+    """
+
+
+class MissingDependencyError(DegradeError, ImportError):
+    """An optional dependency is not installed; the message gives the pip command."""
+
+    exit_code = 2
+
+
+class NVMLUnavailableError(DegradeError):
+    """No NVIDIA driver / NVML library on this machine."""
+
+    exit_code = 3
+
+
+class DeviceDegradedError(DegradeError):
+    """Raised in a training loop when a device is judged degraded (opt-in action).
+
+    ``verdict`` holds the :class:`degrade.verdict.Verdict` that triggered it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, verdict=None):
+        super().__init__(message)
+        self.verdict = verdict
