@@ -1,0 +1,496 @@
+"""Numba kernels for offline change-point search.
+
+Segment costs are evaluated in O(1) from prefix sums. A cost kernel receives
+the prefix arrays and a half-open segment ``[a, b)``:
+
+- ``cs1`` (n+1, d): prefix sums of x (centred for L2/normal, raw for Poisson),
+- ``cs2`` (n+1, d): prefix sums of x**2,
+- ``csx`` (n+1, d, d): prefix sums of x x^T (multivariate normal only,
+  otherwise a (1, 1, 1) dummy).
+
+Cost kinds (``kind``):
+
+- ``COST_L2`` residual sum of squares around the segment mean (ruptures'
+  ``CostL2``);
+- ``COST_NORMAL`` ``m * log det(Sigma_hat + eps I)`` with the maximum-likelihood
+  covariance (ddof=0), which for d=1 is ruptures' ``CostNormal``;
+- ``COST_POISSON`` ``-2 * sum_j S_j log(S_j / m)`` (twice the negative Poisson
+  log-likelihood at the segment's rate, less terms that add up to a constant
+  over any segmentation).
+
+``mbic`` adds ``log(m)`` to each segment's cost (the segment-length term of
+Zhang and Siegmund's modified BIC); pruning then uses ``K = -log(n)`` so it
+stays exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from degrade._config import njit
+
+COST_L2 = 0
+COST_NORMAL = 1
+COST_POISSON = 2
+
+
+@njit
+def _prefix_sums(x, center, kind, full_cov):
+    """Prefix sums of ``x - center`` (n, d); ``csx`` is filled only if ``full_cov``."""
+    n, d = x.shape
+    cs1 = np.zeros((n + 1, d))
+    cs2 = np.zeros((n + 1, d))
+    if full_cov:
+        csx = np.zeros((n + 1, d, d))
+    else:
+        csx = np.zeros((1, 1, 1))
+    for i in range(n):
+        for j in range(d):
+            v = x[i, j] - center[j]
+            cs1[i + 1, j] = cs1[i, j] + v
+            cs2[i + 1, j] = cs2[i, j] + v * v
+        if full_cov:
+            for j in range(d):
+                vj = x[i, j] - center[j]
+                for k in range(d):
+                    csx[i + 1, j, k] = csx[i, j, k] + vj * (x[i, k] - center[k])
+    return cs1, cs2, csx
+
+
+@njit
+def _logdet_spd(a, d):
+    """log det of a symmetric positive-definite (d, d) matrix by Cholesky; -inf if not SPD."""
+    lmat = np.zeros((d, d))
+    out = 0.0
+    for j in range(d):
+        s = a[j, j]
+        for k in range(j):
+            s -= lmat[j, k] * lmat[j, k]
+        if s <= 0.0:
+            return -np.inf
+        ljj = math.sqrt(s)
+        lmat[j, j] = ljj
+        out += 2.0 * math.log(ljj)
+        for i in range(j + 1, d):
+            t = a[i, j]
+            for k in range(j):
+                t -= lmat[i, k] * lmat[j, k]
+            lmat[i, j] = t / ljj
+    return out
+
+
+@njit
+def _cost(kind, cs1, cs2, csx, a, b, eps, mbic):
+    m = b - a
+    fm = float(m)
+    d = cs1.shape[1]
+    c = 0.0
+    if kind == COST_L2:
+        for j in range(d):
+            s1 = cs1[b, j] - cs1[a, j]
+            v = (cs2[b, j] - cs2[a, j]) - s1 * s1 / fm
+            if v > 0.0:
+                c += v
+    elif kind == COST_NORMAL:
+        if csx.shape[0] == 1:
+            # diagonal path, d == 1 in practice (full covariance otherwise)
+            for j in range(d):
+                s1 = cs1[b, j] - cs1[a, j]
+                v = ((cs2[b, j] - cs2[a, j]) - s1 * s1 / fm) / fm
+                if v < 0.0:
+                    v = 0.0
+                c += fm * math.log(v + eps)
+        else:
+            cov = np.empty((d, d))
+            for j in range(d):
+                sj = cs1[b, j] - cs1[a, j]
+                for k in range(d):
+                    sk = cs1[b, k] - cs1[a, k]
+                    cov[j, k] = ((csx[b, j, k] - csx[a, j, k]) - sj * sk / fm) / fm
+                if cov[j, j] < 0.0:
+                    cov[j, j] = 0.0
+                cov[j, j] += eps
+            c = fm * _logdet_spd(cov, d)
+    else:
+        for j in range(d):
+            s1 = cs1[b, j] - cs1[a, j]
+            if s1 > 0.0:
+                c -= 2.0 * s1 * math.log(s1 / fm)
+    if mbic:
+        c += math.log(fm)
+    return c
+
+
+@njit
+def _pelt(kind, cs1, cs2, csx, pen, min_size, jump, eps, mbic, prune_k):
+    """Exact penalised segmentation by PELT (Killick et al., 2012).
+
+    Follows ruptures' conventions for the candidate grid (``jump``) and for
+    ties (the earliest last change wins), but prunes correctly with
+    ``min_size > 1``: a start ``t`` beaten at ``s`` is dropped only once
+    ``s`` itself may start a segment (``s + min_size``). ruptures drops it at
+    once and can then miss the optimum. Returns ``(ends, total)``: segment
+    ends (the last is n) and the penalised cost ``sum(cost) + pen * k``.
+    """
+    n = cs1.shape[0] - 1
+    f = np.full(n + 1, np.inf)
+    f[0] = 0.0
+    last = np.full(n + 1, -1, dtype=np.int64)
+    adm = np.empty(n + 2, dtype=np.int64)
+    death = np.empty(n + 2, dtype=np.int64)
+    vals = np.empty(n + 2)
+    n_adm = 0
+    prev_new = -1
+    # ends visited: multiples of jump that are >= min_size and < n, then n
+    s = ((min_size + jump - 1) // jump) * jump
+    done = False
+    while not done:
+        if s >= n:
+            s = n
+            done = True
+        p = ((s - min_size) // jump) * jump
+        # a start p needs a partition of [0, p): p == 0 or p >= min_size
+        if p != prev_new and (p == 0 or p >= min_size):
+            adm[n_adm] = p
+            death[n_adm] = n + 1
+            n_adm += 1
+        prev_new = p
+        best = np.inf
+        arg = -1
+        for i in range(n_adm):
+            if death[i] <= s:
+                vals[i] = np.inf
+                continue
+            t = adm[i]
+            v = f[t] + (_cost(kind, cs1, cs2, csx, t, s, eps, mbic) + pen)
+            vals[i] = v
+            if v < best:
+                best = v
+                arg = t
+        f[s] = best
+        last[s] = arg
+        # t cannot beat s as the last change once s may start a segment
+        # when F(t) + C(t, s) + K > F(s)
+        k = 0
+        lim = best + pen
+        for i in range(n_adm):
+            if death[i] <= s:
+                continue
+            if death[i] > n and vals[i] + prune_k > lim:
+                death[i] = s + min_size
+            adm[k] = adm[i]
+            death[k] = death[i]
+            k += 1
+        n_adm = k
+        s += jump
+    # backtrack
+    cnt = 0
+    e = n
+    while e > 0:
+        cnt += 1
+        e = last[e]
+    bkps = np.empty(cnt, dtype=np.int64)
+    e = n
+    i = cnt - 1
+    while e > 0:
+        bkps[i] = e
+        i -= 1
+        e = last[e]
+    return bkps, f[n]
+
+
+@njit
+def _fpop_l2(cs1, cs2, pen, min_size):
+    """Optimal partitioning for a 1-D mean shift with functional pruning (FPOP).
+
+    Solves the same problem as :func:`_pelt` with ``jump == 1`` (Maidstone et
+    al., 2017), but a candidate last change ``tau`` is dropped as soon as no
+    segment mean ``mu`` is left for which it beats every later candidate. That
+    keeps the candidate set small inside long stationary stretches, where
+    PELT's inequality pruning removes nothing. Each candidate keeps the
+    interval of ``mu`` where it is still competitive; with ``min_size`` a
+    candidate beaten by ``s`` stays usable until ``s`` itself is admissible.
+    Returns ``(bkps, total)`` like :func:`_pelt`.
+    """
+    n = cs1.shape[0] - 1
+    f = np.full(n + 1, np.inf)
+    f[0] = 0.0
+    last = np.full(n + 1, -1, dtype=np.int64)
+    cap = 64
+    cand = np.empty(cap, dtype=np.int64)
+    lo = np.empty(cap)
+    hi = np.empty(cap)
+    death = np.empty(cap, dtype=np.int64)
+    nc = 0
+    for s in range(min_size, n + 1):
+        # admit the start p = s - min_size: it needs a partition of [0, p)
+        p = s - min_size
+        if p == 0 or p >= min_size:
+            if nc == cap:
+                cap *= 2
+                c2 = np.empty(cap, dtype=np.int64)
+                l2 = np.empty(cap)
+                h2 = np.empty(cap)
+                d2 = np.empty(cap, dtype=np.int64)
+                c2[:nc] = cand[:nc]
+                l2[:nc] = lo[:nc]
+                h2[:nc] = hi[:nc]
+                d2[:nc] = death[:nc]
+                cand, lo, hi, death = c2, l2, h2, d2
+            cand[nc] = p
+            lo[nc] = -np.inf
+            hi[nc] = np.inf
+            death[nc] = n + 1
+            nc += 1
+        best = np.inf
+        arg = -1
+        for i in range(nc):
+            if death[i] <= s:
+                continue
+            t = cand[i]
+            m = float(s - t)
+            s1 = cs1[s, 0] - cs1[t, 0]
+            v = (cs2[s, 0] - cs2[t, 0]) - s1 * s1 / m
+            if v < 0.0:
+                v = 0.0
+            val = f[t] + (v + pen)
+            if val < best:
+                best = val
+                arg = t
+        f[s] = best
+        last[s] = arg
+        if s > n - min_size:
+            # s can never start a segment: nothing to prune against
+            continue
+        k = 0
+        for i in range(nc):
+            if death[i] <= s:
+                continue
+            if death[i] > n:
+                t = cand[i]
+                m = float(s - t)
+                s1 = cs1[s, 0] - cs1[t, 0]
+                mean = s1 / m
+                rss = (cs2[s, 0] - cs2[t, 0]) - s1 * mean
+                if rss < 0.0:
+                    rss = 0.0
+                slack = f[s] - f[t] - rss
+                if slack < 0.0:
+                    lo[i] = np.inf
+                else:
+                    r = math.sqrt(slack / m)
+                    if mean - r > lo[i]:
+                        lo[i] = mean - r
+                    if mean + r < hi[i]:
+                        hi[i] = mean + r
+                if lo[i] > hi[i]:
+                    death[i] = s + min_size
+            cand[k] = cand[i]
+            lo[k] = lo[i]
+            hi[k] = hi[i]
+            death[k] = death[i]
+            k += 1
+        nc = k
+    cnt = 0
+    e = n
+    while e > 0:
+        cnt += 1
+        e = last[e]
+    bkps = np.empty(cnt, dtype=np.int64)
+    e = n
+    i = cnt - 1
+    while e > 0:
+        bkps[i] = e
+        i -= 1
+        e = last[e]
+    return bkps, f[n]
+
+
+@njit
+def _best_split(kind, cs1, cs2, csx, a, b, min_size, jump, eps, mbic):
+    """Best single split of [a, b) as in ruptures' ``Binseg.single_bkp``.
+
+    Ties go to the larger index (ruptures takes ``max`` of ``(gain, bkp)``).
+    Returns ``(bkp, gain)``, ``bkp == -1`` when no split is admissible.
+    """
+    total = _cost(kind, cs1, cs2, csx, a, b, eps, mbic)
+    best = -np.inf
+    arg = -1
+    if total == -np.inf:
+        return -1, 0.0
+    for t in range(a, b, jump):
+        if t - a >= min_size and b - t >= min_size:
+            g = (
+                total
+                - _cost(kind, cs1, cs2, csx, a, t, eps, mbic)
+                - _cost(kind, cs1, cs2, csx, t, b, eps, mbic)
+            )
+            if g >= best:
+                best = g
+                arg = t
+    if arg < 0:
+        return -1, 0.0
+    return arg, best
+
+
+@njit
+def _binseg(kind, cs1, cs2, csx, n_bkps, pen, min_size, jump, eps, mbic):
+    """Binary segmentation with ruptures' conventions.
+
+    Stops after ``n_bkps`` splits when ``n_bkps >= 0``, otherwise while the best
+    gain exceeds ``pen``. Returns the segment ends (the last one is n).
+    """
+    n = cs1.shape[0] - 1
+    cap = n + 1
+    st = np.empty(cap, dtype=np.int64)
+    en = np.empty(cap, dtype=np.int64)
+    bk = np.empty(cap, dtype=np.int64)
+    gn = np.empty(cap)
+    st[0] = 0
+    en[0] = n
+    bk[0], gn[0] = _best_split(kind, cs1, cs2, csx, 0, n, min_size, jump, eps, mbic)
+    ns = 1
+    while True:
+        # first maximum in left-to-right order; a segment without split counts as gain 0
+        j = 0
+        for i in range(1, ns):
+            if gn[i] > gn[j]:
+                j = i
+        if bk[j] < 0:
+            break
+        if n_bkps >= 0:
+            if ns - 1 >= n_bkps:
+                break
+        elif not gn[j] > pen:
+            break
+        a = st[j]
+        b = en[j]
+        t = bk[j]
+        # replace segment j by [a, t) and [t, b), keeping the order
+        for i in range(ns, j + 1, -1):
+            st[i] = st[i - 1]
+            en[i] = en[i - 1]
+            bk[i] = bk[i - 1]
+            gn[i] = gn[i - 1]
+        ns += 1
+        en[j] = t
+        bk[j], gn[j] = _best_split(kind, cs1, cs2, csx, a, t, min_size, jump, eps, mbic)
+        st[j + 1] = t
+        en[j + 1] = b
+        bk[j + 1], gn[j + 1] = _best_split(kind, cs1, cs2, csx, t, b, min_size, jump, eps, mbic)
+    return en[:ns].copy()
+
+
+@njit
+def _segment_stats(x, ends):
+    """Mean and variance (ddof=0) of each segment; NaN-free input."""
+    k = ends.shape[0]
+    d = x.shape[1]
+    mean = np.zeros((k, d))
+    var = np.zeros((k, d))
+    a = 0
+    for i in range(k):
+        b = ends[i]
+        m = b - a
+        for j in range(d):
+            s = 0.0
+            for t in range(a, b):
+                s += x[t, j]
+            mu = s / m
+            q = 0.0
+            for t in range(a, b):
+                r = x[t, j] - mu
+                q += r * r
+            mean[i, j] = mu
+            var[i, j] = q / m
+        a = b
+    return mean, var
+
+
+@njit
+def _single_mean_split(y, lo_t, hi_t):
+    """Index ``t`` in [lo_t, hi_t] maximising the mean-shift gain of splitting y at t.
+
+    Gain is ``S(0,n) - S(0,t) - S(t,n)`` with S the residual sum of squares;
+    ties go to the earliest index. Returns ``(t, gain)``.
+    """
+    n = y.shape[0]
+    c = 0.0
+    for i in range(n):
+        c += y[i]
+    c /= n
+    tot = 0.0
+    for i in range(n):
+        tot += y[i] - c
+    best = -1.0
+    arg = lo_t
+    s = 0.0
+    for i in range(lo_t):
+        s += y[i] - c
+    for t in range(lo_t, hi_t + 1):
+        # between-group sum of squares of the split, from the running sum
+        m1 = float(t)
+        m2 = float(n - t)
+        r = tot - s
+        g = s * s / m1 + r * r / m2 - tot * tot / n
+        if g > best:
+            best = g
+            arg = t
+        s += y[t] - c
+    return arg, best
+
+
+@njit
+def _hac_var(y, a, b, bw):
+    """Long-run variance of y[a:b] around its mean, AR(1)-prewhitened Newey-West.
+
+    Andrews and Monahan (1992): fit ``r_t = rho r_{t-1} + e_t`` to the centred
+    series, take the Bartlett-kernel Newey-West variance of ``e`` with
+    bandwidth ``bw`` and recolour it by ``1 / (1 - rho)^2``. Prewhitening keeps
+    the coverage honest under strong autocorrelation, where plain Newey-West
+    with a rule-of-thumb bandwidth is far too narrow. ``rho`` is clipped to
+    [-0.9, 0.95]. Returns ``(lrv, mean)``.
+    """
+    m = b - a
+    mu = 0.0
+    for i in range(a, b):
+        mu += y[i]
+    mu /= m
+    g0 = 0.0
+    g1 = 0.0
+    for i in range(a, b):
+        g0 += (y[i] - mu) * (y[i] - mu)
+        if i > a:
+            g1 += (y[i] - mu) * (y[i - 1] - mu)
+    if g0 <= 0.0 or m < 3:
+        return g0 / m, mu
+    rho = g1 / g0
+    if rho > 0.95:
+        rho = 0.95
+    elif rho < -0.9:
+        rho = -0.9
+    # residuals e_t for t = a+1 .. b-1
+    me = m - 1
+    e = np.empty(me)
+    for i in range(me):
+        e[i] = (y[a + 1 + i] - mu) - rho * (y[a + i] - mu)
+    lrv = 0.0
+    for i in range(me):
+        lrv += e[i] * e[i]
+    lrv /= me
+    for lag in range(1, bw + 1):
+        if lag >= me:
+            break
+        g = 0.0
+        for i in range(lag, me):
+            g += e[i] * e[i - lag]
+        g /= me
+        lrv += 2.0 * (1.0 - lag / (bw + 1.0)) * g
+    floor = 0.1 * g0 / m
+    lrv /= (1.0 - rho) * (1.0 - rho)
+    if lrv < floor:
+        # a negative autocovariance sum is noise, not a real long-run variance
+        lrv = floor
+    return lrv, mu

@@ -1,0 +1,301 @@
+"""Public offline segmentation: :func:`segment` and :class:`Segmentation`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from degrade.errors import InputError
+
+from . import _kernels as K
+from ._penalty import noise_scale, parse_penalty, rule_value
+
+__all__ = ["Segmentation", "segment"]
+
+_COSTS = {"l2": K.COST_L2, "normal": K.COST_NORMAL, "poisson": K.COST_POISSON}
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Result of :func:`segment`.
+
+    Attributes
+    ----------
+    breakpoints : ndarray of int64, shape (k,)
+        First index of each new segment (in the input's indexing), sorted.
+        Empty when no change was found.
+    starts, ends : ndarray of int64, shape (k + 1,)
+        Segment boundaries, half-open ``[start, end)``; ``ends[-1] == n``.
+    mean, var : ndarray, shape (k + 1,) for a 1-D input, (k + 1, d) otherwise
+        Per-segment mean and variance (ddof=0) of the finite samples.
+    penalty : float
+        Penalty per change point actually used, in the cost's units.
+    sigma : ndarray, shape (d,)
+        Robust long-run noise scale per column (used by named L2 penalties).
+    cost : float
+        Penalised cost of the segmentation (``nan`` for binseg with ``n_bkps``).
+    method, cost_name : str
+        Search method and cost.
+    n : int
+        Length of the input.
+    """
+
+    breakpoints: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    penalty: float
+    sigma: np.ndarray
+    cost: float
+    method: str
+    cost_name: str
+    n: int
+
+    @property
+    def n_segments(self) -> int:
+        """Number of segments (change points + 1)."""
+        return int(self.starts.shape[0])
+
+    def to_ruptures(self) -> list[int]:
+        """Segment ends including ``n``, as ruptures' ``predict`` returns them."""
+        return [int(e) for e in self.ends]
+
+
+def _as_series(x, name: str = "x") -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be numeric, got {type(x).__name__}: {exc}") from None
+    if arr.ndim not in (1, 2):
+        raise InputError(
+            f"{name} must be 1-D (n,) or 2-D (n, d), got an array of shape {arr.shape}"
+        )
+    if arr.shape[0] == 0 or (arr.ndim == 2 and arr.shape[1] == 0):
+        raise InputError(f"{name} is empty (shape {arr.shape}); nothing to segment")
+    return arr
+
+
+def _finite_rows(x2: np.ndarray, nan: str, name: str = "x") -> np.ndarray | None:
+    """Indices of fully finite rows, or None if all are; raises under ``nan='raise'``."""
+    ok = np.isfinite(x2).all(axis=1)
+    if ok.all():
+        return None
+    bad = int(np.flatnonzero(~ok)[0])
+    if nan == "raise":
+        raise InputError(
+            f"{name} has {int((~ok).sum())} non-finite value(s), the first at index {bad} "
+            f"({x2[bad].tolist()}); pass nan='drop' to segment the finite samples only"
+        )
+    return np.flatnonzero(ok)
+
+
+def segment(
+    x,
+    *,
+    method: Literal["pelt", "binseg"] = "pelt",
+    cost: Literal["l2", "normal", "poisson"] = "l2",
+    penalty: float | str = "mbic",
+    min_size: int = 5,
+    n_bkps: int | None = None,
+    jump: int = 1,
+    nan: Literal["raise", "drop"] = "raise",
+    var_floor: float | None = None,
+) -> Segmentation:
+    """Split a series into segments with constant parameters.
+
+    Finds the change points minimising the sum of segment costs plus a
+    penalty per change (PELT, exact) or greedily by binary segmentation.
+    Segment costs come from prefix sums in O(1); a 1-D mean shift (``l2``
+    with ``jump=1``) uses functional pruning (FPOP), which stays fast with
+    few, far-apart changes where PELT's pruning degrades to O(n^2).
+
+    Parameters
+    ----------
+    x : array_like, shape (n,) or (n, d)
+        The series; rows are time.
+    method : {"pelt", "binseg"}
+        Exact penalised search, or binary segmentation (greedy; stops at
+        ``n_bkps`` changes if given, else when the best split gains less than
+        the penalty).
+    cost : {"l2", "normal", "poisson"}
+        ``l2``: shift in mean (residual sum of squares). ``normal``: shift in
+        mean and/or (co)variance, Gaussian likelihood with maximum-likelihood
+        covariance plus ``var_floor`` on the diagonal. ``poisson``: shift in
+        the rate of non-negative counts.
+    penalty : float or {"mbic", "bic", "fpr:<rate>"}
+        A number, in the cost's own units (as ruptures' ``pen``), or a rule.
+        Rules are stated on the log-likelihood scale; for ``l2`` they are
+        multiplied by the robust long-run noise variance of each column, so
+        the defaults work without knowing the noise level. ``"fpr:0.01"``
+        chooses the penalty so that a series without any change yields a
+        false change point with probability at most 1 %.
+    min_size : int
+        Minimum segment length.
+    n_bkps : int, optional
+        Number of change points (binseg only).
+    jump : int
+        Consider only every ``jump``-th index as a change point (ruptures'
+        convention), for speed.
+    nan : {"raise", "drop"}
+        Non-finite rows raise :class:`~degrade.errors.InputError`, or are
+        dropped: the finite rows are segmented and indices map back to the
+        input (a change inside a gap is reported at the first finite row after
+        it); segment statistics use finite rows only.
+    var_floor : float, optional
+        Added to variances in the ``normal`` cost so constant stretches do not
+        give ``log 0``. Default ``1e-6 * sigma**2`` (scale-free);
+        ruptures uses ``1e-6`` in the data's units.
+
+    Returns
+    -------
+    Segmentation
+
+    Raises
+    ------
+    InputError
+        Empty, too short or wrongly shaped input, non-finite values with
+        ``nan="raise"``, negative counts for ``poisson``, bad arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from degrade.changepoint import segment
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.r_[rng.normal(0, 1, 200), rng.normal(3, 1, 200)]
+    >>> seg = segment(x)
+    >>> seg.breakpoints
+    array([200])
+    >>> np.round(seg.mean).tolist()
+    [0.0, 3.0]
+    """
+    arr = _as_series(x)
+    one_d = arr.ndim == 1
+    x2 = arr.reshape(-1, 1) if one_d else arr
+    n_in, d = x2.shape
+    if method not in ("pelt", "binseg"):
+        raise InputError(f"method={method!r}: expected 'pelt' or 'binseg'")
+    if cost not in _COSTS:
+        raise InputError(f"cost={cost!r}: expected one of {sorted(_COSTS)}")
+    if nan not in ("raise", "drop"):
+        raise InputError(f"nan={nan!r}: expected 'raise' or 'drop'")
+    for arg, val in (("min_size", min_size), ("jump", jump)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise InputError(f"{arg} must be an integer >= 1, got {val!r}")
+    min_size = int(min_size)
+    jump = int(jump)
+    if cost == "normal":
+        # a variance needs two points
+        min_size = max(min_size, 2)
+    if n_bkps is not None:
+        if method != "binseg":
+            raise InputError("n_bkps is only used by method='binseg'; PELT takes a penalty")
+        if isinstance(n_bkps, bool) or not isinstance(n_bkps, (int, np.integer)) or n_bkps < 0:
+            raise InputError(f"n_bkps must be an integer >= 0, got {n_bkps!r}")
+    try:
+        rule, value = parse_penalty(penalty)
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+
+    keep = _finite_rows(x2, nan)
+    xs = x2 if keep is None else np.ascontiguousarray(x2[keep])
+    n = xs.shape[0]
+    if n < 2 * min_size:
+        finite = "" if keep is None else " finite"
+        raise InputError(
+            f"x has {n}{finite} samples; at least 2 * min_size = {2 * min_size} are needed "
+            f"to place a change point (min_size={min_size})"
+        )
+    if cost == "poisson" and (xs < 0).any():
+        i = int(np.flatnonzero((xs < 0).any(axis=1))[0])
+        raise InputError(
+            f"cost='poisson' needs non-negative counts; x[{i if keep is None else keep[i]}] "
+            f"= {xs[i].tolist()}"
+        )
+    if n_bkps is not None:
+        step = math.ceil(min_size / jump) * jump
+        if n_bkps > n // jump or n_bkps * step + min_size > n:
+            raise InputError(
+                f"n_bkps={n_bkps} change points do not fit in {n} samples with "
+                f"min_size={min_size} and jump={jump}"
+            )
+
+    xs = np.ascontiguousarray(xs)
+    sigma, _ = noise_scale(xs)
+    if cost == "poisson":
+        center = np.zeros(d)
+    else:
+        # centring keeps the prefix sums of squares well conditioned
+        center = np.median(xs, axis=0)
+    full_cov = cost == "normal" and d > 1
+    cs1, cs2, csx = K._prefix_sums(xs, center, _COSTS[cost], full_cov)
+
+    if cost == "normal":
+        if var_floor is None:
+            scale2 = float(np.mean(sigma**2)) if np.any(sigma > 0) else 1.0
+            eps = 1e-6 * scale2
+        else:
+            eps = float(var_floor)
+            if not math.isfinite(eps) or eps <= 0.0:
+                raise InputError(f"var_floor must be a finite number > 0, got {var_floor!r}")
+    else:
+        eps = 0.0
+
+    # with a fixed number of changes the penalty plays no part
+    mbic = rule == "mbic" and n_bkps is None
+    unit = 1.0
+    if rule == "number":
+        pen = value
+    else:
+        pen = rule_value(rule, value, cost, n, d, min_size)
+        if cost == "l2":
+            # RSS is in data units squared and a likelihood rule needs it over
+            # sigma^2: search on the standardised scale, report in data units.
+            # With several columns the RSS adds over columns: use their mean.
+            unit = float(np.mean(sigma**2))
+            if unit <= 0.0:
+                unit = float(np.mean(np.var(xs, axis=0))) or 1.0
+            cs1 = cs1 / math.sqrt(unit)
+            cs2 = cs2 / unit
+    kind = _COSTS[cost]
+    prune_k = -math.log(n) if mbic else 0.0
+
+    if method == "pelt":
+        if kind == K.COST_L2 and d == 1 and jump == 1 and not mbic:
+            ends, total = K._fpop_l2(cs1, cs2, float(pen), min_size)
+        else:
+            ends, total = K._pelt(
+                kind, cs1, cs2, csx, float(pen), min_size, jump, eps, mbic, prune_k
+            )
+        total = float(total) * unit
+    else:
+        nb = -1 if n_bkps is None else int(n_bkps)
+        ends = K._binseg(kind, cs1, cs2, csx, nb, float(pen), min_size, jump, eps, mbic)
+        total = float("nan")
+    pen *= unit
+
+    mean, var = K._segment_stats(xs, ends)
+    starts = np.r_[0, ends[:-1]].astype(np.int64)
+    if keep is not None:
+        starts = keep[starts]
+        starts[0] = 0
+        ends = np.r_[starts[1:], n_in].astype(np.int64)
+    if one_d:
+        mean = mean[:, 0]
+        var = var[:, 0]
+    return Segmentation(
+        breakpoints=starts[1:].copy(),
+        starts=starts,
+        ends=np.asarray(ends, dtype=np.int64),
+        mean=mean,
+        var=var,
+        penalty=float(pen),
+        sigma=sigma,
+        cost=total,
+        method=method,
+        cost_name=cost,
+        n=n_in,
+    )
