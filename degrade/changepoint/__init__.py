@@ -10,12 +10,15 @@ points as in van den Burg and Williams (2020). See docs/changepoint.md.
 
 from __future__ import annotations
 
+from ._metrics import covering, f1_score
 from ._onset import OnsetEstimate, refine_onset
 from ._segment import Segmentation, segment
 
 __all__ = [
     "OnsetEstimate",
     "Segmentation",
+    "covering",
+    "f1_score",
     "refine_onset",
     "segment",
 ]
