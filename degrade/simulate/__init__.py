@@ -1,0 +1,27 @@
+"""Fleet simulator with labelled faults (docs/simulator.md).
+
+>>> from degrade.simulate import FAULTS
+>>> "thermal" in FAULTS
+True
+"""
+
+from __future__ import annotations
+
+from ._engine import MODELS, SimResult, simulate
+from ._faults import FAULTS, MIN_SLOWDOWN, expected_status
+from ._scenario import FaultSpec, JobSpec, RandomFaults, Scenario, list_scenarios, load_scenario
+
+__all__ = [
+    "simulate",
+    "load_scenario",
+    "list_scenarios",
+    "Scenario",
+    "JobSpec",
+    "FaultSpec",
+    "RandomFaults",
+    "SimResult",
+    "FAULTS",
+    "MODELS",
+    "MIN_SLOWDOWN",
+    "expected_status",
+]

@@ -1,0 +1,282 @@
+"""Simulator: determinism, healthy structure, fault effects on timings and counters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import require
+
+pl = require("polars")
+
+from degrade.errors import InputError  # noqa: E402
+from degrade.io import read_counters, read_timings  # noqa: E402
+from degrade.simulate import (  # noqa: E402
+    FAULTS,
+    FaultSpec,
+    JobSpec,
+    Scenario,
+    list_scenarios,
+    load_scenario,
+    simulate,
+)
+from degrade.simulate._scenario import scenario_from_dict  # noqa: E402
+
+
+def _one_job(faults=(), **kw):
+    job = dict(name="j", hosts=1, gpus_per_host=8, steps=600, compute_time=0.5, comm_time=0.05,
+               spike_prob=0.0, warmup_steps=0)
+    job.update(kw)
+    known = {"job", "device", "type", "onset_step", "magnitude", "end_step"}
+    specs = [FaultSpec(**{k: v for k, v in f.items() if k in known},
+                       params={k: v for k, v in f.items() if k not in known}) for f in faults]
+    return Scenario(name="t", jobs=[JobSpec(**job)], faults=specs, seed=3)
+
+
+def _ratio_to_peers(t, device, lo, hi):
+    """Median over steps [lo, hi) of compute_time / median compute of the other ranks."""
+    w = t.filter((pl.col("step") >= lo) & (pl.col("step") < hi))
+    piv = w.pivot(on="device", index="step", values="compute_time").sort("step")
+    x = piv.drop("step").to_numpy()
+    col = piv.drop("step").columns.index(device)
+    others = np.delete(x, col, axis=1)
+    return float(np.median(x[:, col] / np.median(others, axis=1)))
+
+
+def test_deterministic_by_seed():
+    a, b = simulate("tiny", seed=5), simulate("tiny", seed=5)
+    for name in ("timings", "counters", "truth"):
+        assert getattr(a, name).equals(getattr(b, name))
+    c = simulate("tiny", seed=6)
+    assert not a.timings["compute_time"].equals(c.timings["compute_time"])
+
+
+def test_sync_step_time_is_slowest_compute_plus_comm():
+    t = simulate(_one_job(checkpoint_every=100, checkpoint_time=5.0)).timings
+    g = t.group_by("step").agg(
+        pl.col("step_time").n_unique().alias("n"), pl.col("step_time").first().alias("st"),
+        pl.col("compute_time").max().alias("mx"), pl.col("compute_time").std().alias("sd"),
+    ).sort("step")
+    assert (g["n"] == 1).all()  # every rank sees the same wall step
+    comm = (g["st"] - g["mx"]).to_numpy()
+    assert (comm > 0).all()
+    ck = np.arange(100, 600, 100)
+    assert np.all(comm[ck] > 4.0) and np.median(np.delete(comm, ck)) == pytest.approx(0.05, rel=0.1)
+    assert (g["sd"] > 0).all()  # compute differs per rank
+
+
+def test_persistent_slowdown_size_and_onset():
+    sc = _one_job([dict(job="j", device=4, type="slowdown", onset_step=300, magnitude=0.2)], noise=0.01)
+    res = simulate(sc)
+    dev = res.truth["device"][0]
+    t = res.timings
+    assert _ratio_to_peers(t, dev, 0, 300) == pytest.approx(1.0, abs=0.04)
+    assert _ratio_to_peers(t, dev, 300, 600) == pytest.approx(1.2, abs=0.04)
+    tr = res.truth.row(0, named=True)
+    assert tr["onset_step"] == 300 and tr["expected_status"] == "degraded" and tr["end_step"] is None
+    st = t.filter((pl.col("device") == dev) & (pl.col("step") == 300))
+    assert tr["onset_time"] == pytest.approx(st["timestamp"][0] - st["step_time"][0])
+
+
+def test_slow_from_step_zero_and_small_is_suspect():
+    sc = _one_job([dict(job="j", device=0, type="slowdown", onset_step=0, magnitude=0.03)], noise=0.005)
+    res = simulate(sc)
+    assert _ratio_to_peers(res.timings, res.truth["device"][0], 0, 600) == pytest.approx(1.03, abs=0.012)
+    assert res.truth["expected_status"][0] == "suspect"
+
+
+def test_thermal_counters_match_timing_effect():
+    sc = _one_job([dict(job="j", device=1, type="thermal", onset_step=200, magnitude=0.25)])
+    res = simulate(sc)
+    dev = res.truth["device"][0]
+    onset = res.truth["onset_time"][0]
+    c = res.counters.filter(pl.col("device") == dev)
+    before, after = c.filter(pl.col("timestamp") < onset - 1), c.filter(pl.col("timestamp") > onset + 11)
+    assert (after["clock_event_reasons"] & 0x20 > 0).all() and (after["clock_event_reasons"] & 0x40 > 0).all()
+    assert not (before["clock_event_reasons"] & 0x60 > 0).any()
+    assert after["gpu_temp_celsius"].min() > 83 and before["gpu_temp_celsius"].max() < 80
+    ratio = before["sm_clock_mhz"].median() / after["sm_clock_mhz"].median()
+    assert ratio == pytest.approx(1.25, abs=0.03)
+    assert _ratio_to_peers(res.timings, dev, 200, 600) == pytest.approx(1.25, abs=0.05)
+
+
+@pytest.mark.parametrize("kind,column,check", [
+    ("hw_slowdown", "clock_event_reasons", lambda b, a: (a & 0x8 > 0).all() and not (b & 0x8 > 0).any()),
+    ("power_brake", "clock_event_reasons", lambda b, a: (a & 0x88 == 0x88).all()),
+    ("silent_clock", "clock_event_reasons", lambda b, a: not (a & 0xE8 > 0).any()),
+    ("pcie_downgrade", "pcie_link_width", lambda b, a: (a == 8).all() and (b == 16).all()),
+    ("pcie_replay", "pcie_replay_total", lambda b, a: (b == 0).all() and a[-1] > a[0] and (a.diff().drop_nulls() >= 0).all()),
+    ("nvlink_crc", "nvlink_crc_errors_total", lambda b, a: (b == 0).all() and a[-1] > 100),
+    ("row_remap", "remap_pending", lambda b, a: (a == 1).all() and (b == 0).all()),
+])
+def test_counter_signatures(kind, column, check):
+    sc = _one_job([dict(job="j", device=6, type=kind, onset_step=200)])
+    res = simulate(sc)
+    c = res.counters.filter(pl.col("device") == res.truth["device"][0])
+    onset = res.truth["onset_time"][0]
+    b = c.filter(pl.col("timestamp") < onset - 1)[column]
+    a = c.filter(pl.col("timestamp") > onset + 11)[column]
+    assert len(a) > 5 and len(b) > 5
+    assert check(b, a)
+
+
+def test_clock_halved_and_nvlink_slows_everyone():
+    res = simulate(_one_job([dict(job="j", device=2, type="hw_slowdown", onset_step=100)]))
+    c = res.counters.filter((pl.col("device") == res.truth["device"][0]) & (pl.col("timestamp") > res.truth["onset_time"][0] + 11))
+    assert c["sm_clock_mhz"].median() == pytest.approx(990.0, abs=15)
+    healthy = simulate(_one_job()).timings
+    nv = simulate(_one_job([dict(job="j", device=2, type="nvlink_crc", onset_step=300, magnitude=0.5)])).timings
+
+    def comm(t):
+        g = t.filter(pl.col("step") >= 300).group_by("step").agg((pl.col("step_time").first() - pl.col("compute_time").max()).alias("c"))
+        return g["c"].median()
+
+    assert comm(nv) / comm(healthy) == pytest.approx(1.5, rel=0.05)
+    assert _ratio_to_peers(nv, nv.filter(pl.col("rank") == 2)["device"][0], 300, 600) == pytest.approx(1.0, abs=0.03)
+
+
+def test_xid79_data_stops():
+    res = simulate(_one_job([dict(job="j", device=3, type="xid79", onset_step=400)]))
+    t, c = res.timings, res.counters
+    assert t["step"].max() == 399  # the synchronous job hangs and stops with the lost GPU
+    dev = res.truth["device"][0]
+    last = c.filter(pl.col("device") == dev).sort("timestamp").tail(1).row(0, named=True)
+    assert last["xid_last"] == 79
+    assert (c.filter(pl.col("device") == dev)["xid_last"] == 79).sum() == 1
+    assert res.truth["expected_status"][0] == "failed"
+    assert last["timestamp"] > c.filter(pl.col("device") != dev)["timestamp"].max()
+
+
+def test_stall_and_drift():
+    res = simulate(_one_job([
+        dict(job="j", device=0, type="stall", onset_step=100, prob=0.05, stall_factor=5.0),
+        dict(job="j", device=1, type="drift", onset_step=100, magnitude=0.3, ramp_steps=300),
+    ], noise=0.005))
+    t = res.timings
+    d0, d1 = res.truth.sort("fault")["device"].to_list()[::-1]
+    x = t.filter((pl.col("device") == d0) & (pl.col("step") >= 100))["compute_time"].to_numpy()
+    frac = np.mean(x > 2.0)  # 5x of 0.5 s
+    assert 0.02 < frac < 0.09
+    assert _ratio_to_peers(t, d1, 100, 130) < 1.05
+    assert _ratio_to_peers(t, d1, 450, 600) == pytest.approx(1.3, abs=0.02)
+
+
+def test_pipeline_stages_and_groups():
+    sc = _one_job(kind="pipeline", stage_times=[1.0, 0.8, 1.2, 1.0], noise=0.01)
+    t = simulate(sc).timings
+    med = t.group_by("group").agg(pl.col("compute_time").median()).sort("group")
+    assert med["group"].to_list() == ["stage0", "stage1", "stage2", "stage3"]
+    np.testing.assert_allclose(med["compute_time"].to_numpy(), [0.5, 0.4, 0.6, 0.5], rtol=0.05)
+
+
+def test_inference_replicas_are_independent():
+    t = simulate(_one_job(kind="inference", steps=200)).timings
+    assert t.group_by("step").agg(pl.col("step_time").n_unique())["step_time"].min() == 8
+    ts = t.filter(pl.col("rank") == 0)["timestamp"].to_numpy()
+    assert np.all(np.diff(ts) > 0)
+
+
+def test_elastic_restart_devices_leave_and_join():
+    res = simulate(_one_job(elastic=[[300, 2, 3]], restart_time=100.0))
+    t = res.timings
+    n = t.group_by("step").agg(pl.len()).sort("step")["len"].to_numpy()
+    assert n[299] == 8 and n[300] == 9
+    assert t["device"].n_unique() == 11
+    stay = t.filter(pl.col("step") == 599).filter(pl.col("rank") < 8)["rank"][0]
+    ts = t.filter(pl.col("rank") == stay).sort("step")
+    gap = ts["timestamp"][300] - ts["timestamp"][299]
+    assert gap > 100.0
+
+
+def test_schedule_change_and_idle_hit_all_ranks():
+    t = simulate(_one_job(schedule=[[300, 1.5]], idle=[[400, 500.0]], noise=0.01)).timings
+    m = t.group_by("step").agg(pl.col("compute_time").median()).sort("step")["compute_time"].to_numpy()
+    assert np.median(m[300:]) / np.median(m[:300]) == pytest.approx(1.5, rel=0.03)
+    ts = t.filter(pl.col("rank") == 0).sort("step")["timestamp"].to_numpy()
+    assert ts[400] - ts[399] > 500.0
+
+
+def test_ar1_noise_autocorrelation():
+    t = simulate(_one_job(steps=4000, ar=0.7, noise=0.03, device_offset=0.0)).timings
+    x = np.log(t.filter(pl.col("rank") == 0).sort("step")["compute_time"].to_numpy())
+    x = x - x.mean()
+    r1 = np.sum(x[1:] * x[:-1]) / np.sum(x * x)
+    assert r1 == pytest.approx(0.7, abs=0.06)  # SE of a lag-1 estimate at phi=0.7, n=4000 is ~0.011
+    assert np.std(x) == pytest.approx(0.03, rel=0.15)
+
+
+def test_heavy_tailed_spikes():
+    t = simulate(_one_job(steps=3000, spike_prob=0.01, spike_scale=0.5, noise=0.01)).timings
+    x = t["compute_time"].to_numpy() / 0.5
+    assert np.mean(x > 1.3) == pytest.approx(0.01, abs=0.004)
+    assert x.max() > 3.0
+
+
+def test_static_offsets_one_to_two_percent():
+    t = simulate(_one_job(steps=300, hosts=8, noise=0.005)).timings
+    med = t.group_by("device").agg(pl.col("compute_time").median())["compute_time"].to_numpy()
+    spread = np.std(np.log(med))
+    assert 0.008 < spread < 0.025
+
+
+def test_counters_regular_and_consistent_identity():
+    res = simulate("demo")
+    c = res.counters
+    for col in ("host", "uuid", "gpu", "pci_bus_id", "model", "sm_clock_mhz", "clock_event_reasons"):
+        assert col in c.columns
+    d = c.group_by("device").agg(pl.col("timestamp").diff().drop_nulls().unique().alias("dt"))
+    assert all(set(np.round(v, 6)) <= {15.0} for v in d["dt"].to_list())
+    assert set(res.timings["device"].unique()) == set(c["device"].unique())
+    ident = c.group_by("device").agg(pl.col("host").n_unique(), pl.col("gpu").n_unique())
+    assert (ident["host"] == 1).all() and (ident["gpu"] == 1).all()
+    assert set(res.truth["expected_status"]) <= {"degraded", "failed", "suspect"}
+
+
+def test_write_and_read_back(tmp_path):
+    res = simulate("tiny")
+    paths = res.write(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counters.parquet", "timings.parquet", "truth.parquet"]
+    t = read_timings(paths["timings"]).collect()
+    assert t.height == res.timings.height
+    c = read_counters(paths["counters"]).collect()
+    assert c.height == res.counters.height and c.schema["clock_event_reasons"] == pl.Int64
+    np.testing.assert_array_equal(
+        t.sort(["device", "step"])["compute_time"].to_numpy(),
+        res.timings.sort(["device", "step"])["compute_time"].to_numpy(),
+    )
+
+
+def test_random_faults_fraction():
+    sc = scenario_from_dict({
+        "name": "r", "seed": 1,
+        "job": [{"name": "dp", "count": 10, "hosts": 2, "gpus_per_host": 8, "steps": 50}],
+        "random_faults": {"fraction": 0.1, "types": ["slowdown", "thermal"], "magnitude": [0.05, 0.2]},
+    })
+    res = simulate(sc)
+    assert 8 <= res.truth.height <= 25  # Binomial(160, 0.1): mean 16, sd 3.8
+    assert res.truth["magnitude"].is_between(0.05, 0.2).all()
+    assert res.timings["job"].n_unique() == 10
+
+
+def test_bundled_scenarios_load_and_bad_ones_are_refused(tmp_path):
+    names = list_scenarios()
+    for n in ("tiny", "demo", "fault_catalogue", "healthy_only", "fleet_bench"):
+        assert n in names
+        load_scenario(n)
+    cat = simulate("fault_catalogue")
+    assert set(cat.truth["fault"]) == set(FAULTS)
+    with pytest.raises(InputError, match="no scenario"):
+        load_scenario("does-not-exist")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name="b"\n[[job]]\nname="j"\nstepz=3\n')
+    with pytest.raises(InputError, match=r"bad\.toml.*stepz"):
+        load_scenario(bad)
+    bad.write_text('name="b"\n[[job]]\nname="j"\n[[fault]]\njob="j"\ndevice=0\ntype="gremlins"\n')
+    with pytest.raises(InputError, match="gremlins"):
+        load_scenario(bad)
+    bad.write_text('name="b"\n[[job]]\nname="j"\n[[fault]]\njob="k"\ndevice=0\ntype="slowdown"\n')
+    with pytest.raises(InputError, match="not defined"):
+        load_scenario(bad)
+    bad.write_text("name = [")
+    with pytest.raises(InputError, match="TOML"):
+        load_scenario(bad)
