@@ -226,7 +226,7 @@ def ewma_arl(
     --------
     >>> from degrade.core import ewma_arl
     >>> round(ewma_arl(0.1, 2.814), 1)       # Lucas & Saccucci (1990): 500
-    499.5
+    499.6
     >>> round(ewma_arl(0.1, 2.814, 1.0), 1)  # ... and 10.3 for a 1-sigma shift
     10.3
     >>> ewma_arl(0.1, 2.814, limits="exact") < ewma_arl(0.1, 2.814)
