@@ -1,0 +1,198 @@
+"""Exchange of per-rank summaries: a separate gloo group, a user callable, or none.
+
+A summary is a plain dict (the public format a custom ``gather`` callable
+receives and must return one of per rank, in rank order)::
+
+    {"device": "node3/gpu1", "group": "stage0", "host": "node3", "rank": 5,
+     "steps": [..], "compute_time": [..], "step_time": [..],
+     "n": 50, "median_log_compute": -2.31, "last_compute": 0.0991}
+
+The torch path sends the same content more cheaply: identities once through
+``all_gather_object``, then a fixed-size float64 tensor per exchange with
+``all_gather(async_op=True)`` on a gloo group created for degrade alone, so
+the exchange never enters the NCCL stream and never blocks the step that
+starts it; its result is picked up on a later step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["make_summary", "LocalGather", "CallableGather", "TorchGather"]
+
+
+def make_summary(
+    meta: dict,
+    steps: np.ndarray,
+    compute: np.ndarray,
+    wall: np.ndarray,
+    stamp: np.ndarray,
+    *,
+    enabled: bool = True,
+    broken: bool = False,
+) -> dict:
+    """The public summary dict of one rank for one exchange window.
+
+    ``enabled``/``broken`` carry the rank's control state, so that all ranks
+    switch the monitor on, off, or stop exchanging at the same exchange.
+    """
+    ok = np.isfinite(compute) & (compute > 0)
+    n = int(ok.sum())
+    med = float(np.median(np.log(compute[ok]))) if n else math.nan
+    last = float(compute[ok][-1]) if n else math.nan
+    return {
+        **meta,
+        "steps": [int(s) for s in steps],
+        "compute_time": [float(v) for v in compute],
+        "step_time": [float(v) for v in wall],
+        "timestamp": [float(v) for v in stamp],
+        "enabled": bool(enabled),
+        "broken": bool(broken),
+        "n": n,
+        "median_log_compute": med,
+        "last_compute": last,
+    }
+
+
+def check_summaries(out: Any, who: str) -> list[dict]:
+    """Validate what a gather returned: one summary dict per rank."""
+    if not isinstance(out, (list, tuple)) or not out:
+        raise InputError(
+            f"{who} must return a non-empty list of summary dicts, got {type(out).__name__}"
+        )
+    for i, s in enumerate(out):
+        if not isinstance(s, dict) or "device" not in s or "steps" not in s:
+            raise InputError(
+                f"{who} returned entry {i} = {type(s).__name__} without 'device'/'steps'; "
+                "expected the summary dicts degrade passed in, one per rank"
+            )
+        if len(s["steps"]) != len(s.get("compute_time", ())):
+            raise InputError(
+                f"{who} entry {i} ({s['device']!r}): 'steps' and 'compute_time' differ in length"
+            )
+    return list(out)
+
+
+class LocalGather:
+    """One process, no peers: the device is judged against its own history only."""
+
+    kind = "local"
+    world_size = 1
+    rank = 0
+
+    def setup(self, meta: dict) -> list[dict]:
+        return [meta]
+
+    def start(self, summary: dict) -> Any:
+        return [summary]
+
+    def poll(self, handle: Any, block: bool) -> list[dict] | None:
+        return handle
+
+
+class CallableGather:
+    """A user-supplied ``gather(local_summary) -> list_of_summaries`` (synchronous)."""
+
+    kind = "callable"
+
+    def __init__(self, fn: Callable[[dict], list[dict]]):
+        self.fn = fn
+        self.world_size = 0
+        self.rank = 0
+
+    def setup(self, meta: dict) -> list[dict]:
+        return []  # identities travel inside every summary
+
+    def start(self, summary: dict) -> Any:
+        out = check_summaries(self.fn(summary), "gather callable")
+        self.world_size = len(out)
+        return out
+
+    def poll(self, handle: Any, block: bool) -> list[dict] | None:
+        return handle
+
+
+class TorchGather:
+    """``torch.distributed`` all_gather on a dedicated gloo group.
+
+    Every rank must construct it (``new_group`` is collective) and call
+    ``start`` the same number of times, which the monitor guarantees by
+    exchanging at fixed step counts.
+    """
+
+    kind = "torch"
+
+    def __init__(self, capacity: int, timeout_s: float = 300.0):
+        from .._optional import import_optional
+
+        self.torch = import_optional("torch", "torch")
+        self.dist = self.torch.distributed
+        self.capacity = int(capacity)
+        self.rank = self.dist.get_rank()
+        self.world_size = self.dist.get_world_size()
+        # a gloo group of our own: CPU tensors, never the NCCL communicator/stream of the job
+        self.group = self.dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+        self._metas: list[dict] = []
+
+    def setup(self, meta: dict) -> list[dict]:
+        metas: list = [None] * self.world_size
+        self.dist.all_gather_object(metas, meta, group=self.group)
+        self._metas = metas
+        return metas
+
+    def start(self, summary: dict) -> Any:
+        cap = self.capacity
+        steps = summary["steps"]
+        if len(steps) > cap:  # the monitor never sends more; keep the invariant loud
+            raise InputError(
+                f"summary holds {len(steps)} steps, more than the exchange capacity {cap}"
+            )
+        # rows: step, compute_time, step_time, timestamp; last column: control flags
+        buf = np.full((4, cap + 1), np.nan)
+        k = len(steps)
+        buf[0, :k] = steps
+        buf[1, :k] = summary["compute_time"]
+        buf[2, :k] = summary["step_time"]
+        buf[3, :k] = summary["timestamp"]
+        buf[0, cap] = float(summary["enabled"])
+        buf[1, cap] = float(summary["broken"])
+        t = self.torch.from_numpy(buf)
+        outs = [self.torch.empty_like(t) for _ in range(self.world_size)]
+        work = self.dist.all_gather(outs, t, group=self.group, async_op=True)
+        return (work, outs)
+
+    def poll(self, handle: Any, block: bool) -> list[dict] | None:
+        work, outs = handle
+        if not block and not work.is_completed():
+            return None
+        work.wait()
+        result = []
+        cap = self.capacity
+        for meta, t in zip(self._metas, outs):
+            a = t.numpy()
+            k = int(np.isfinite(a[0, :cap]).sum())
+            result.append(
+                make_summary(
+                    meta,
+                    a[0, :k].astype(np.int64),
+                    a[1, :k],
+                    a[2, :k],
+                    a[3, :k],
+                    enabled=bool(a[0, cap]),
+                    broken=bool(a[1, cap]),
+                )
+            )
+        return result
+
+    def close(self) -> None:
+        try:
+            self.dist.destroy_process_group(self.group)
+        except Exception:  # noqa: BLE001 - teardown after the job's own group may already be gone
+            pass

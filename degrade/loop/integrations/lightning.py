@@ -1,0 +1,123 @@
+"""PyTorch Lightning callback: ``DegradeCallback(**monitor_kwargs)``.
+
+Importing this module imports ``lightning`` (or the older standalone
+``pytorch_lightning``); ``pip install 'degrade[lightning]'``.
+
+The forward pass and loss, from ``on_train_batch_start`` to
+``on_before_backward``, is timed as section ``forward`` and judged as the
+rank's compute time: it holds no gradient collective, unlike backward under
+DDP, whose all-reduce equalises ranks (it is timed as ``backward_sync`` for
+information only).
+
+Examples
+--------
+>>> from degrade.loop.integrations.lightning import DegradeCallback  # doctest: +SKIP
+>>> trainer = L.Trainer(callbacks=[DegradeCallback(every=50, action="exit")])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..._optional import import_optional
+from .._monitor import Monitor
+
+__all__ = ["DegradeCallback"]  # noqa: F822 - built on first access (module __getattr__)
+
+
+def _base():
+    try:
+        import pytorch_lightning  # the older standalone package, if that is what is installed
+
+        return pytorch_lightning.Callback
+    except ImportError:
+        return import_optional("lightning.pytorch", "lightning").Callback
+
+
+def __getattr__(name: str):
+    # the class derives from Lightning's Callback, so it is built on first access:
+    # importing this module (pytest's doctest collection, docs tools) needs no Lightning
+    if name == "DegradeCallback":
+        cls = _build()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _build():
+    class DegradeCallback(_base()):
+        """Run a :class:`degrade.loop.Monitor` inside ``Trainer.fit``.
+
+        Parameters
+        ----------
+        monitor : Monitor, optional
+            A monitor to use; otherwise one is built from ``monitor_kwargs``
+            when training starts (after the process group exists).
+        stop_on_degraded : bool
+            Also set ``trainer.should_stop`` when this rank is judged degraded,
+            so ``fit`` ends after the current step (checkpoint callbacks run).
+        **monitor_kwargs
+            Passed to :class:`~degrade.loop.Monitor`.
+        """
+
+        def __init__(
+            self,
+            monitor: Monitor | None = None,
+            *,
+            stop_on_degraded: bool = False,
+            **monitor_kwargs: Any,
+        ):
+            super().__init__()
+            self.monitor = monitor
+            self.stop_on_degraded = stop_on_degraded
+            self.monitor_kwargs = monitor_kwargs
+            self._trainer = None
+            self._fwd = None
+            self._bwd = None
+
+        def _on_degraded(self, verdict) -> None:
+            user = self.monitor_kwargs.get("on_degraded")
+            if user is not None:
+                user(verdict)
+            if self.stop_on_degraded and self._trainer is not None:
+                self._trainer.should_stop = True
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            self._trainer = trainer
+            if self.monitor is None:
+                kw = {**self.monitor_kwargs, "on_degraded": self._on_degraded}
+                self.monitor = Monitor(**kw)
+            elif self.stop_on_degraded:
+                self.monitor.on_degraded = self._on_degraded
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self._fwd = self.monitor.section("forward")
+            self._fwd.__enter__()
+
+        def on_before_backward(self, trainer, pl_module, loss) -> None:
+            if self._fwd is not None:
+                self._fwd.__exit__(None, None, None)
+                self._fwd = None
+            self._bwd = self.monitor.section("backward_sync")
+            self._bwd.__enter__()
+
+        def on_after_backward(self, trainer, pl_module) -> None:
+            if self._bwd is not None:
+                self._bwd.__exit__(None, None, None)
+                self._bwd = None
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if self._fwd is not None:  # manual optimisation or no backward: close it here
+                self._fwd.__exit__(None, None, None)
+                self._fwd = None
+            self.monitor.step_end()
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            if self.monitor is not None:
+                self.monitor.close()
+
+        def on_exception(self, trainer, pl_module, exception) -> None:
+            if self.monitor is not None:
+                self.monitor.close()
+
+    return DegradeCallback

@@ -1,0 +1,204 @@
+"""A real multi-process torch.distributed run: 4 CPU ranks over gloo, one slowed.
+
+Each rank is a separate ``python`` process running this file as a script
+(``MASTER_ADDR=127.0.0.1`` and a free port), training a tiny DDP model.
+Its "compute" section is a forward pass plus a sleep standing in for GPU
+kernels; the slowed rank's sleep grows by ``--slow-factor`` from
+``--slow-from`` on. Backward (DDP's gradient all-reduce) lies outside the
+compute section, so every rank's wall step time is equalised by the
+collective while compute times differ, as on GPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import require
+
+WORLD = 4
+BASE_S = 0.004  # a stand-in GPU kernel time per step
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(tmp: Path, *, world: int, args: list[str], env_extra: dict | None = None):
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1])
+            + os.pathsep
+            + os.environ.get("PYTHONPATH", ""),
+            **(env_extra or {}),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--out", str(tmp), *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outs = []
+    deadline = time.monotonic() + 60
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError("distributed run did not finish within 60 s") from None
+        outs.append(out)
+    return [p.returncode for p in procs], outs
+
+
+def test_slowed_rank_is_flagged_within_bound_and_others_stay_healthy(tmp_path):
+    require("torch")
+    slow_rank, slow_from, every, steps = 2, 60, 10, 200
+    codes, outs = _launch(
+        tmp_path,
+        world=WORLD,
+        args=[
+            "--slow-rank", str(slow_rank), "--slow-from", str(slow_from),
+            "--slow-factor", "1.5", "--steps", str(steps), "--every", str(every),
+        ],
+    )  # fmt: skip
+    assert codes == [0] * WORLD, "\n".join(outs)
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    bad = results[slow_rank]["device"]
+
+    # every rank learns every verdict, and they agree
+    finals = [{v["device"]: v["status"] for v in r["verdicts"]} for r in results]
+    assert all(f == finals[0] for f in finals), finals
+    assert len(finals[0]) == WORLD
+
+    assert finals[0][bad] in ("degraded", "failed"), results[0]["verdicts"]
+    for dev, st in finals[0].items():
+        if dev != bad:
+            assert st in ("healthy", "unknown"), (dev, st)
+    # no healthy rank was ever flagged on any rank's view
+    for r in results:
+        for ev in r["changes"]:
+            if ev["device"] != bad:
+                assert ev["status"] not in ("degraded", "failed"), ev
+
+    # flagged within a bounded number of steps after the slowdown began:
+    # one exchange window to fill, one for the async exchange to land, and
+    # the engine's persistence; 6 windows is the bound we promise.
+    flagged = [
+        ev["at_step"]
+        for ev in results[slow_rank]["changes"]
+        if ev["device"] == bad and ev["status"] in ("degraded", "failed")
+    ]
+    assert flagged, results[slow_rank]["changes"]
+    assert slow_from < flagged[0] <= slow_from + 6 * every, flagged
+    # on_degraded fired on the slow rank only (act_on="self")
+    assert results[slow_rank]["acted"] == [bad]
+    assert all(r["acted"] == [] for i, r in enumerate(results) if i != slow_rank)
+    v = {v["device"]: v for v in results[0]["verdicts"]}[bad]
+    assert v["slowdown"] is not None and 0.25 < v["slowdown"] < 0.8, v
+
+
+def test_degraded_rank_exits_with_configured_code(tmp_path):
+    require("torch")
+    codes, outs = _launch(
+        tmp_path,
+        world=2,
+        args=[
+            "--slow-rank", "1", "--slow-from", "0", "--slow-factor", "2.0",
+            "--steps", "400", "--every", "10", "--action", "exit",
+        ],
+        env_extra={"DEGRADE_LOOP_EXIT_CODE": "77"},
+    )  # fmt: skip
+    # rank 1 exits with the configured code; rank 0 loses its peer and stops (3)
+    assert codes[1] == 77, outs[1]
+    assert "exiting with code 77" in outs[1]
+    assert codes[0] in (0, 3), outs[0]
+
+
+# ------------------------------------------------------------------ the worker
+def _worker(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--slow-rank", type=int, default=-1)
+    ap.add_argument("--slow-from", type=int, default=0)
+    ap.add_argument("--slow-factor", type=float, default=1.0)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--action", default="none")
+    a = ap.parse_args(argv)
+
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from degrade.loop import Monitor
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", timeout=timedelta(seconds=20))
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = DDP(
+        torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    changes: list[dict] = []
+    acted: list[str] = []
+    mon = Monitor(
+        every=a.every,
+        action=a.action,
+        on_verdict=lambda v: changes.append(
+            {"at_step": mon.status()["steps"], "device": v.device, "status": str(v.status)}
+        ),
+        on_degraded=lambda v: acted.append(v.device),
+    )
+    g = torch.Generator().manual_seed(rank)
+    try:
+        for step in range(a.steps):
+            x = torch.randn(16, 32, generator=g)
+            with mon.section("compute"):
+                loss = model(x).pow(2).mean()
+                slow = rank == a.slow_rank and step >= a.slow_from
+                time.sleep(BASE_S * (a.slow_factor if slow else 1.0))
+            loss.backward()  # DDP all-reduce: equalises the wall step time
+            opt.step()
+            opt.zero_grad()
+            mon.step_end()
+        mon.close()
+    except RuntimeError as exc:  # the peer that exited: gloo reports the closed connection
+        print(f"rank {rank}: peer lost: {exc}", flush=True)
+        return 3
+    result = {
+        "device": mon.status()["device"],
+        "verdicts": [v.to_dict() for v in mon.verdicts()],
+        "changes": changes,
+        "acted": acted,
+        "status": mon.status(),
+    }
+    (a.out / f"rank{rank}.json").write_text(json.dumps(result, default=str))
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))
