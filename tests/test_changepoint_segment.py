@@ -124,18 +124,24 @@ def test_pelt_is_exact_against_optimal_partitioning(rng, kind, d, min_size, jump
         assert ends.tolist() == ref_ends
 
 
-def test_fpop_equals_pelt_and_optimal_partitioning(rng):
-    for _ in range(25):
-        n = int(rng.integers(20, 120))
-        x = _signal(rng, n, 1, k=int(rng.integers(0, 5)))
+@pytest.mark.parametrize(("d", "mbic"), [(1, False), (1, True), (3, False)])
+def test_fpop_equals_pelt_and_optimal_partitioning(rng, d, mbic):
+    for _ in range(15):
+        n = int(rng.integers(20, 100))
+        x = _signal(rng, n, d, k=int(rng.integers(0, 5)))
         cs1, cs2, csx = _prefix(x, K.COST_L2)
         ms = int(rng.integers(1, 6))
         pen = float(rng.uniform(0.3, 15))
-        f_ends, f_tot = K._fpop_l2(cs1, cs2, pen, ms)
-        p_ends, p_tot = K._pelt(K.COST_L2, cs1, cs2, csx, pen, ms, 1, 0.0, False, 0.0)
-        r_ends, r_tot = ref_optimal_partition(K.COST_L2, x, pen, ms)
+        pk = -math.log(n) if mbic else 0.0
+        f_ends, f_tot = K._fpop_l2(cs1, cs2, pen, ms, mbic)
+        p_ends, p_tot = K._pelt(K.COST_L2, cs1, cs2, csx, pen, ms, 1, 0.0, mbic, pk)
+        r_ends, r_tot = ref_optimal_partition(K.COST_L2, x, pen, ms, mbic=mbic)
         assert f_ends.tolist() == p_ends.tolist() == r_ends
         assert f_tot == pytest.approx(r_tot, rel=1e-9)
+        if d == 1:
+            o_ends, o_tot = K._fpop_l2_1d(cs1[:, 0].copy(), cs2[:, 0].copy(), pen, ms, mbic)
+            assert o_ends.tolist() == r_ends
+            assert o_tot == f_tot
 
 
 def test_binseg_kernel_matches_numpy_greedy(rng):

@@ -202,26 +202,33 @@ def _pelt(kind, cs1, cs2, csx, pen, min_size, jump, eps, mbic, prune_k):
 
 
 @njit
-def _fpop_l2(cs1, cs2, pen, min_size):
-    """Optimal partitioning for a 1-D mean shift with functional pruning (FPOP).
+def _fpop_l2(cs1, cs2, pen, min_size, mbic):
+    """Optimal partitioning for a shift in mean with functional pruning (FPOP).
 
-    Solves the same problem as :func:`_pelt` with ``jump == 1`` (Maidstone et
-    al., 2017), but a candidate last change ``tau`` is dropped as soon as no
-    segment mean ``mu`` is left for which it beats every later candidate. That
-    keeps the candidate set small inside long stationary stretches, where
-    PELT's inequality pruning removes nothing. Each candidate keeps the
-    interval of ``mu`` where it is still competitive; with ``min_size`` a
-    candidate beaten by ``s`` stays usable until ``s`` itself is admissible.
-    Returns ``(bkps, total)`` like :func:`_pelt`.
+    Solves the same problem as :func:`_pelt` with ``kind == COST_L2`` and
+    ``jump == 1`` (Maidstone et al., 2017), but drops a candidate last change
+    ``tau`` as soon as no segment mean ``mu`` is left for which it beats every
+    later candidate ``s``: ``F(tau) + sum_{(tau, s]} |x - mu|^2 <= F(s)``
+    holds only inside a ball around the mean of ``(tau, s]``. Each candidate
+    keeps the intersection of the bounding boxes of these balls (exact in
+    1-D, conservative but valid for d > 1) and dies when it is empty. PELT's
+    inequality removes nothing inside a long stationary stretch, so with a
+    handful of changes it is O(n^2); this stays near O(n log n).
+
+    With ``min_size`` a candidate beaten by ``s`` stays usable until ``s``
+    may start a segment (``s + min_size``). With ``mbic`` each segment's cost
+    gains ``log(length)``; that term favours the later candidate, so the same
+    pruning stays valid. Returns ``(ends, total)`` like :func:`_pelt`.
     """
     n = cs1.shape[0] - 1
+    d = cs1.shape[1]
     f = np.full(n + 1, np.inf)
     f[0] = 0.0
     last = np.full(n + 1, -1, dtype=np.int64)
     cap = 64
     cand = np.empty(cap, dtype=np.int64)
-    lo = np.empty(cap)
-    hi = np.empty(cap)
+    lo = np.empty((cap, d))
+    hi = np.empty((cap, d))
     death = np.empty(cap, dtype=np.int64)
     nc = 0
     for s in range(min_size, n + 1):
@@ -231,8 +238,8 @@ def _fpop_l2(cs1, cs2, pen, min_size):
             if nc == cap:
                 cap *= 2
                 c2 = np.empty(cap, dtype=np.int64)
-                l2 = np.empty(cap)
-                h2 = np.empty(cap)
+                l2 = np.empty((cap, d))
+                h2 = np.empty((cap, d))
                 d2 = np.empty(cap, dtype=np.int64)
                 c2[:nc] = cand[:nc]
                 l2[:nc] = lo[:nc]
@@ -240,8 +247,9 @@ def _fpop_l2(cs1, cs2, pen, min_size):
                 d2[:nc] = death[:nc]
                 cand, lo, hi, death = c2, l2, h2, d2
             cand[nc] = p
-            lo[nc] = -np.inf
-            hi[nc] = np.inf
+            for j in range(d):
+                lo[nc, j] = -np.inf
+                hi[nc, j] = np.inf
             death[nc] = n + 1
             nc += 1
         best = np.inf
@@ -251,10 +259,14 @@ def _fpop_l2(cs1, cs2, pen, min_size):
                 continue
             t = cand[i]
             m = float(s - t)
-            s1 = cs1[s, 0] - cs1[t, 0]
-            v = (cs2[s, 0] - cs2[t, 0]) - s1 * s1 / m
-            if v < 0.0:
-                v = 0.0
+            v = 0.0
+            for j in range(d):
+                s1 = cs1[s, j] - cs1[t, j]
+                r = (cs2[s, j] - cs2[t, j]) - s1 * s1 / m
+                if r > 0.0:
+                    v += r
+            if mbic:
+                v += math.log(m)
             val = f[t] + (v + pen)
             if val < best:
                 best = val
@@ -271,26 +283,134 @@ def _fpop_l2(cs1, cs2, pen, min_size):
             if death[i] > n:
                 t = cand[i]
                 m = float(s - t)
-                s1 = cs1[s, 0] - cs1[t, 0]
-                mean = s1 / m
-                rss = (cs2[s, 0] - cs2[t, 0]) - s1 * mean
-                if rss < 0.0:
-                    rss = 0.0
+                rss = 0.0
+                for j in range(d):
+                    s1 = cs1[s, j] - cs1[t, j]
+                    r = (cs2[s, j] - cs2[t, j]) - s1 * s1 / m
+                    if r > 0.0:
+                        rss += r
                 slack = f[s] - f[t] - rss
-                if slack < 0.0:
-                    lo[i] = np.inf
-                else:
-                    r = math.sqrt(slack / m)
-                    if mean - r > lo[i]:
-                        lo[i] = mean - r
-                    if mean + r < hi[i]:
-                        hi[i] = mean + r
-                if lo[i] > hi[i]:
+                empty = slack < 0.0
+                if not empty:
+                    rad = math.sqrt(slack / m)
+                    for j in range(d):
+                        mean = (cs1[s, j] - cs1[t, j]) / m
+                        if mean - rad > lo[i, j]:
+                            lo[i, j] = mean - rad
+                        if mean + rad < hi[i, j]:
+                            hi[i, j] = mean + rad
+                        if lo[i, j] > hi[i, j]:
+                            empty = True
+                if empty:
                     death[i] = s + min_size
             cand[k] = cand[i]
+            for j in range(d):
+                lo[k, j] = lo[i, j]
+                hi[k, j] = hi[i, j]
+            death[k] = death[i]
+            k += 1
+        nc = k
+    cnt = 0
+    e = n
+    while e > 0:
+        cnt += 1
+        e = last[e]
+    bkps = np.empty(cnt, dtype=np.int64)
+    e = n
+    i = cnt - 1
+    while e > 0:
+        bkps[i] = e
+        i -= 1
+        e = last[e]
+    return bkps, f[n]
+
+
+@njit
+def _fpop_l2_1d(c1, c2, pen, min_size, mbic):
+    """:func:`_fpop_l2` for one column, with flat arrays (the hot path at 10^6 points)."""
+    n = c1.shape[0] - 1
+    f = np.full(n + 1, np.inf)
+    f[0] = 0.0
+    last = np.full(n + 1, -1, dtype=np.int64)
+    logm = np.zeros(n + 1)
+    if mbic:
+        for m in range(1, n + 1):
+            logm[m] = math.log(m)
+    cap = 256
+    cand = np.empty(cap, dtype=np.int64)
+    lo = np.empty(cap)
+    hi = np.empty(cap)
+    rss = np.empty(cap)
+    death = np.empty(cap, dtype=np.int64)
+    nc = 0
+    for s in range(min_size, n + 1):
+        p = s - min_size
+        if p == 0 or p >= min_size:
+            if nc == cap:
+                cap *= 2
+                c_ = np.empty(cap, dtype=np.int64)
+                l_ = np.empty(cap)
+                h_ = np.empty(cap)
+                r_ = np.empty(cap)
+                d_ = np.empty(cap, dtype=np.int64)
+                c_[:nc] = cand[:nc]
+                l_[:nc] = lo[:nc]
+                h_[:nc] = hi[:nc]
+                d_[:nc] = death[:nc]
+                cand, lo, hi, rss, death = c_, l_, h_, r_, d_
+            cand[nc] = p
+            lo[nc] = -np.inf
+            hi[nc] = np.inf
+            death[nc] = n + 1
+            nc += 1
+        cs = c1[s]
+        qs = c2[s]
+        best = np.inf
+        arg = -1
+        for i in range(nc):
+            t = cand[i]
+            m = s - t
+            s1 = cs - c1[t]
+            r = (qs - c2[t]) - s1 * s1 / m
+            if r < 0.0:
+                r = 0.0
+            rss[i] = r
+            if death[i] <= s:
+                continue
+            val = f[t] + ((r + logm[m]) + pen)
+            if val < best:
+                best = val
+                arg = t
+        f[s] = best
+        last[s] = arg
+        if s > n - min_size:
+            continue
+        k = 0
+        for i in range(nc):
+            di = death[i]
+            if di <= s:
+                continue
+            t = cand[i]
+            if di > n:
+                m = s - t
+                slack = best - f[t] - rss[i]
+                if slack < 0.0:
+                    di = s + min_size
+                else:
+                    mean = (cs - c1[t]) / m
+                    rad = math.sqrt(slack / m)
+                    a = mean - rad
+                    b = mean + rad
+                    if a > lo[i]:
+                        lo[i] = a
+                    if b < hi[i]:
+                        hi[i] = b
+                    if lo[i] > hi[i]:
+                        di = s + min_size
+            cand[k] = t
             lo[k] = lo[i]
             hi[k] = hi[i]
-            death[k] = death[i]
+            death[k] = di
             k += 1
         nc = k
     cnt = 0

@@ -264,8 +264,12 @@ def segment(
     prune_k = -math.log(n) if mbic else 0.0
 
     if method == "pelt":
-        if kind == K.COST_L2 and d == 1 and jump == 1 and not mbic:
-            ends, total = K._fpop_l2(cs1, cs2, float(pen), min_size)
+        if kind == K.COST_L2 and jump == 1 and d == 1:
+            c1 = np.ascontiguousarray(cs1[:, 0])
+            c2 = np.ascontiguousarray(cs2[:, 0])
+            ends, total = K._fpop_l2_1d(c1, c2, float(pen), min_size, mbic)
+        elif kind == K.COST_L2 and jump == 1:
+            ends, total = K._fpop_l2(cs1, cs2, float(pen), min_size, mbic)
         else:
             ends, total = K._pelt(
                 kind, cs1, cs2, csx, float(pen), min_size, jump, eps, mbic, prune_k
