@@ -355,7 +355,7 @@ def test_noise_scale_is_robust_to_level_shifts_and_tracks_autocorrelation():
     rng = np.random.default_rng(27)
     x = rng.normal(0, 2.0, (20000, 1))
     x[5000:] += 50.0
-    sigma, rho = noise_scale(x)
+    sigma, rho, _ = noise_scale(x)
     assert sigma[0] == pytest.approx(2.0, rel=0.05)
     assert abs(rho[0]) < 0.05
     e = rng.normal(size=20000)
@@ -364,7 +364,7 @@ def test_noise_scale_is_robust_to_level_shifts_and_tracks_autocorrelation():
     for i, v in enumerate(e):
         prev = 0.6 * prev + v
         ar[i] = prev
-    sigma, rho = noise_scale(ar.reshape(-1, 1))
+    sigma, rho, _ = noise_scale(ar.reshape(-1, 1))
     assert rho[0] == pytest.approx(0.6, abs=0.06)
     # long-run sd of AR(1) with unit innovations is 1 / (1 - rho)
     assert sigma[0] == pytest.approx(1 / 0.4, rel=0.12)
@@ -375,6 +375,35 @@ def test_chi2_isf_known_values():
     assert chi2_isf(0.01, 2) == pytest.approx(-2 * math.log(0.01), rel=1e-9)
     assert chi2_isf(1e-6, 1) == pytest.approx(23.928126976934827, rel=1e-9)
     assert chi2_isf(1e-4, 5) == pytest.approx(25.744831959055876, rel=1e-9)
+
+
+def test_hampel_kernel_matches_numpy(rng):
+    x = rng.standard_t(2, size=(80, 2))
+    x[40:, 0] += 10.0
+    h, c = 3, 3.0
+    scale = np.array([1.0, 0.5])
+    got = K._hampel(x, h, c, scale)
+    ref = x.copy()
+    for j in range(2):
+        for i in range(80):
+            med = np.median(x[max(0, i - h) : i + h + 1, j])
+            ref[i, j] = np.clip(x[i, j], med - c * scale[j], med + c * scale[j])
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_robust_search_ignores_spikes_but_keeps_steps():
+    rng = np.random.default_rng(29)
+    x = rng.normal(0, 1, 1200)
+    x[[100, 101, 300, 555, 556, 557, 900]] += 15.0  # stalls of 1-3 steps
+    x[600:] += 2.0
+    seg = segment(x)  # named penalty: robust by default
+    assert seg.breakpoints.tolist() == [600]
+    # the raw data are still summarised
+    assert seg.mean[0] == pytest.approx(x[:600].mean())
+    assert segment(x, robust=False).breakpoints.size > 1
+    # a numeric penalty stays ruptures-exact unless asked
+    assert segment(x, penalty=40.0).breakpoints.size > 1
+    assert segment(x, penalty=40.0, robust=True).breakpoints.tolist() == [600]
 
 
 # --- missing data ----------------------------------------------------------------------

@@ -504,6 +504,46 @@ def _binseg(kind, cs1, cs2, csx, n_bkps, pen, min_size, jump, eps, mbic):
 
 
 @njit
+def _hampel(x, h, c, scale):
+    """Clip each sample to ``c * scale`` around the median of its ``2h+1`` neighbours.
+
+    A running median follows a level shift as soon as the new level holds the
+    majority of the window, so steps survive while isolated spikes (GC pauses,
+    checkpoints) and heavy tails are pulled in. Windows are truncated at the
+    ends. ``x`` is (n, d) and NaN-free; ``scale`` is (d,).
+    """
+    n, d = x.shape
+    out = x.copy()
+    buf = np.empty(2 * h + 1)
+    for j in range(d):
+        lim = c * scale[j]
+        if not lim > 0.0:
+            continue
+        for i in range(n):
+            a = max(0, i - h)
+            b = min(n, i + h + 1)
+            m = b - a
+            for k in range(m):
+                v = x[a + k, j]
+                q = k
+                # insertion sort: windows are short
+                while q > 0 and buf[q - 1] > v:
+                    buf[q] = buf[q - 1]
+                    q -= 1
+                buf[q] = v
+            if m % 2 == 1:
+                med = buf[m // 2]
+            else:
+                med = 0.5 * (buf[m // 2 - 1] + buf[m // 2])
+            r = x[i, j] - med
+            if r > lim:
+                out[i, j] = med + lim
+            elif r < -lim:
+                out[i, j] = med - lim
+    return out
+
+
+@njit
 def _segment_stats(x, ends):
     """Mean and variance (ddof=0) of each segment; NaN-free input."""
     k = ends.shape[0]

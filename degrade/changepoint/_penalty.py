@@ -22,11 +22,11 @@ def _mad(v: np.ndarray) -> float:
     return float(_MAD_TO_SD * np.median(np.abs(v - med)))
 
 
-def noise_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def noise_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Robust noise scale of each column of ``x`` (n, d), NaN-free.
 
-    Returns ``(sigma, rho)``: the long-run standard deviation and the lag-one
-    autocorrelation used for it. Both come from MADs of first and second
+    Returns ``(sigma, rho, sd)``: the long-run standard deviation, the lag-one
+    autocorrelation used for it and the marginal standard deviation. Both come from MADs of first and second
     differences, which a level shift touches in one or two places only, so
     change points barely move them. For an AR(1) process
     ``Var(x_t - x_{t-1}) = 2 s^2 (1 - rho)`` and
@@ -38,6 +38,7 @@ def noise_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n, d = x.shape
     sigma = np.zeros(d)
     rho = np.zeros(d)
+    sd = np.zeros(d)
     for j in range(d):
         col = x[:, j]
         if n < 3:
@@ -56,7 +57,8 @@ def noise_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s2 = d1 * d1 / (2.0 * (1.0 - r))
         sigma[j] = math.sqrt(s2 * (1.0 + r) / (1.0 - r))
         rho[j] = r
-    return sigma, rho
+        sd[j] = math.sqrt(s2)
+    return sigma, rho, sd
 
 
 def _gammaincc(a: float, x: float) -> float:

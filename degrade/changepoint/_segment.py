@@ -104,6 +104,7 @@ def segment(
     jump: int = 1,
     nan: Literal["raise", "drop"] = "raise",
     var_floor: float | None = None,
+    robust: bool | None = None,
 ) -> Segmentation:
     """Split a series into segments with constant parameters.
 
@@ -149,6 +150,14 @@ def segment(
         Added to variances in the ``normal`` cost so constant stretches do not
         give ``log 0``. Default ``1e-6 * sigma**2`` (scale-free);
         ruptures uses ``1e-6`` in the data's units.
+    robust : bool, optional
+        Search on a copy of ``x`` whose samples are clipped to 3 robust SDs
+        around a running median of ``2 * min_size + 1`` neighbours (a Hampel
+        filter), so spikes and heavy tails do not open segments of their own;
+        steps of at least ``min_size + 1`` samples pass unchanged. Segment
+        means and variances still come from the raw samples. Not used with
+        ``cost="poisson"``. Default: on with a named penalty, off with a
+        number or ``n_bkps`` (which then reproduce ruptures exactly).
 
     Returns
     -------
@@ -224,14 +233,17 @@ def segment(
             )
 
     xs = np.ascontiguousarray(xs)
-    sigma, _ = noise_scale(xs)
+    sigma, _, sd = noise_scale(xs)
+    xfit = xs
     if cost == "poisson":
         center = np.zeros(d)
     else:
+        if robust or (robust is None and rule != "number" and n_bkps is None):
+            xfit = K._hampel(xs, int(min_size), 3.0, sd)
         # centring keeps the prefix sums of squares well conditioned
         center = np.median(xs, axis=0)
     full_cov = cost == "normal" and d > 1
-    cs1, cs2, csx = K._prefix_sums(xs, center, _COSTS[cost], full_cov)
+    cs1, cs2, csx = K._prefix_sums(xfit, center, _COSTS[cost], full_cov)
 
     if cost == "normal":
         if var_floor is None:
