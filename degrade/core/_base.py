@@ -48,6 +48,18 @@ class RunResult:
         return f"RunResult(shape={shape}, fields={self._fields}, alarms={int(self.alarm.sum())})"
 
 
+def _safe_log(x: np.ndarray) -> np.ndarray:
+    """log(x), NaN where x <= 0 or NaN (those samples are then missing).
+
+    Done in numpy rather than in the kernels: its vectorised log is ~15x
+    faster than a scalar call per sample, and ``update`` and ``run`` use the
+    same call, so they stay bit-identical.
+    """
+    out = np.full(x.shape, np.nan)
+    np.log(x, out=out, where=x > 0)
+    return out
+
+
 def _ro(a: np.ndarray) -> np.ndarray:
     v = a.view()
     v.flags.writeable = False
@@ -65,6 +77,7 @@ def check_number(
     integer: bool = False,
 ) -> float:
     """Validate a scalar parameter and return it as float (one clear error)."""
+    given = value
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if ok:
         value = float(value)
@@ -76,7 +89,7 @@ def check_number(
         lo_s = ("(" if lo_open else "[") + f"{lo:g}"
         hi_s = f"{hi:g}" + (")" if hi_open else "]")
         kind = "an integer" if integer else "a number"
-        raise InputError(f"{name} must be {kind} in {lo_s}, {hi_s}; got {value!r}")
+        raise InputError(f"{name} must be {kind} in {lo_s}, {hi_s}; got {given!r}")
     return value
 
 
@@ -104,6 +117,7 @@ class StreamDetector:
     _P: np.ndarray | None = None
     _n: int = -1
     t_: int = 0
+    _lbuf: np.ndarray | None = None  # scratch for log=True updates
     # per-stream arrays (first axis = stream) and their names in state_dict
     _arrays: ClassVar[dict[str, str]] = {"_S": "state", "_B": "buffer"}
 
@@ -136,9 +150,11 @@ class StreamDetector:
             floor_rel = 0.0
         if (self.mu is None) != (self.sigma is None):
             raise InputError("give both mu and sigma (a fixed baseline) or neither (learned)")
+        # log=True is applied by numpy before the kernels (see _safe_log), which
+        # then only see NaN/inf for invalid samples
         return common_params(
-            positive=bool(self.positive),
-            log=bool(self.log),
+            positive=bool(self.positive) and not self.log,
+            log=False,
             warmup=warmup,
             relearn=bool(self.relearn),
             adapt=float(self.adapt),
@@ -174,12 +190,24 @@ class StreamDetector:
                 return len(a)
         return None
 
+    def _log_update(self, x: np.ndarray) -> np.ndarray:
+        """:func:`_safe_log` into reused buffers: the same numpy call, less overhead."""
+        buf = self._lbuf
+        if buf is None or buf.shape != x.shape:
+            buf = self._lbuf = np.empty(x.shape)
+            self._lmask = np.empty(x.shape, dtype=bool)
+        buf.fill(np.nan)
+        np.greater(x, 0.0, out=self._lmask)
+        np.log(x, out=buf, where=self._lmask)
+        return buf
+
     # -- state --------------------------------------------------------------
     def _allocate(self, n: int) -> None:
         if n < 0:
             raise InputError(f"n_streams must be >= 0; got {n}")
         P, width = self._build()
         self._P = np.ascontiguousarray(P, dtype=np.float64)
+        self._logx = bool(getattr(self, "log", False))
         self._width = width
         for name, a in self._new_arrays(n).items():
             setattr(self, name, a)
@@ -215,7 +243,7 @@ class StreamDetector:
             raise InputError(
                 f"update expects one sample per stream, shape ({self._n},); got shape {x.shape}"
             )
-        return x
+        return np.ascontiguousarray(x)
 
     def _block(self, X: Any) -> np.ndarray:
         try:
@@ -228,7 +256,8 @@ class StreamDetector:
             self._allocate(X.shape[1])
         if X.ndim != 2 or X.shape[1] != self._n:
             raise InputError(f"run expects a block of shape (T, {self._n}); got shape {X.shape}")
-        return np.ascontiguousarray(X)
+        X = np.ascontiguousarray(X)
+        return _safe_log(X) if self._logx else X
 
     def update(self, x: Any) -> np.ndarray:
         """Feed one sample per stream; return the (N,) bool array of alarms raised.
@@ -243,6 +272,8 @@ class StreamDetector:
             or x.shape != (self._n,)
         ):
             x = self._vector(x)
+        if self._logx:
+            x = self._log_update(x)
         out = self._update_kernel(self._S, self._B, x, self._P, self.t_)
         self.t_ += 1
         return out

@@ -245,6 +245,73 @@ def _standardise(S, B, j, v, P):
 
 
 @njit
+def _learn(S, B, j, v, P):
+    """Add ``v`` to stream ``j``'s warm-up buffer; fix mu and sigma when it is full."""
+    W = int(P[P_WARMUP])
+    n = int(S[j, COL_NWARM])
+    B[j, n] = v
+    n += 1
+    S[j, COL_NWARM] = n
+    if n == W:
+        mu, sigma = _robust_mu_sigma(B[j], W, P)
+        S[j, COL_MU] = mu
+        S[j, COL_SIGMA] = sigma
+
+
+@njit
+def _adapt(S, j, z, P):
+    """Winsorised EWMA update of stream ``j``'s baseline with residual ``z``."""
+    a = P[P_ADAPT]
+    c = P[P_CLIP]
+    mu = S[j, COL_MU]
+    sigma = S[j, COL_SIGMA]
+    zc = z
+    if zc > c:
+        zc = c
+    elif zc < -c:
+        zc = -c
+    mu = mu + a * sigma * zc
+    var = (1.0 - a) * sigma * sigma + a * sigma * sigma * zc * zc / P[P_WIN_K]
+    sigma = math.sqrt(var)
+    fl = _sigma_floor(mu, P)
+    if sigma < fl:
+        sigma = fl
+    S[j, COL_MU] = mu
+    S[j, COL_SIGMA] = sigma
+
+
+# _residual status codes
+OK = 0
+MISSING = 1
+LEARNING = 2
+
+
+@njit(inline="always")
+def _residual(S, B, j, x, P, positive, log, W, adapt):
+    """Status and standardised residual of sample ``x`` of stream ``j``.
+
+    The hot path (a valid sample, baseline known) is a handful of loads; the
+    parameters are hoisted by the caller so they are read once per update.
+    The residual is taken against the baseline *before* ``x`` adapts it (a
+    one-step-ahead prediction error).
+    """
+    if not math.isfinite(x) or (positive and x <= 0.0):
+        S[j, COL_MISS] += 1.0
+        S[j, COL_ALARM] = 0.0
+        return MISSING, 0.0
+    if log:
+        x = math.log(x)
+    if S[j, COL_NWARM] < W:
+        _learn(S, B, j, x, P)
+        S[j, COL_ALARM] = 0.0
+        return LEARNING, 0.0
+    z = (x - S[j, COL_MU]) / S[j, COL_SIGMA]
+    if adapt > 0.0:
+        _adapt(S, j, z, P)
+    return OK, z
+
+
+@njit
 def _missing(S, j):
     S[j, COL_MISS] += 1.0
     S[j, COL_ALARM] = 0.0

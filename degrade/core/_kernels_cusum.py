@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from degrade._config import njit
@@ -13,15 +11,19 @@ from ._kernels_common import (
     COL_LAST,
     COL_NWARM,
     COL_STAT,
+    LEARNING,
     N_COMMON,
     N_PCOMMON,
+    OK,
+    P_ADAPT,
+    P_LOG,
+    P_POSITIVE,
     P_RELEARN,
     P_SIDE,
+    P_WARMUP,
     SIDE_LOWER,
     SIDE_UPPER,
-    _missing,
-    _prep,
-    _standardise,
+    _residual,
 )
 
 COL_UP = N_COMMON  # C+ statistic
@@ -38,68 +40,78 @@ N_PARAMS = N_PCOMMON + 3
 
 
 @njit
-def _cusum_step(S, B, j, x, P, t):
-    v = _prep(x, P)
-    if math.isnan(v):
-        _missing(S, j)
-        return False
-    z = _standardise(S, B, j, v, P)
-    if math.isnan(z):
-        S[j, COL_ALARM] = 0.0
-        # the chart starts once the baseline is known
-        S[j, COL_ZERO_UP] = t
-        S[j, COL_ZERO_DOWN] = t
-        return False
+def _cusum_step(S, B, x, P, t, out, stat, onset):
+    """One update of every stream (``x``: one sample per stream).
+
+    Writes each stream's alarm, statistic and onset (-1 unless it alarmed)
+    into ``out``, ``stat`` and ``onset``.
+    """
+    positive = P[P_POSITIVE] != 0.0
+    log = P[P_LOG] != 0.0
+    W = P[P_WARMUP]
+    adapt = P[P_ADAPT]
     k = P[P_K]
     h = P[P_H]
-    up = S[j, COL_UP] + z - k
-    if up <= 0.0:
-        up = 0.0
-        S[j, COL_ZERO_UP] = t
-    down = S[j, COL_DOWN] - z - k
-    if down <= 0.0:
-        down = 0.0
-        S[j, COL_ZERO_DOWN] = t
-    S[j, COL_STAT] = up if up >= down else -down
+    head = P[P_HEAD]
     side = int(P[P_SIDE])
-    alarm_up = (side & SIDE_UPPER) != 0 and up > h
-    alarm_down = (side & SIDE_LOWER) != 0 and down > h
-    if alarm_up or alarm_down:
-        if alarm_up and (not alarm_down or up >= down):
-            S[j, COL_ONSET] = S[j, COL_ZERO_UP]
+    check_up = (side & SIDE_UPPER) != 0
+    check_down = (side & SIDE_LOWER) != 0
+    relearn = P[P_RELEARN] != 0.0
+    for j in range(S.shape[0]):
+        status, z = _residual(S, B, j, x[j], P, positive, log, W, adapt)
+        out[j] = False
+        onset[j] = -1
+        if status != OK:
+            stat[j] = S[j, COL_STAT]
+            if status == LEARNING:
+                # the chart starts once the baseline is known
+                S[j, COL_ZERO_UP] = t
+                S[j, COL_ZERO_DOWN] = t
+            continue
+        up = S[j, COL_UP] + z - k
+        if up <= 0.0:
+            up = 0.0
+            S[j, COL_ZERO_UP] = t
+        down = S[j, COL_DOWN] - z - k
+        if down <= 0.0:
+            down = 0.0
+            S[j, COL_ZERO_DOWN] = t
+        s = up if up >= down else -down
+        S[j, COL_STAT] = s
+        stat[j] = s
+        alarm_up = check_up and up > h
+        alarm_down = check_down and down > h
+        if alarm_up or alarm_down:
+            if alarm_up and (not alarm_down or up >= down):
+                o = S[j, COL_ZERO_UP]
+            else:
+                o = S[j, COL_ZERO_DOWN]
+            S[j, COL_ONSET] = o
+            onset[j] = np.int64(o)
+            S[j, COL_LAST] = t
+            S[j, COL_ALARM] = 1.0
+            up = head
+            down = head
+            S[j, COL_ZERO_UP] = t
+            S[j, COL_ZERO_DOWN] = t
+            if relearn:
+                S[j, COL_NWARM] = 0.0
+            out[j] = True
         else:
-            S[j, COL_ONSET] = S[j, COL_ZERO_DOWN]
-        S[j, COL_LAST] = t
-        S[j, COL_ALARM] = 1.0
-        up = P[P_HEAD]
-        down = P[P_HEAD]
-        S[j, COL_ZERO_UP] = t
-        S[j, COL_ZERO_DOWN] = t
-        if P[P_RELEARN] != 0.0:
-            S[j, COL_NWARM] = 0.0
-    else:
-        S[j, COL_ALARM] = 0.0
-    S[j, COL_UP] = up
-    S[j, COL_DOWN] = down
-    return alarm_up or alarm_down
+            S[j, COL_ALARM] = 0.0
+        S[j, COL_UP] = up
+        S[j, COL_DOWN] = down
 
 
 @njit
 def _cusum_update(S, B, x, P, t):
     n = S.shape[0]
     out = np.empty(n, dtype=np.bool_)
-    for j in range(n):
-        out[j] = _cusum_step(S, B, j, x[j], P, t)
+    _cusum_step(S, B, x, P, t, out, np.empty(n), np.empty(n, dtype=np.int64))
     return out
 
 
 @njit
 def _cusum_run(S, B, X, P, t0, alarm, stat, onset):
-    T, n = X.shape
-    for i in range(T):
-        t = t0 + i
-        for j in range(n):
-            a = _cusum_step(S, B, j, X[i, j], P, t)
-            alarm[i, j] = a
-            stat[i, j] = S[j, COL_STAT]
-            onset[i, j] = np.int64(S[j, COL_ONSET]) if a else -1
+    for i in range(X.shape[0]):
+        _cusum_step(S, B, X[i], P, t0 + i, alarm[i], stat[i], onset[i])

@@ -15,13 +15,16 @@ from ._kernels_common import (
     COL_STAT,
     N_COMMON,
     N_PCOMMON,
+    OK,
+    P_ADAPT,
+    P_LOG,
+    P_POSITIVE,
     P_RELEARN,
     P_SIDE,
+    P_WARMUP,
     SIDE_LOWER,
     SIDE_UPPER,
-    _missing,
-    _prep,
-    _standardise,
+    _residual,
 )
 
 COL_COUNT = N_COMMON  # chart updates since the (re)start: drives the exact limits
@@ -36,54 +39,58 @@ N_PARAMS = N_PCOMMON + 3
 
 
 @njit
-def _ewma_step(S, B, j, x, P, t):
-    v = _prep(x, P)
-    if math.isnan(v):
-        _missing(S, j)
-        return False
-    z = _standardise(S, B, j, v, P)
-    if math.isnan(z):
-        S[j, COL_ALARM] = 0.0
-        return False
+def _ewma_step(S, B, x, P, t, out, stat):
+    """One update of every stream; alarms into ``out``, chart values into ``stat``."""
+    positive = P[P_POSITIVE] != 0.0
+    log = P[P_LOG] != 0.0
+    W = P[P_WARMUP]
+    adapt = P[P_ADAPT]
     lam = P[P_LAM]
-    i = S[j, COL_COUNT] + 1.0
-    e = lam * z + (1.0 - lam) * S[j, COL_E]
-    var = lam / (2.0 - lam)
-    if P[P_EXACT] != 0.0:
-        var = var * (1.0 - (1.0 - lam) ** (2.0 * i))
-    lim = P[P_L] * math.sqrt(var)
-    S[j, COL_LIMIT] = lim
+    L = P[P_L]
+    exact = P[P_EXACT] != 0.0
     side = int(P[P_SIDE])
-    alarm = ((side & SIDE_UPPER) != 0 and e > lim) or ((side & SIDE_LOWER) != 0 and e < -lim)
-    S[j, COL_STAT] = e
-    if alarm:
-        S[j, COL_LAST] = t
-        S[j, COL_ALARM] = 1.0
-        S[j, COL_E] = 0.0
-        S[j, COL_COUNT] = 0.0
-        if P[P_RELEARN] != 0.0:
-            S[j, COL_NWARM] = 0.0
-        return True
-    S[j, COL_ALARM] = 0.0
-    S[j, COL_E] = e
-    S[j, COL_COUNT] = i
-    return False
+    check_up = (side & SIDE_UPPER) != 0
+    check_down = (side & SIDE_LOWER) != 0
+    relearn = P[P_RELEARN] != 0.0
+    var_inf = lam / (2.0 - lam)
+    lim_inf = L * math.sqrt(var_inf)
+    for j in range(S.shape[0]):
+        status, z = _residual(S, B, j, x[j], P, positive, log, W, adapt)
+        out[j] = False
+        if status != OK:
+            stat[j] = S[j, COL_STAT]
+            continue
+        i = S[j, COL_COUNT] + 1.0
+        e = lam * z + (1.0 - lam) * S[j, COL_E]
+        lim = lim_inf
+        if exact:
+            lim = L * math.sqrt(var_inf * (1.0 - (1.0 - lam) ** (2.0 * i)))
+        S[j, COL_LIMIT] = lim
+        S[j, COL_STAT] = e
+        stat[j] = e
+        if (check_up and e > lim) or (check_down and e < -lim):
+            S[j, COL_LAST] = t
+            S[j, COL_ALARM] = 1.0
+            S[j, COL_E] = 0.0
+            S[j, COL_COUNT] = 0.0
+            if relearn:
+                S[j, COL_NWARM] = 0.0
+            out[j] = True
+        else:
+            S[j, COL_ALARM] = 0.0
+            S[j, COL_E] = e
+            S[j, COL_COUNT] = i
 
 
 @njit
 def _ewma_update(S, B, x, P, t):
     n = S.shape[0]
     out = np.empty(n, dtype=np.bool_)
-    for j in range(n):
-        out[j] = _ewma_step(S, B, j, x[j], P, t)
+    _ewma_step(S, B, x, P, t, out, np.empty(n))
     return out
 
 
 @njit
 def _ewma_run(S, B, X, P, t0, alarm, stat):
-    T, n = X.shape
-    for i in range(T):
-        t = t0 + i
-        for j in range(n):
-            alarm[i, j] = _ewma_step(S, B, j, X[i, j], P, t)
-            stat[i, j] = S[j, COL_STAT]
+    for i in range(X.shape[0]):
+        _ewma_step(S, B, X[i], P, t0 + i, alarm[i], stat[i])

@@ -16,11 +16,11 @@ from ._kernels_common import (
     MAD_TO_SIGMA,
     N_COMMON,
     N_PCOMMON,
-    P_LOG,
     P_SIDE,
     SIDE_LOWER,
     SIDE_UPPER,
     _prep,
+    _sigma_floor,
     _sorted_mad,
     _sorted_median,
 )
@@ -30,7 +30,7 @@ COL_SCALE = N_COMMON + 1  # robust scale of the group used for z
 COL_PEERS = N_COMMON + 2  # valid peers (group members other than itself) at the last update
 N_COLS = N_COMMON + 3
 
-P_FLOOR = N_PCOMMON  # scale floor: absolute (log) or relative to |median| (linear)
+P_FLOOR = N_PCOMMON  # scale floor as given (the kernel uses P_FLOOR_ABS/P_FLOOR_REL)
 P_THRESH = N_PCOMMON + 1  # |z| threshold
 P_MIN_DEV = N_PCOMMON + 2  # |deviation| must also exceed this
 P_MIN_GROUP = N_PCOMMON + 3  # fewer valid members: no comparison (NaN)
@@ -54,8 +54,6 @@ def _loo_median(s, c, i):
 def _peer_step(S, x, order, starts, P, t, vals, sorted_vals, pos):
     """One update of every stream; ``order``/``starts`` list the members of each group."""
     n_groups = starts.size - 1
-    log_mode = P[P_LOG] != 0.0
-    floor = P[P_FLOOR]
     thr = P[P_THRESH]
     min_dev = P[P_MIN_DEV]
     min_group = int(P[P_MIN_GROUP])
@@ -80,9 +78,7 @@ def _peer_step(S, x, order, starts, P, t, vals, sorted_vals, pos):
         scale = math.nan
         if c >= min_group and c >= 2:
             med = _sorted_median(sv, c)
-            fl = floor if log_mode else floor * abs(med)
-            if fl < 1e-300:
-                fl = 1e-300
+            fl = _sigma_floor(med, P)
             if c >= 3:
                 scale = MAD_TO_SIGMA * _sorted_mad(sv, c, med)
                 if scale < fl:

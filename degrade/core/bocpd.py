@@ -173,6 +173,8 @@ class BOCPD(StreamDetector):
             or x.shape != (self._n,)
         ):
             x = self._vector(x)
+        if self._logx:
+            x = self._log_update(x)
         out = _bocpd_update(self._S, self._B, self._G, x, self._P, self.t_)
         self.t_ += 1
         return out

@@ -150,14 +150,14 @@ class PeerComparison(StreamDetector):
         min_dev = check_number("min_deviation", self.min_deviation, lo=0.0)
         min_group = check_number("min_group", self.min_group, lo=2, integer=True)
         common = common_params(
-            positive=bool(self.positive or self.log),
-            log=bool(self.log),
+            positive=bool(self.positive) and not self.log,
+            log=False,  # applied by numpy before the kernel
             warmup=0,
             relearn=False,
             adapt=0.0,
             clip=np.inf,
-            floor_abs=0.0,
-            floor_rel=0.0,
+            floor_abs=floor if self.log else 0.0,
+            floor_rel=0.0 if self.log else floor,
             side=check_side(self.side),
         )
         return np.array(common + [floor, thr, min_dev, min_group]), 0
@@ -223,6 +223,8 @@ class PeerComparison(StreamDetector):
             or x.shape != (self._n,)
         ):
             x = self._vector(x)
+        if self._logx:
+            x = self._log_update(x)
         out = _peer_update(self._S, x, self._order, self._starts, self._P, self.t_)
         self.t_ += 1
         return out
