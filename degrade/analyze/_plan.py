@@ -1,0 +1,293 @@
+"""Plan an analysis as independent units, and run one unit.
+
+A unit is one job (its timings plus the counters of its devices) or, for
+devices that appear only in counters, one host. A unit is read and fed to a
+fresh :class:`~degrade.verdict.VerdictEngine` in step (or time) chunks of
+bounded size, so memory depends on the chunk, not on the dataset. The
+polars engine runs the units one after the other; the Dask engine runs the
+very same :func:`run_unit` on workers, so both give identical verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._blocks import COUNTER_META, counter_block, step_chunks, timing_block
+from ._inputs import Source
+from ._warnings import WarningLog
+
+__all__ = ["Unit", "UnitResult", "plan_units", "run_unit", "scan_kind"]
+
+DEFAULT_CHUNK_ROWS = 4_000_000
+
+
+@dataclass
+class Unit:
+    """One independent piece of work. Small and picklable (sent to Dask workers)."""
+
+    key: str
+    job: Any
+    timing_meta: Any = None  # polars DataFrame: device, _d, host, group, rows, step_min, ...
+    counter_meta: Any = None  # polars DataFrame: device, _d, host, group, rows, ts_min, ts_max
+    host: Any = None  # for counter-only units
+    ts_range: tuple[float, float] | None = None  # restrict counters to the job's time span
+    value_cols: list[str] = field(default_factory=list)  # timing columns this job has
+    rows: int = 0
+
+
+@dataclass
+class UnitResult:
+    key: str
+    verdicts: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+    log: WarningLog = field(default_factory=WarningLog)
+    rows: int = 0
+    peak_rows: int = 0
+    peak_cells: int = 0
+    blocks: int = 0
+
+
+def scan_kind(sources: list[Source], kind: str, reports: list | None = None):
+    """One LazyFrame over every source of ``kind`` (columns unioned), or None.
+
+    ``reports``, when given, receives one ``(source, ReadReport)`` per source.
+    """
+    import polars as pl
+
+    from ..io import ReadReport
+
+    frames = []
+    for s in sources:
+        if s.kind != kind:
+            continue
+        rep = ReadReport()
+        frames.append(s.scan(report=rep))
+        if reports is not None:
+            reports.append((s, rep))
+    if not frames:
+        return None
+    lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+    if kind == "timings" and "job" not in lf.collect_schema():
+        lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias("job"))
+    return lf
+
+
+def _count_dropped(reports, kept_rows: int, log: WarningLog) -> None:
+    """Rows the readers dropped (null keys, duplicates), counted; cheap when there are none.
+
+    File footers give the raw row count for free; only when it differs from
+    the rows kept (or is unknown) is the extra pass of ``row_issues`` paid.
+    """
+    raw = [s.raw_rows() for s, _ in reports]
+    if all(r is not None for r in raw) and sum(raw) == kept_rows:
+        return
+    for s, rep in reports:
+        issues = rep.row_issues()
+        log.add("null_key", issues["null_key"], source=s.name)
+        log.add("duplicate_rows" if s.kind == "timings" else "duplicate_samples",
+                issues["duplicate"], source=s.name)
+
+
+def _timing_columns(schema) -> list[str]:
+    return [c for c in schema if c.endswith("_time")]
+
+
+def _counter_columns(schema) -> list[str]:
+    """Counter columns the engine reads (the others are accepted and not loaded)."""
+    from ..verdict.engine import COUNTER_COLUMNS
+
+    return [c for c, t in schema.items() if c in COUNTER_COLUMNS and c not in COUNTER_META
+            and (t.is_numeric() or t.is_(__import__("polars").Boolean))]
+
+
+def _job_filter(job):
+    import polars as pl
+
+    return pl.col("job").is_null() if job is None else pl.col("job") == job
+
+
+def _indexed(meta):
+    import polars as pl
+
+    return meta.sort("device").with_row_index("_d").with_columns(pl.col("_d").cast(pl.Int64))
+
+
+def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict[str, Any]]:
+    """Scan the metadata once (device, job, host, group, row counts) and cut units."""
+    import polars as pl
+
+    info: dict[str, Any] = {"timing_rows": 0, "counter_rows": 0}
+    units: list[Unit] = []
+    t_reports: list = []
+    c_reports: list = []
+    tl = scan_kind(sources, "timings", t_reports)
+    cl = scan_kind(sources, "counters", c_reports)
+    job_devices: set = set()
+    if tl is not None:
+        schema = tl.collect_schema()
+        aggs = [
+            pl.len().alias("rows"),
+            pl.col("step").min().alias("step_min"),
+            pl.col("step").max().alias("step_max"),
+        ]
+        for opt in ("host", "group"):
+            if opt in schema:
+                aggs.append(pl.col(opt).drop_nulls().first().alias(opt))
+        if "group" in schema:
+            aggs.append(pl.col("group").n_unique().alias("n_groups"))
+        if "timestamp" in schema:
+            aggs += [pl.col("timestamp").cast(pl.Float64).min().alias("ts_min"),
+                     pl.col("timestamp").cast(pl.Float64).max().alias("ts_max")]
+        tcols = _timing_columns(schema)
+        aggs += [pl.col(c).count().alias(f"_n_{c}") for c in tcols]
+        meta_all = tl.group_by(["job", "device"]).agg(aggs).collect()
+        info["timing_rows"] = int(meta_all.get_column("rows").sum()) if meta_all.height else 0
+        _count_dropped(t_reports, info["timing_rows"], log)
+        jobs = meta_all.get_column("job").unique().to_list()
+        for job in sorted(jobs, key=lambda j: (j is not None, str(j))):
+            meta = _indexed(meta_all.filter(_job_filter(job)).drop("job"))
+            job_devices.update(meta.get_column("device").to_list())
+            # a column no row of this job has (mixed sources) is not passed: the
+            # engine would otherwise compare on an all-missing compute_time
+            value_cols = [c for c in tcols if int(meta.get_column(f"_n_{c}").sum()) > 0]
+            meta = meta.drop([f"_n_{c}" for c in tcols])
+            ts_range = None
+            if "ts_min" in meta.columns and meta.get_column("ts_min").null_count() < meta.height:
+                ts_range = (float(meta.get_column("ts_min").min()), float(meta.get_column("ts_max").max()))
+            units.append(Unit(key=f"job {job}" if job is not None else "timings", job=job,
+                              timing_meta=meta, ts_range=ts_range, value_cols=value_cols,
+                              rows=int(meta.get_column("rows").sum())))
+    if cl is not None:
+        schema = cl.collect_schema()
+        aggs = [pl.len().alias("rows"),
+                pl.col("timestamp").cast(pl.Float64).min().alias("ts_min"),
+                pl.col("timestamp").cast(pl.Float64).max().alias("ts_max")]
+        aggs.append((pl.col("host").drop_nulls().first() if "host" in schema
+                     else pl.lit(None, dtype=pl.String)).alias("host"))
+        aggs.append((pl.col("model").drop_nulls().first() if "model" in schema
+                     else pl.lit(None, dtype=pl.String)).alias("model"))
+        cmeta = cl.group_by("device").agg(aggs).collect()
+        info["counter_rows"] = int(cmeta.get_column("rows").sum()) if cmeta.height else 0
+        _count_dropped(c_reports, info["counter_rows"], log)
+        # counters' peer group: GPUs of the same model on the same host
+        cmeta = cmeta.with_columns(
+            pl.concat_str([pl.col("host").fill_null("?"), pl.col("model").fill_null("?")],
+                          separator="/").alias("group")
+        )
+        for unit in units:
+            devs = unit.timing_meta.select("device")
+            sub = cmeta.join(devs, on="device", how="semi")
+            if sub.height:
+                unit.counter_meta = _indexed(sub)
+                unit.rows += int(sub.get_column("rows").sum())
+        rest = cmeta.filter(~pl.col("device").is_in(list(job_devices))) if job_devices else cmeta
+        hosts = rest.get_column("host").unique().to_list()
+        for host in sorted(hosts, key=lambda h: (h is not None, str(h))):
+            sub = rest.filter(pl.col("host").is_null() if host is None else pl.col("host") == host)
+            units.append(Unit(key=f"host {host}" if host is not None else "counters", job=None,
+                              counter_meta=_indexed(sub), host=host,
+                              rows=int(sub.get_column("rows").sum())))
+    info["rows"] = info["timing_rows"] + info["counter_rows"]
+    return units, info
+
+
+def _counter_interval(meta) -> float:
+    import numpy as np
+
+    rows = meta.get_column("rows").to_numpy()
+    span = (meta.get_column("ts_max") - meta.get_column("ts_min")).to_numpy()
+    ok = rows > 1
+    if not ok.any():
+        return 1.0
+    per = span[ok] / (rows[ok] - 1)
+    per = per[np.isfinite(per) & (per > 0)]
+    return float(np.median(per)) if per.size else 1.0
+
+
+def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: int):
+    """The unit's blocks in (approximate) time order, built chunk by chunk."""
+    import polars as pl
+
+    pending: list[tuple[float, int, Any]] = []  # (start time, order, thunk)
+    order = 0
+    if unit.timing_meta is not None:
+        tl = scan_kind(sources, "timings").filter(_job_filter(unit.job))
+        schema = tl.collect_schema()
+        value_cols = list(unit.value_cols)
+        cols = ["device", "step", *value_cols]
+        if "timestamp" in schema:
+            cols.append("timestamp")
+        meta = unit.timing_meta
+        smin, smax = int(meta.get_column("step_min").min()), int(meta.get_column("step_max").max())
+        t_lo, t_hi = unit.ts_range if unit.ts_range else (math.nan, math.nan)
+        for a, b in step_chunks(smin, smax, unit.rows, chunk_rows):
+            start = t_lo + (t_hi - t_lo) * (a - smin) / max(1, smax - smin + 1)
+            q = tl.filter((pl.col("step") >= a) & (pl.col("step") < b)).select(cols)
+
+            def thunk(q=q, value_cols=value_cols):
+                return timing_block(q.collect(), meta, value_cols, job=unit.job, log=log,
+                                    source=str(unit.key))
+
+            pending.append((start if math.isfinite(start) else -math.inf, order, thunk))
+            order += 1
+    if unit.counter_meta is not None:
+        cl = scan_kind(sources, "counters")
+        schema = cl.collect_schema()
+        metric_cols = _counter_columns(schema)
+        meta = unit.counter_meta
+        cl = cl.filter(pl.col("device").is_in(meta.get_column("device").to_list()))
+        lo, hi = float(meta.get_column("ts_min").min()), float(meta.get_column("ts_max").max())
+        if unit.ts_range is not None:
+            lo, hi = max(lo, unit.ts_range[0]), min(hi, unit.ts_range[1])
+        interval = _counter_interval(meta)
+        rows = int(meta.get_column("rows").sum())
+        if hi >= lo and metric_cols:
+            n = max(1, -(-rows // chunk_rows))
+            edges = [lo + (hi - lo) * k / n for k in range(n + 1)]
+            for k in range(n):
+                ts = pl.col("timestamp").cast(pl.Float64)
+                cond = (ts >= edges[k]) & ((ts < edges[k + 1]) if k < n - 1 else (ts <= hi))
+                q = cl.filter(cond).select(["device", "timestamp", *metric_cols])
+
+                def thunk(q=q):
+                    return counter_block(q.collect(), meta, metric_cols, t0=lo, interval=interval,
+                                         job=unit.job, log=log, source=str(unit.key))
+
+                pending.append((edges[k], order, thunk))
+                order += 1
+    pending.sort(key=lambda p: (p[0], p[1]))
+    for _, _, thunk in pending:
+        block = thunk()
+        if block is not None:
+            yield block
+
+
+def make_engine(config):
+    from ..verdict import VerdictEngine
+
+    return VerdictEngine(config)
+
+
+def run_unit(unit: Unit, sources: list[Source], config, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+             progress=None) -> UnitResult:
+    """Analyse one unit with a fresh engine; the same function on every engine."""
+    res = UnitResult(key=unit.key)
+    engine = make_engine(config)
+    for block in iter_blocks(unit, sources, res.log, chunk_rows):
+        T, N = block.shape
+        res.blocks += 1
+        res.rows += block.rows
+        res.peak_rows = max(res.peak_rows, block.rows)
+        res.peak_cells = max(res.peak_cells, T * N)
+        kwargs = {"timestamps": block.timestamps, "groups": block.groups, "job": block.job,
+                  "hosts": block.hosts}
+        if block.steps is not None:
+            kwargs["steps"] = block.steps
+        engine.run(block.devices, block.values, **kwargs)
+        if progress is not None:
+            progress(block.rows)
+    res.verdicts = list(engine.verdicts())
+    res.events = list(engine.job_events())
+    return res
