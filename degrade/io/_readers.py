@@ -474,7 +474,12 @@ def _counters_part(part: _Part):
         schema = dict(lf.collect_schema())
     renames, scaled = {}, {}
     dcgm = layout == "dcgm-long"
-    for c in list(schema):
+    from ._dcgm import DCGM_FIELDS, normalise_field
+
+    order = {k: i for i, k in enumerate(DCGM_FIELDS)}
+    # when two fields map to one column (aggregate and volatile ECC), the catalogue order decides
+    ranked = sorted(schema, key=lambda c: order.get(normalise_field(c), len(order)))
+    for c in ranked:
         if c in COUNTER_COLUMNS:
             continue
         hit = metric_for(c)

@@ -209,7 +209,8 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
     else:
         base = np.full(N, job.compute_time)
         groups = ["replica" if job.kind == "inference" else "dp"] * N
-    offset = np.exp(rng.normal(0.0, job.device_offset, N))
+    # bounded: healthy parts differ by 1-2 %, never by a fault-sized amount
+    offset = 1.0 + rng.uniform(-job.device_offset, job.device_offset, N)
 
     # ---- job-wide factors
     sched = np.ones(S)

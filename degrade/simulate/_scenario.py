@@ -32,7 +32,7 @@ class JobSpec:
     model: str = "H100"
     noise: float = 0.02
     ar: float = 0.0
-    device_offset: float = 0.015
+    device_offset: float = 0.02
     spike_prob: float = 0.002
     spike_scale: float = 0.5
     spike_alpha: float = 1.5
