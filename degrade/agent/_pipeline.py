@@ -1,0 +1,338 @@
+"""The live pipeline: NVML rows → verdict engine → verdicts, with persistence.
+
+One :class:`Agent` owns a collector and a :class:`degrade.verdict.VerdictEngine`.
+Each poll feeds the engine one sample per GPU, with the GPUs of the same
+model on the node as peers (``groups`` = model name). Exporters read a
+consistent :meth:`Agent.snapshot` under a lock, so scrapes never see a
+half-updated engine.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from degrade.errors import InputError
+
+from ._collector import NVMLCollector
+from ._state import load_state, save_state
+
+__all__ = ["Agent", "AgentConfig"]
+
+
+@dataclass
+class AgentConfig:
+    """How the agent polls, judges and persists.
+
+    Parameters
+    ----------
+    interval
+        Seconds between polls of the fast counters (clocks, reasons, link).
+    slow_interval
+        Seconds between reads of the slow counters (maxima, ECC, remaps, NVLink).
+    timeout
+        Seconds a GPU's poll may take before it counts as missing.
+    state_path
+        Where baselines are saved and restored (``None``: not persisted).
+    save_interval
+        Seconds between state saves (also saved on a clean stop).
+    stale_after
+        Seconds without a good sample after which a GPU is ``unknown``.
+    forget_after
+        Seconds a GPU may be absent from the node before its state is dropped.
+    engine
+        Keyword arguments of :class:`degrade.verdict.EngineConfig`.
+    """
+
+    interval: float = 1.0
+    slow_interval: float = 30.0
+    timeout: float = 2.0
+    state_path: str | None = None
+    save_interval: float = 60.0
+    stale_after: float = 30.0
+    forget_after: float = 7 * 86400.0
+    engine: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "slow_interval", "timeout", "save_interval", "stale_after", "forget_after"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                raise InputError(f"AgentConfig.{name}={v!r}: expected a positive number of seconds")
+
+
+class Agent:
+    """Poll NVML, keep per-GPU baselines, and judge the GPUs of one node.
+
+    Parameters
+    ----------
+    collector
+        An :class:`NVMLCollector` (on pynvml or on a :class:`FakeNVML`).
+    config
+        An :class:`AgentConfig`.
+    advance
+        Called after each poll; the fake backend's ``advance`` makes the
+        agent replay simulated telemetry tick by tick.
+
+    Examples
+    --------
+    >>> from degrade.agent import Agent, FakeNVML, NVMLCollector
+    >>> fake = FakeNVML.from_arrays({"sm_clock_mhz": [[1980.0, 1980.0]] * 3,
+    ...                              "gpu_util_ratio": [[1.0, 1.0]] * 3})
+    >>> agent = Agent(NVMLCollector(fake, clock=fake.time), advance=fake.advance)
+    >>> for _ in range(3):
+    ...     agent.poll_once()
+    >>> [v.status.value for v in agent.verdicts()]
+    ['unknown', 'unknown']
+    >>> agent.close()
+    """
+
+    def __init__(
+        self,
+        collector: NVMLCollector,
+        config: AgentConfig | None = None,
+        *,
+        advance: Callable[[], None] | None = None,
+    ) -> None:
+        self.collector = collector
+        self.config = config or AgentConfig()
+        self.advance = advance
+        self._lock = threading.RLock()
+        self._engine = None
+        self._gpus: dict[str, dict[str, Any]] = {}  # device id -> labels, last row, last good time
+        self._lost_marked: set[str] = set()
+        self.polls_total = 0
+        self.samples_total = 0
+        self.poll_seconds_total = 0.0
+        self.last_poll_seconds = math.nan
+        self.last_poll_time = math.nan
+        self.state_saves_total = 0
+        self.restored_from = None
+        self._last_save = -math.inf
+        self._verdicts_cache: tuple[int, list] | None = None
+        self._started = False
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def engine(self):
+        if self._engine is None:
+            from degrade.verdict.engine import EngineConfig, VerdictEngine
+
+            self._engine = VerdictEngine(EngineConfig(**self.config.engine))
+        return self._engine
+
+    def start(self) -> Agent:
+        """Start NVML and restore saved baselines (if ``state_path`` holds any)."""
+        if self._started:
+            return self
+        self.collector.slow_interval = self.config.slow_interval
+        self.collector.timeout = self.config.timeout
+        self.collector.start()
+        if self.config.state_path:
+            state = load_state(self.config.state_path)
+            if state is not None:
+                self._restore(state)
+                self.restored_from = self.config.state_path
+        self._started = True
+        return self
+
+    def close(self) -> None:
+        """Save state (if configured) and stop the collector."""
+        if self._started and self.config.state_path:
+            self.save()
+        self.collector.close()
+        self._started = False
+
+    def __enter__(self) -> Agent:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ persistence
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "engine": self.engine.state_dict(),
+                "gpus": {k: {kk: vv for kk, vv in v.items() if kk != "row"} for k, v in self._gpus.items()},
+                "lost_marked": sorted(self._lost_marked),
+                "counters": {
+                    "polls_total": self.polls_total,
+                    "samples_total": self.samples_total,
+                },
+                "saved_at": time.time(),
+            }
+
+    def save(self) -> None:
+        """Write the state file now (atomic)."""
+        if not self.config.state_path:
+            raise InputError("Agent.save: no state_path configured")
+        save_state(self.config.state_path, self.state())
+        self.state_saves_total += 1
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.engine.load_state_dict(state["engine"])
+            gpus = state.get("gpus", {})
+            lost = state.get("lost_marked", [])
+        except KeyError as exc:
+            raise InputError(f"{self.config.state_path}: agent state lacks {exc}; move it away") from exc
+        for dev, info in gpus.items():
+            info = dict(info)
+            info["present"] = False  # until this run's NVML sees it again
+            self._gpus[dev] = info
+        self._lost_marked = set(lost)
+
+    # ------------------------------------------------------------ polling
+    def poll_once(self) -> list[dict[str, Any]]:
+        """One poll: read NVML, feed the engine, return the rows."""
+        if not self._started:
+            self.start()
+        t0 = time.perf_counter()
+        rows = self.collector.poll()
+        from degrade.verdict.engine import COUNTER_COLUMNS
+
+        with self._lock:
+            now = rows[0]["timestamp"] if rows else self.collector.clock() if self.collector.clock else time.time()
+            seen = set()
+            good = []
+            for r in rows:
+                dev = r["device"]
+                seen.add(dev)
+                info = self._gpus.setdefault(dev, {"first_seen": now})
+                info.update(
+                    uuid=r["uuid"], gpu=r["gpu"], pci_bus_id=r["pci_bus_id"], model=r["model"],
+                    host=r["host"], present=bool(r["present"]), stalled=bool(r["stalled"]),
+                )
+                info["row"] = r
+                if any(k in r for k in COUNTER_COLUMNS):
+                    info["last_sample"] = now
+                    good.append(r)
+                if r.get("device_lost") == 1.0 and dev not in self._lost_marked:
+                    self.engine.mark_lost(dev, timestamp=now, reason=_lost_reason(r))
+                    self._lost_marked.add(dev)
+            for dev, info in self._gpus.items():
+                if dev not in seen:
+                    info["present"] = False
+            if good:
+                n = len(good)
+                values = {}
+                for col in COUNTER_COLUMNS:
+                    if any(col in r for r in good):
+                        values[col] = np.array([r.get(col, np.nan) for r in good], dtype=np.float64)
+                self.engine.update(
+                    [r["device"] for r in good],
+                    values,
+                    timestamp=now,
+                    groups=[r["model"] for r in good],
+                    hosts=[r["host"] for r in good],
+                )
+                self.samples_total += n
+            self._forget_absent(now)
+            self.polls_total += 1
+            dt = time.perf_counter() - t0
+            self.poll_seconds_total += dt
+            self.last_poll_seconds = dt
+            self.last_poll_time = now
+            self._verdicts_cache = None
+        if self.config.state_path and now - self._last_save >= self.config.save_interval:
+            self.save()
+            self._last_save = now
+        if self.advance is not None:
+            self.advance()
+        return rows
+
+    def _forget_absent(self, now: float) -> None:
+        gone = [d for d, i in self._gpus.items()
+                if not i.get("present") and now - i.get("last_sample", now) > self.config.forget_after]
+        if gone:
+            self.engine.forget([d for d in gone if d in self.engine.devices_])
+            for d in gone:
+                del self._gpus[d]
+                self._lost_marked.discard(d)
+
+    def run(self, stop: threading.Event | None = None, *, max_polls: int | None = None,
+            realtime: bool = True) -> None:
+        """Poll until ``stop`` is set (or ``max_polls`` polls), every ``interval`` seconds.
+
+        ``realtime=False`` polls back to back (fast-forward replay of the
+        fake backend).
+        """
+        stop = stop or threading.Event()
+        nxt = time.monotonic()
+        while not stop.is_set() and (max_polls is None or self.polls_total < max_polls):
+            self.poll_once()
+            if realtime:
+                # a fixed schedule, so a slow poll does not shift every later one
+                nxt += self.config.interval
+                delay = nxt - time.monotonic()
+                if delay < 0:
+                    nxt = time.monotonic()
+                    delay = 0.0
+                stop.wait(delay)
+
+    # ------------------------------------------------------------ verdicts
+    def verdicts(self) -> list:
+        """Current verdicts, one per GPU this agent knows (present or restored)."""
+        from degrade.verdict import Status
+
+        with self._lock:
+            if self._verdicts_cache is not None and self._verdicts_cache[0] == self.polls_total:
+                return self._verdicts_cache[1]
+            out = self.engine.verdicts() if self.engine.devices_ else []
+            known = {v.device for v in out}
+            from degrade.verdict import Verdict
+
+            for dev, info in self._gpus.items():
+                if dev not in known:
+                    out.append(Verdict(device=dev, status=Status.UNKNOWN, host=info.get("host"),
+                                       reasons=["no NVML sample yet"]))
+            now = self.last_poll_time
+            for v in out:
+                info = self._gpus.get(v.device, {})
+                if v.status is Status.FAILED:
+                    continue
+                if not info.get("present", True):
+                    why = "not present on this node (removed, or gone since the last run)"
+                elif info.get("stalled"):
+                    why = "NVML calls for this GPU are hanging"
+                elif math.isfinite(now) and now - info.get("last_sample", now) > self.config.stale_after:
+                    why = f"no NVML data for {now - info['last_sample']:.0f} s"
+                else:
+                    continue
+                v.status = Status.UNKNOWN
+                v.reasons = [why, *v.reasons[:3]]
+                v.action = "check the GPU with nvidia-smi and the agent's NVML access"
+            self._verdicts_cache = (self.polls_total, out)
+            return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything an exporter needs, copied under the lock."""
+        verdicts = self.verdicts()
+        with self._lock:
+            gpus = {d: {k: v for k, v in i.items() if k != "row"} for d, i in self._gpus.items()}
+            errors = dict(self.collector.errors_)
+            return {
+                "host": self.collector.host,
+                "gpus": gpus,
+                "verdicts": verdicts,
+                "errors": errors,
+                "timeouts_total": self.collector.timeouts_,
+                "polls_total": self.polls_total,
+                "samples_total": self.samples_total,
+                "poll_seconds_total": self.poll_seconds_total,
+                "last_poll_seconds": self.last_poll_seconds,
+                "last_poll_time": self.last_poll_time,
+                "state_saves_total": self.state_saves_total,
+            }
+
+
+def _lost_reason(row: dict[str, Any]) -> str:
+    if row.get("xid_last") == 79.0:
+        return "XID 79: GPU has fallen off the bus (NVML: GPU is lost)"
+    return "NVML: GPU is lost"

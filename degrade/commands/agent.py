@@ -1,0 +1,123 @@
+"""``degrade agent``: poll NVML on a GPU node, judge the GPUs, export verdicts.
+
+Serves ``/metrics`` (Prometheus), ``/verdicts`` (JSON) and ``/healthz`` on
+``--listen`` (loopback by default), or writes node_exporter's textfile
+format with ``--textfile DIR``. ``--fake SCENARIO`` replays a simulated host
+instead of the driver (demos, tests). See docs/agent.md.
+"""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="node agent: poll NVML, keep baselines, export verdicts (Prometheus, JSON, textfile)",
+        description="Poll NVML on this node, judge every GPU against its peers and its own past, "
+        "and export the verdicts.",
+    )
+    p.add_argument("--listen", default="127.0.0.1:9835", metavar="HOST:PORT",
+                   help="HTTP address for /metrics, /verdicts, /healthz (default %(default)s; "
+                   "use 0.0.0.0:9835 to expose it off the node)")
+    p.add_argument("--textfile", metavar="DIR",
+                   help="write node_exporter's textfile format into DIR instead of serving HTTP")
+    p.add_argument("--state", metavar="PATH",
+                   help="state file: baselines are saved here and restored at start")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    p.add_argument("--slow-interval", type=float, default=30.0,
+                   help="seconds between reads of slow counters: ECC, remaps, NVLink, maxima (default 30)")
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="seconds one GPU's poll may hang before it counts as missing (default 2)")
+    p.add_argument("--save-interval", type=float, default=60.0, help="seconds between state saves (default 60)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGTERM)")
+    p.add_argument("--fake", metavar="SCENARIO",
+                   help="replay a simulated host (scenario name or file) instead of NVML")
+    p.add_argument("--fake-host", metavar="HOST", help="which simulated host to replay (default: the first)")
+    p.add_argument("--seed", type=int, help="simulator seed for --fake")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="--fake only: replay this many times faster than real time; 0 = as fast as possible")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import signal
+    import sys
+    import threading
+    import time
+
+    from ..agent._collector import NVMLCollector
+    from ..agent._exporter import serve, write_textfile
+    from ..agent._pipeline import Agent, AgentConfig
+    from ..errors import InputError
+
+    cfg = AgentConfig(
+        interval=args.interval,
+        slow_interval=args.slow_interval,
+        timeout=args.timeout,
+        state_path=args.state,
+        save_interval=args.save_interval,
+    )
+    if args.speed < 0:
+        raise InputError(f"--speed {args.speed}: expected 0 (as fast as possible) or a positive factor")
+    advance = None
+    if args.fake:
+        from ..agent._fake import FakeNVML
+
+        fake = FakeNVML.from_scenario(args.fake, seed=args.seed, host=args.fake_host)
+        collector = NVMLCollector(fake, clock=fake.time, host=getattr(fake, "host", None) or "fake-node",
+                                  slow_interval=cfg.slow_interval, timeout=cfg.timeout)
+        advance = fake.advance
+    else:
+        fake = None
+        collector = NVMLCollector(slow_interval=cfg.slow_interval, timeout=cfg.timeout)
+    agent = Agent(collector, cfg, advance=advance)
+    agent.start()
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, on_signal)
+    server = None
+    if args.textfile is None:
+        server = serve(agent, args.listen)
+        where = f"http://{server.host}:{server.port}/metrics"
+    else:
+        where = f"{args.textfile}/degrade.prom"
+    models = sorted({g.name for g in collector.gpus_})
+    src = f"fake scenario {args.fake!r}" if fake is not None else "NVML"
+    print(f"degrade agent: {len(collector.gpus_)} GPU(s) ({', '.join(models)}) on {collector.host} from {src}"
+          f"; exporting to {where}" + (f"; state restored from {agent.restored_from}" if agent.restored_from else ""),
+          file=sys.stderr, flush=True)
+    real_interval = cfg.interval if fake is None else (0.0 if args.speed == 0 else cfg.interval / args.speed)
+    t_end = None if args.duration is None else time.monotonic() + args.duration
+    nxt = time.monotonic()
+    replay_done = False
+    try:
+        while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
+            if not replay_done:
+                agent.poll_once()
+                if args.textfile is not None:
+                    write_textfile(agent, args.textfile)
+                if fake is not None and fake.done:
+                    replay_done = True
+                    print(f"degrade agent: replay finished after {agent.polls_total} polls; still serving",
+                          file=sys.stderr, flush=True)
+                    if args.textfile is not None:
+                        break
+            nxt += real_interval
+            delay = nxt - time.monotonic()
+            if delay < 0:
+                nxt, delay = time.monotonic(), 0.0
+            if replay_done:
+                delay = 0.5
+            if t_end is not None:
+                delay = min(delay, max(t_end - time.monotonic(), 0.0))
+            if delay > 0:
+                stop.wait(delay)
+    finally:
+        if server is not None:
+            server.close()
+        agent.close()
+    return 0
