@@ -257,3 +257,30 @@ def test_empty_detector_state():
     assert other.n_streams_ == 0
     assert det.add_streams(3).tolist() == [0, 1, 2]
     assert det.update(np.zeros(3)).shape == (3,)
+
+
+@pytest.mark.parametrize("method", ["median", "ewma"])
+def test_robust_baseline_ignores_spikes_and_follows_shifts(rng, method):
+    """Checkpoint steps (30x, every 50 steps) do not move the baseline; a real shift does."""
+    T = 600
+    x = 0.2 * np.exp(rng.normal(0.0, 0.01, size=(T, 1)))
+    x[::50] *= 30.0
+    x[300:] *= 1.2
+    rb = RobustBaseline(method=method, window=64, alpha=0.05, threshold=6.0, positive=True)
+    res = rb.run(x)
+    before = res.mu[250:299, 0]
+    assert np.all(np.abs(before / 0.2 - 1) < 0.02)  # a plain mean would sit ~+58 % high
+    assert abs(res.mu[-1, 0] / 0.24 - 1) < 0.02  # follows the 20 % shift
+    assert res.alarm[::50, 0][1:].all()  # the spikes themselves are flagged
+    # the sigma is the noise's (1 % of 0.2), not the spikes'
+    assert 0.5 * 0.002 < res.sigma[299, 0] < 2.0 * 0.002
+
+
+def test_learned_baseline_is_robust_to_spikes_in_warmup(rng):
+    x = rng.normal(1.0, 0.01, size=(300, 4))
+    x[5:100:10] = 20.0  # every tenth warm-up sample is a spike
+    det = CUSUM(warmup=100, side="upper", h=8.0)
+    res = det.run(x)
+    np.testing.assert_allclose(det.mu_, 1.0, atol=0.005)
+    np.testing.assert_allclose(det.sigma_, 0.01, rtol=0.35)
+    assert not res.alarm.any()

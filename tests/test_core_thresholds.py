@@ -154,6 +154,20 @@ def test_design_ewma_meets_target_and_minimises_delay():
     assert design_ewma(1000.0, 0.25, lam_min=0.0)[0] < 0.05
 
 
+def test_design_for_huge_shifts_and_tiny_ones():
+    # h = 0 alarms as soon as |z| > k: ARL0 = 1 / P(|Z| > k)
+    assert cusum_arl(3.0, 0.0) == pytest.approx(1 / (2 * 0.0013498980316301), rel=1e-9)
+    for shift in (12.0, 40.0, 100.0):  # even h = 0 is quieter than the target
+        k, h = design_cusum(1e6, shift)
+        assert h == 0.0 and cusum_arl(k, h) >= 1e6
+        assert cusum_arl(k, h, shift) == pytest.approx(1.0, abs=1e-6)
+    k, h = design_cusum(1e6, 0.05)  # k = 0.025, h ~ 155: needs many nodes
+    assert cusum_arl(k, h) == pytest.approx(1e6, rel=1e-6)
+    b = h + 1.166  # Siegmund, independent
+    one = (math.exp(2 * k * b) - 2 * k * b - 1) / (2 * k * k)
+    assert cusum_arl(k, h) == pytest.approx(one / 2, rel=0.02)
+
+
 def test_detector_from_arl0():
     det = CUSUM(arl0=1e4, shift=1.0, n_streams=1)
     assert (det.k_, det.h_) == design_cusum(1e4, 1.0)
@@ -167,7 +181,7 @@ def test_detector_from_arl0():
         (lambda: design_cusum(1.0, 1.0), "arl0 must be"),
         (lambda: design_cusum(100.0, 0.0), "shift must be"),
         (lambda: design_ewma(100.0, 1.0, side="up"), "side must be"),
-        (lambda: cusum_arl(0.5, 0.0), "h must be"),
+        (lambda: cusum_arl(0.5, -1.0), "h must be"),
         (lambda: ewma_arl(0.0, 3.0), "lam must be"),
         (lambda: ewma_arl(0.1, 3.0, limits="x"), "limits must be"),
     ],

@@ -53,16 +53,17 @@ LOG_PI = math.log(math.pi)
 
 
 @njit
-def _student_logpdf(z, mu, kappa, alpha, beta):
+def _lgamma_ratio(alpha):
+    return math.lgamma(alpha + 0.5) - math.lgamma(alpha)
+
+
+@njit
+def _student_logpdf(z, mu, kappa, alpha, beta, lg):
+    """Student-t predictive log density; ``lg`` = lgamma(alpha + 1/2) - lgamma(alpha)."""
     s2 = beta * (kappa + 1.0) / (alpha * kappa)
     nu = 2.0 * alpha
     d = z - mu
-    return (
-        math.lgamma(alpha + 0.5)
-        - math.lgamma(alpha)
-        - 0.5 * (math.log(nu * s2) + LOG_PI)
-        - (alpha + 0.5) * math.log1p(d * d / (nu * s2))
-    )
+    return lg - 0.5 * (math.log(nu * s2) + LOG_PI) - (alpha + 0.5) * math.log1p(d * d / (nu * s2))
 
 
 @njit
@@ -74,7 +75,7 @@ def _bocpd_prior(G, j, r, P):
 
 
 @njit
-def _bocpd_step(S, B, G, j, x, P, t):
+def _bocpd_step(S, B, G, LG, j, x, P, t):
     v = _prep(x, P)
     if math.isnan(v):
         _missing(S, j)
@@ -93,8 +94,12 @@ def _bocpd_step(S, B, G, j, x, P, t):
         p = prob[r]
         lw = -math.inf
         if p > 0.0:
+            # bins below R-1 hold exactly r samples, so alpha = alpha0 + r/2 and
+            # the lgamma terms come from a table; the open-ended last bin does not
+            alpha = G[j, G_ALPHA, r]
+            lg = LG[r] if r < R - 1 else _lgamma_ratio(alpha)
             lw = math.log(p) + _student_logpdf(
-                z, G[j, G_MU, r], G[j, G_KAPPA, r], G[j, G_ALPHA, r], G[j, G_BETA, r]
+                z, G[j, G_MU, r], G[j, G_KAPPA, r], alpha, G[j, G_BETA, r], lg
             )
         prob[r] = lw
         if lw > mx:
@@ -162,20 +167,20 @@ def _bocpd_posterior(G, j, src, dst, z):
 
 
 @njit
-def _bocpd_update(S, B, G, x, P, t):
+def _bocpd_update(S, B, G, LG, x, P, t):
     n = S.shape[0]
     out = np.empty(n, dtype=np.bool_)
     for j in range(n):
-        out[j] = _bocpd_step(S, B, G, j, x[j], P, t)
+        out[j] = _bocpd_step(S, B, G, LG, j, x[j], P, t)
     return out
 
 
 @njit
-def _bocpd_run(S, B, G, X, P, t0, alarm, stat, rl):
+def _bocpd_run(S, B, G, LG, X, P, t0, alarm, stat, rl):
     T, n = X.shape
     for i in range(T):
         t = t0 + i
         for j in range(n):
-            alarm[i, j] = _bocpd_step(S, B, G, j, X[i, j], P, t)
+            alarm[i, j] = _bocpd_step(S, B, G, LG, j, X[i, j], P, t)
             stat[i, j] = S[j, COL_STAT]
             rl[i, j] = np.int64(S[j, COL_RL])

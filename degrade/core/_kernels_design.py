@@ -67,6 +67,9 @@ def _solve(A, b):
             if abs(A[i, k]) > best:
                 best = abs(A[i, k])
                 p = i
+        if best == 0.0:
+            # singular: the chain never leaves (an astronomically long run)
+            return np.full(m, np.inf)
         if p != k:
             for j in range(m):
                 tmp = A[k, j]

@@ -144,6 +144,10 @@ class BOCPD(StreamDetector):
                 f"prior needs finite mu0 and kappa0, alpha0, beta0 > 0; got {self.prior!r}"
             )
         self._R = R
+        from ._kernels_bocpd import _lgamma_ratio
+
+        # lgamma(alpha + 1/2) - lgamma(alpha) of the bins below R-1 (alpha0 + r/2)
+        self._LG = np.array([_lgamma_ratio(alpha0 + 0.5 * r) for r in range(R)])
         P = self._common("both") + [hazard, w, thr, mu0, kappa0, alpha0, beta0]
         return np.array(P), int(self.warmup)
 
@@ -175,7 +179,7 @@ class BOCPD(StreamDetector):
             x = self._vector(x)
         if self._logx:
             x = self._log_update(x)
-        out = _bocpd_update(self._S, self._B, self._G, x, self._P, self.t_)
+        out = _bocpd_update(self._S, self._B, self._G, self._LG, x, self._P, self.t_)
         self.t_ += 1
         return out
 
@@ -192,7 +196,7 @@ class BOCPD(StreamDetector):
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
         rl = np.empty((T, n), dtype=np.int64)
-        _bocpd_run(self._S, self._B, self._G, X, self._P, self.t_, alarm, stat, rl)
+        _bocpd_run(self._S, self._B, self._G, self._LG, X, self._P, self.t_, alarm, stat, rl)
         self.t_ += T
         return RunResult(alarm=alarm, statistic=stat, cp_prob=stat, run_length=rl)
 

@@ -154,7 +154,7 @@ class CUSUM(StreamDetector):
             k = 0.5 if self.k is None else self.k
             h = 5.0 if self.h is None else self.h
         self.k_ = check_number("k", k, lo=0.0)
-        self.h_ = check_number("h", h, lo=0.0, lo_open=True)
+        self.h_ = check_number("h", h, lo=0.0)
         fir = check_number("fir", self.fir, lo=0.0, hi=1.0, hi_open=True)
         P = self._common(self.side) + [self.k_, self.h_, fir * self.h_]
         return np.array(P), int(self.warmup)

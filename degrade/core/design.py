@@ -36,6 +36,12 @@ def _gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _one_sided_cusum_arl(k: float, h: float, delta: float, head: float, nodes: int) -> float:
+    if h == 0.0:
+        # alarm as soon as z > k: a geometric run length
+        from ._kernels_design import _ncdf
+
+        p = _ncdf(delta - k)
+        return math.inf if p == 0.0 else 1.0 / p
     y, w = _gauss_legendre(nodes)
     y = 0.5 * h * (y + 1.0)
     w = 0.5 * h * w
@@ -57,7 +63,8 @@ def _cusum_arl(k: float, h: float, shift: float, side: int, fir: float, nodes: i
     head = fir * h
     up = _one_sided_cusum_arl(k, h, shift, head, nodes) if side & SIDE_UPPER else math.inf
     down = _one_sided_cusum_arl(k, h, -shift, head, nodes) if side & SIDE_LOWER else math.inf
-    return 1.0 / (1.0 / up + 1.0 / down)
+    rate = 1.0 / up + 1.0 / down
+    return math.inf if rate == 0.0 else 1.0 / rate
 
 
 def cusum_arl(
@@ -85,7 +92,7 @@ def cusum_arl(
     10.4
     """
     k = check_number("k", k, lo=0.0)
-    h = check_number("h", h, lo=0.0, lo_open=True)
+    h = check_number("h", h, lo=0.0)
     shift = check_number("shift", shift)
     fir = check_number("fir", fir, lo=0.0, hi=1.0, hi_open=True)
     nodes = int(min(384, 32 * max(2, math.ceil(h / 4.0))))  # few sizes: cached nodes
@@ -94,13 +101,23 @@ def cusum_arl(
 
 def _solve_increasing(f, target: float, lo: float, hi: float, tol: float = 1e-9) -> float:
     """Root of log f(x) = log target for f increasing in x (bracket grown as needed)."""
-    g = lambda x: math.log(f(x)) - math.log(target)  # noqa: E731
+
+    def g(x: float) -> float:
+        a = f(x)
+        # the solvers fail only when the ARL is astronomically large
+        # (the system is numerically singular): count that as "too large"
+        if not math.isfinite(a) or a <= 0.0:
+            return 1e300
+        return math.log(a) - math.log(target)
+
     glo, ghi = g(lo), g(hi)
     while ghi < 0:
         lo, glo = hi, ghi
         hi *= 1.5
         ghi = g(hi)
     while glo > 0:
+        if lo < 1e-9:
+            return 0.0
         hi, ghi = lo, glo
         lo /= 1.5
         glo = g(lo)
@@ -126,7 +143,7 @@ def _solve_increasing(f, target: float, lo: float, hi: float, tol: float = 1e-9)
 
 def _check_target(arl0: float, shift: float) -> tuple[float, float]:
     arl0 = check_number("arl0", arl0, lo=2.0, hi=1e12)
-    shift = check_number("shift", shift, lo=0.0, lo_open=True, hi=20.0)
+    shift = check_number("shift", shift, lo=0.0, lo_open=True, hi=100.0)
     return arl0, shift
 
 
@@ -134,7 +151,10 @@ def design_cusum(arl0: float, shift: float = 1.0, *, side: str = "both") -> tupl
     """CUSUM ``(k, h)`` with in-control ARL ``arl0``, tuned to a shift of ``shift`` sigmas.
 
     ``k = shift / 2`` is optimal for that shift (Moustakides 1986); ``h`` is
-    then solved so that :func:`cusum_arl` ``(k, h, 0) == arl0``.
+    then solved so that :func:`cusum_arl` ``(k, h, 0) == arl0``. For very
+    large shifts even ``h = 0`` (alarm as soon as ``|z| > k``) has a longer
+    in-control run than ``arl0``; then ``h = 0.0`` is returned (fewer false
+    alarms than asked, detection within about one sample).
 
     Examples
     --------
