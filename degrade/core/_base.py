@@ -118,7 +118,7 @@ class StreamDetector:
     _n: int = -1
     t_: int = 0
     _lbuf: np.ndarray | None = None  # scratch for log=True updates
-    # per-stream arrays (first axis = stream) and their names in state_dict
+    # per-stream arrays and their names in state_dict (see _stream_axis)
     _arrays: ClassVar[dict[str, str]] = {"_S": "state", "_B": "buffer"}
 
     # -- hooks --------------------------------------------------------------
@@ -128,10 +128,15 @@ class StreamDetector:
     def _init_cols(self, S: np.ndarray, start: int) -> None:
         """Fill the detector's own columns of rows ``start:`` (new streams)."""
 
+    @staticmethod
+    def _stream_axis(name: str) -> int:
+        """``_S`` is (fields, streams); every other per-stream array is (streams, ...)."""
+        return 1 if name == "_S" else 0
+
     def _new_arrays(self, n: int) -> dict[str, np.ndarray]:
         """Uninitialised per-stream arrays for ``n`` streams (filled by ``_fill``)."""
         return {
-            "_S": np.empty((n, self._n_cols)),
+            "_S": np.empty((self._n_cols, n)),
             "_B": np.empty((n, max(self._width, 1))),
         }
 
@@ -217,15 +222,13 @@ class StreamDetector:
 
     def _fill(self, start: int) -> None:
         S = self._S
-        n = S.shape[0] - start
         if self._uses_baseline and start == 0:
-            mu, sigma = self._given_baseline(S.shape[0])
+            mu, sigma = self._given_baseline(S.shape[1])
         else:
             mu, sigma = None, None  # streams added later learn their baseline
-        init_common(S[start:], self.t_, mu, sigma, self._width)
+        init_common(S[:, start:], self.t_, mu, sigma, self._width)
         self._B[start:] = np.nan
         self._init_cols(S, start)
-        del n
 
     def _ensure(self, n: int) -> None:
         if self._S is None:
@@ -286,7 +289,8 @@ class StreamDetector:
             return np.arange(n, dtype=np.int64)
         start = self._n
         for name, a in self._new_arrays(n).items():
-            setattr(self, name, np.concatenate([getattr(self, name), a]))
+            ax = self._stream_axis(name)
+            setattr(self, name, np.concatenate([getattr(self, name), a], axis=ax))
         self._n = start + n
         self._fill(start)
         return np.arange(start, start + n, dtype=np.int64)
@@ -318,7 +322,8 @@ class StreamDetector:
         keep = np.ones(self._n, dtype=bool)
         keep[drop] = False
         for name in self._arrays:
-            setattr(self, name, np.ascontiguousarray(getattr(self, name)[keep]))
+            a = np.compress(keep, getattr(self, name), axis=self._stream_axis(name))
+            setattr(self, name, np.ascontiguousarray(a))
         self._n = int(keep.sum())
         self._after_remove(keep)
 
@@ -340,7 +345,8 @@ class StreamDetector:
         saved = {name: getattr(self, name).copy() for name in self._arrays}
         self._fill(0)
         for name, old in saved.items():
-            old[idx] = getattr(self, name)[idx]
+            sel = (slice(None), idx) if self._stream_axis(name) == 1 else idx
+            old[sel] = getattr(self, name)[sel]
             setattr(self, name, old)
 
     # -- persistence --------------------------------------------------------
@@ -397,7 +403,7 @@ class StreamDetector:
     def _col(self, c: int) -> np.ndarray:
         if self._S is None:
             return np.empty(0)
-        return _ro(self._S[:, c])
+        return _ro(self._S[c])
 
     @property
     def n_streams_(self) -> int:

@@ -46,8 +46,8 @@ N_PARAMS = N_PCOMMON + 5
 @njit
 def _median_push(S, B, j, v, P):
     W = int(P[P_WINDOW])
-    c = int(S[j, COL_COUNT])
-    pos = int(S[j, COL_POS])
+    c = int(S[COL_COUNT, j])
+    pos = int(S[COL_POS, j])
     ring = B[j, :W]
     srt = B[j, W : 2 * W]
     if c == W:
@@ -64,57 +64,57 @@ def _median_push(S, B, j, v, P):
             srt[q] = srt[q + 1]
         c -= 1
     ring[pos] = v
-    S[j, COL_POS] = (pos + 1) % W
+    S[COL_POS, j] = (pos + 1) % W
     q = c
     while q > 0 and srt[q - 1] > v:
         srt[q] = srt[q - 1]
         q -= 1
     srt[q] = v
     c += 1
-    S[j, COL_COUNT] = c
+    S[COL_COUNT, j] = c
     med = _sorted_median(srt, c)
     sigma = MAD_TO_SIGMA * _sorted_mad(srt, c, med) if c >= 2 else 0.0
     fl = _sigma_floor(med, P)
     if sigma < fl:
         sigma = fl
-    S[j, COL_MU] = med
-    S[j, COL_SIGMA] = sigma
+    S[COL_MU, j] = med
+    S[COL_SIGMA, j] = sigma
 
 
 @njit
 def _ewma_push(S, j, v, z, P):
-    c = S[j, COL_COUNT]
+    c = S[COL_COUNT, j]
     a = P[P_ALPHA]
     if c == 0.0:
         mu = v
         var = 0.0
         wsum = 1.0
     else:
-        mu = S[j, COL_MU]
-        var = S[j, COL_VAR]
+        mu = S[COL_MU, j]
+        var = S[COL_VAR, j]
         if not math.isnan(z):
             cl = P[P_CLIP]
-            sigma = S[j, COL_SIGMA]
+            sigma = S[COL_SIGMA, j]
             if z > cl:
                 v = mu + cl * sigma
             elif z < -cl:
                 v = mu - cl * sigma
         # bias-corrected EWMA: the gain is 1 / (sum of weights), so the first
         # samples are averaged instead of pulled towards an arbitrary start
-        wsum = 1.0 + (1.0 - a) * S[j, COL_WSUM]
+        wsum = 1.0 + (1.0 - a) * S[COL_WSUM, j]
         g = 1.0 / wsum
         d = v - mu
         mu = mu + g * d
         var = (1.0 - g) * (var + g * d * d)
-    S[j, COL_WSUM] = wsum
-    S[j, COL_VAR] = var
-    S[j, COL_COUNT] = c + 1.0
-    S[j, COL_MU] = mu
+    S[COL_WSUM, j] = wsum
+    S[COL_VAR, j] = var
+    S[COL_COUNT, j] = c + 1.0
+    S[COL_MU, j] = mu
     sigma = math.sqrt(var / P[P_WIN_K])
     fl = _sigma_floor(mu, P)
     if sigma < fl:
         sigma = fl
-    S[j, COL_SIGMA] = sigma
+    S[COL_SIGMA, j] = sigma
 
 
 @njit
@@ -124,9 +124,9 @@ def _baseline_step(S, B, j, x, P, t):
         _missing(S, j)
         return False
     z = math.nan
-    if S[j, COL_COUNT] >= P[P_MIN_COUNT]:
-        z = (v - S[j, COL_MU]) / S[j, COL_SIGMA]
-    S[j, COL_STAT] = z
+    if S[COL_COUNT, j] >= P[P_MIN_COUNT]:
+        z = (v - S[COL_MU, j]) / S[COL_SIGMA, j]
+    S[COL_STAT, j] = z
     if P[P_METHOD] == 0.0:
         _median_push(S, B, j, v, P)
     else:
@@ -135,16 +135,16 @@ def _baseline_step(S, B, j, x, P, t):
     thr = P[P_THRESH]
     alarm = ((side & SIDE_UPPER) != 0 and z > thr) or ((side & SIDE_LOWER) != 0 and z < -thr)
     if alarm:
-        S[j, COL_ALARM] = 1.0
-        S[j, COL_LAST] = t
+        S[COL_ALARM, j] = 1.0
+        S[COL_LAST, j] = t
         return True
-    S[j, COL_ALARM] = 0.0
+    S[COL_ALARM, j] = 0.0
     return False
 
 
 @njit
 def _baseline_update(S, B, x, P, t):
-    n = S.shape[0]
+    n = S.shape[1]
     out = np.empty(n, dtype=np.bool_)
     for j in range(n):
         out[j] = _baseline_step(S, B, j, x[j], P, t)
@@ -158,6 +158,6 @@ def _baseline_run(S, B, X, P, t0, alarm, stat, mu, sigma):
         t = t0 + i
         for j in range(n):
             alarm[i, j] = _baseline_step(S, B, j, X[i, j], P, t)
-            stat[i, j] = S[j, COL_STAT]
-            mu[i, j] = S[j, COL_MU]
-            sigma[i, j] = S[j, COL_SIGMA]
+            stat[i, j] = S[COL_STAT, j]
+            mu[i, j] = S[COL_MU, j]
+            sigma[i, j] = S[COL_SIGMA, j]

@@ -82,10 +82,10 @@ def _bocpd_step(S, B, G, LG, j, x, P, t):
         return False
     z = _standardise(S, B, j, v, P)
     if math.isnan(z):
-        S[j, COL_ALARM] = 0.0
+        S[COL_ALARM, j] = 0.0
         return False
     R = G.shape[2]
-    m = int(S[j, COL_M])
+    m = int(S[COL_M, j])
     H = P[P_HAZARD]
     prob = G[j, G_PROB]
     # 1. joint log weights of each run length with the new sample
@@ -131,7 +131,7 @@ def _bocpd_step(S, B, G, LG, j, x, P, t):
         _bocpd_posterior(G, j, r, r + 1, z)
     prob[0] = H
     _bocpd_prior(G, j, 0, P)
-    S[j, COL_M] = new_m
+    S[COL_M, j] = new_m
     # 3. report
     w = int(P[P_WINDOW])
     cp = 0.0
@@ -141,17 +141,17 @@ def _bocpd_step(S, B, G, LG, j, x, P, t):
             cp += prob[r]
         if prob[r] > prob[best]:
             best = r
-    prev = S[j, COL_STAT]
-    S[j, COL_STAT] = cp
-    S[j, COL_RL] = best
+    prev = S[COL_STAT, j]
+    S[COL_STAT, j] = cp
+    S[COL_RL, j] = best
     thr = P[P_THRESH]
     # until `window` samples are seen every run length is short: no alarm yet
     if cp > thr and not prev > thr and new_m > w:
-        S[j, COL_ALARM] = 1.0
-        S[j, COL_LAST] = t
-        S[j, COL_ONSET] = t - best + 1
+        S[COL_ALARM, j] = 1.0
+        S[COL_LAST, j] = t
+        S[COL_ONSET, j] = t - best + 1
         return True
-    S[j, COL_ALARM] = 0.0
+    S[COL_ALARM, j] = 0.0
     return False
 
 
@@ -168,7 +168,7 @@ def _bocpd_posterior(G, j, src, dst, z):
 
 @njit
 def _bocpd_update(S, B, G, LG, x, P, t):
-    n = S.shape[0]
+    n = S.shape[1]
     out = np.empty(n, dtype=np.bool_)
     for j in range(n):
         out[j] = _bocpd_step(S, B, G, LG, j, x[j], P, t)
@@ -182,5 +182,5 @@ def _bocpd_run(S, B, G, LG, X, P, t0, alarm, stat, rl):
         t = t0 + i
         for j in range(n):
             alarm[i, j] = _bocpd_step(S, B, G, LG, j, X[i, j], P, t)
-            stat[i, j] = S[j, COL_STAT]
-            rl[i, j] = np.int64(S[j, COL_RL])
+            stat[i, j] = S[COL_STAT, j]
+            rl[i, j] = np.int64(S[COL_RL, j])

@@ -1,10 +1,12 @@
 """Numba pieces shared by every streaming detector.
 
 State layout. Every detector keeps its per-stream state in one float64 matrix
-``S`` of shape (N, F): one row per stream, one column per field. The first
-columns are common to all detectors; each detector appends its own. Passing a
-single matrix (plus a parameter vector ``P``) keeps the numba call cheap, which
-is what makes ``update`` for a handful of streams cost about a microsecond.
+``S`` of shape (F, N): one row per field, one column per stream (structure of
+arrays, so the hot loops over streams read contiguous memory and LLVM can
+vectorise them). The first fields are common to all detectors; each detector
+appends its own. Passing a single matrix (plus a parameter vector ``P``)
+keeps the numba call cheap, which is what makes ``update`` for a handful of
+streams cost about a microsecond.
 
 The standardiser (columns ``COL_MU``/``COL_SIGMA``/``COL_NWARM`` and a warm-up
 buffer ``B`` of shape (N, W)) turns a raw sample into a residual in units of
@@ -100,19 +102,19 @@ def common_params(
 
 
 def init_common(S: np.ndarray, t: int, mu, sigma, warmup: int) -> None:
-    """Initial values of the common columns for freshly created streams."""
-    S[:, COL_STAT] = 0.0
-    S[:, COL_ALARM] = 0.0
-    S[:, COL_LAST] = -1.0
-    S[:, COL_MISS] = 0.0
+    """Initial values of the common fields for freshly created streams (columns of S)."""
+    S[COL_STAT] = 0.0
+    S[COL_ALARM] = 0.0
+    S[COL_LAST] = -1.0
+    S[COL_MISS] = 0.0
     if mu is None:
-        S[:, COL_MU] = np.nan
-        S[:, COL_SIGMA] = np.nan
-        S[:, COL_NWARM] = 0.0
+        S[COL_MU] = np.nan
+        S[COL_SIGMA] = np.nan
+        S[COL_NWARM] = 0.0
     else:
-        S[:, COL_MU] = mu
-        S[:, COL_SIGMA] = sigma
-        S[:, COL_NWARM] = warmup
+        S[COL_MU] = mu
+        S[COL_SIGMA] = sigma
+        S[COL_NWARM] = warmup
 
 
 @njit
@@ -212,18 +214,18 @@ def _standardise(S, B, j, v, P):
     it is a one-step-ahead prediction error.
     """
     W = int(P[P_WARMUP])
-    n = int(S[j, COL_NWARM])
+    n = int(S[COL_NWARM, j])
     if n < W:
         B[j, n] = v
         n += 1
-        S[j, COL_NWARM] = n
+        S[COL_NWARM, j] = n
         if n == W:
             mu, sigma = _robust_mu_sigma(B[j], W, P)
-            S[j, COL_MU] = mu
-            S[j, COL_SIGMA] = sigma
+            S[COL_MU, j] = mu
+            S[COL_SIGMA, j] = sigma
         return math.nan
-    mu = S[j, COL_MU]
-    sigma = S[j, COL_SIGMA]
+    mu = S[COL_MU, j]
+    sigma = S[COL_SIGMA, j]
     z = (v - mu) / sigma
     a = P[P_ADAPT]
     if a > 0.0:
@@ -239,8 +241,8 @@ def _standardise(S, B, j, v, P):
         fl = _sigma_floor(mu, P)
         if sigma < fl:
             sigma = fl
-        S[j, COL_MU] = mu
-        S[j, COL_SIGMA] = sigma
+        S[COL_MU, j] = mu
+        S[COL_SIGMA, j] = sigma
     return z
 
 
@@ -248,14 +250,14 @@ def _standardise(S, B, j, v, P):
 def _learn(S, B, j, v, P):
     """Add ``v`` to stream ``j``'s warm-up buffer; fix mu and sigma when it is full."""
     W = int(P[P_WARMUP])
-    n = int(S[j, COL_NWARM])
+    n = int(S[COL_NWARM, j])
     B[j, n] = v
     n += 1
-    S[j, COL_NWARM] = n
+    S[COL_NWARM, j] = n
     if n == W:
         mu, sigma = _robust_mu_sigma(B[j], W, P)
-        S[j, COL_MU] = mu
-        S[j, COL_SIGMA] = sigma
+        S[COL_MU, j] = mu
+        S[COL_SIGMA, j] = sigma
 
 
 @njit
@@ -263,8 +265,8 @@ def _adapt(S, j, z, P):
     """Winsorised EWMA update of stream ``j``'s baseline with residual ``z``."""
     a = P[P_ADAPT]
     c = P[P_CLIP]
-    mu = S[j, COL_MU]
-    sigma = S[j, COL_SIGMA]
+    mu = S[COL_MU, j]
+    sigma = S[COL_SIGMA, j]
     zc = z
     if zc > c:
         zc = c
@@ -276,8 +278,8 @@ def _adapt(S, j, z, P):
     fl = _sigma_floor(mu, P)
     if sigma < fl:
         sigma = fl
-    S[j, COL_MU] = mu
-    S[j, COL_SIGMA] = sigma
+    S[COL_MU, j] = mu
+    S[COL_SIGMA, j] = sigma
 
 
 # _residual status codes
@@ -296,16 +298,16 @@ def _residual(S, B, j, x, P, positive, log, W, adapt):
     one-step-ahead prediction error).
     """
     if not math.isfinite(x) or (positive and x <= 0.0):
-        S[j, COL_MISS] += 1.0
-        S[j, COL_ALARM] = 0.0
+        S[COL_MISS, j] += 1.0
+        S[COL_ALARM, j] = 0.0
         return MISSING, 0.0
     if log:
         x = math.log(x)
-    if S[j, COL_NWARM] < W:
+    if S[COL_NWARM, j] < W:
         _learn(S, B, j, x, P)
-        S[j, COL_ALARM] = 0.0
+        S[COL_ALARM, j] = 0.0
         return LEARNING, 0.0
-    z = (x - S[j, COL_MU]) / S[j, COL_SIGMA]
+    z = (x - S[COL_MU, j]) / S[COL_SIGMA, j]
     if adapt > 0.0:
         _adapt(S, j, z, P)
     return OK, z
@@ -313,5 +315,5 @@ def _residual(S, B, j, x, P, positive, log, W, adapt):
 
 @njit
 def _missing(S, j):
-    S[j, COL_MISS] += 1.0
-    S[j, COL_ALARM] = 0.0
+    S[COL_MISS, j] += 1.0
+    S[COL_ALARM, j] = 0.0

@@ -57,55 +57,55 @@ def _cusum_step(S, B, x, P, t, out, stat, onset):
     check_up = (side & SIDE_UPPER) != 0
     check_down = (side & SIDE_LOWER) != 0
     relearn = P[P_RELEARN] != 0.0
-    for j in range(S.shape[0]):
+    for j in range(S.shape[1]):
         status, z = _residual(S, B, j, x[j], P, positive, log, W, adapt)
         out[j] = False
         onset[j] = -1
         if status != OK:
-            stat[j] = S[j, COL_STAT]
+            stat[j] = S[COL_STAT, j]
             if status == LEARNING:
                 # the chart starts once the baseline is known
-                S[j, COL_ZERO_UP] = t
-                S[j, COL_ZERO_DOWN] = t
+                S[COL_ZERO_UP, j] = t
+                S[COL_ZERO_DOWN, j] = t
             continue
-        up = S[j, COL_UP] + z - k
+        up = S[COL_UP, j] + z - k
         if up <= 0.0:
             up = 0.0
-            S[j, COL_ZERO_UP] = t
-        down = S[j, COL_DOWN] - z - k
+            S[COL_ZERO_UP, j] = t
+        down = S[COL_DOWN, j] - z - k
         if down <= 0.0:
             down = 0.0
-            S[j, COL_ZERO_DOWN] = t
+            S[COL_ZERO_DOWN, j] = t
         s = up if up >= down else -down
-        S[j, COL_STAT] = s
+        S[COL_STAT, j] = s
         stat[j] = s
         alarm_up = check_up and up > h
         alarm_down = check_down and down > h
         if alarm_up or alarm_down:
             if alarm_up and (not alarm_down or up >= down):
-                o = S[j, COL_ZERO_UP]
+                o = S[COL_ZERO_UP, j]
             else:
-                o = S[j, COL_ZERO_DOWN]
-            S[j, COL_ONSET] = o
+                o = S[COL_ZERO_DOWN, j]
+            S[COL_ONSET, j] = o
             onset[j] = np.int64(o)
-            S[j, COL_LAST] = t
-            S[j, COL_ALARM] = 1.0
+            S[COL_LAST, j] = t
+            S[COL_ALARM, j] = 1.0
             up = head
             down = head
-            S[j, COL_ZERO_UP] = t
-            S[j, COL_ZERO_DOWN] = t
+            S[COL_ZERO_UP, j] = t
+            S[COL_ZERO_DOWN, j] = t
             if relearn:
-                S[j, COL_NWARM] = 0.0
+                S[COL_NWARM, j] = 0.0
             out[j] = True
         else:
-            S[j, COL_ALARM] = 0.0
-        S[j, COL_UP] = up
-        S[j, COL_DOWN] = down
+            S[COL_ALARM, j] = 0.0
+        S[COL_UP, j] = up
+        S[COL_DOWN, j] = down
 
 
 @njit
 def _cusum_update(S, B, x, P, t):
-    n = S.shape[0]
+    n = S.shape[1]
     out = np.empty(n, dtype=np.bool_)
     _cusum_step(S, B, x, P, t, out, np.empty(n), np.empty(n, dtype=np.int64))
     return out

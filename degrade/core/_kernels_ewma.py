@@ -54,37 +54,37 @@ def _ewma_step(S, B, x, P, t, out, stat):
     relearn = P[P_RELEARN] != 0.0
     var_inf = lam / (2.0 - lam)
     lim_inf = L * math.sqrt(var_inf)
-    for j in range(S.shape[0]):
+    for j in range(S.shape[1]):
         status, z = _residual(S, B, j, x[j], P, positive, log, W, adapt)
         out[j] = False
         if status != OK:
-            stat[j] = S[j, COL_STAT]
+            stat[j] = S[COL_STAT, j]
             continue
-        i = S[j, COL_COUNT] + 1.0
-        e = lam * z + (1.0 - lam) * S[j, COL_E]
+        i = S[COL_COUNT, j] + 1.0
+        e = lam * z + (1.0 - lam) * S[COL_E, j]
         lim = lim_inf
         if exact:
             lim = L * math.sqrt(var_inf * (1.0 - (1.0 - lam) ** (2.0 * i)))
-        S[j, COL_LIMIT] = lim
-        S[j, COL_STAT] = e
+        S[COL_LIMIT, j] = lim
+        S[COL_STAT, j] = e
         stat[j] = e
         if (check_up and e > lim) or (check_down and e < -lim):
-            S[j, COL_LAST] = t
-            S[j, COL_ALARM] = 1.0
-            S[j, COL_E] = 0.0
-            S[j, COL_COUNT] = 0.0
+            S[COL_LAST, j] = t
+            S[COL_ALARM, j] = 1.0
+            S[COL_E, j] = 0.0
+            S[COL_COUNT, j] = 0.0
             if relearn:
-                S[j, COL_NWARM] = 0.0
+                S[COL_NWARM, j] = 0.0
             out[j] = True
         else:
-            S[j, COL_ALARM] = 0.0
-            S[j, COL_E] = e
-            S[j, COL_COUNT] = i
+            S[COL_ALARM, j] = 0.0
+            S[COL_E, j] = e
+            S[COL_COUNT, j] = i
 
 
 @njit
 def _ewma_update(S, B, x, P, t):
-    n = S.shape[0]
+    n = S.shape[1]
     out = np.empty(n, dtype=np.bool_)
     _ewma_step(S, B, x, P, t, out, np.empty(n))
     return out

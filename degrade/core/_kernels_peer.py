@@ -68,7 +68,7 @@ def _peer_step(S, x, order, starts, P, t, vals, sorted_vals, pos):
             v = _prep(x[j], P)
             vals[j] = v
             if math.isnan(v):
-                S[j, COL_MISS] += 1.0
+                S[COL_MISS, j] += 1.0
             else:
                 sorted_vals[c] = v
                 c += 1
@@ -91,10 +91,10 @@ def _peer_step(S, x, order, starts, P, t, vals, sorted_vals, pos):
             v = vals[j]
             alarm = False
             if math.isnan(v) or math.isnan(med):
-                S[j, COL_DEV] = math.nan
-                S[j, COL_STAT] = math.nan
-                S[j, COL_SCALE] = scale
-                S[j, COL_PEERS] = c - 1 if not math.isnan(v) else c
+                S[COL_DEV, j] = math.nan
+                S[COL_STAT, j] = math.nan
+                S[COL_SCALE, j] = scale
+                S[COL_PEERS, j] = c - 1 if not math.isnan(v) else c
             else:
                 # position of v in the sorted values (any equal entry will do)
                 lo = 0
@@ -108,10 +108,10 @@ def _peer_step(S, x, order, starts, P, t, vals, sorted_vals, pos):
                 ref = _loo_median(sv, c, lo)
                 dev = v - ref
                 z = dev / scale
-                S[j, COL_DEV] = dev
-                S[j, COL_STAT] = z
-                S[j, COL_SCALE] = scale
-                S[j, COL_PEERS] = c - 1
+                S[COL_DEV, j] = dev
+                S[COL_STAT, j] = z
+                S[COL_SCALE, j] = scale
+                S[COL_PEERS, j] = c - 1
                 if abs(dev) > min_dev:
                     if (side & SIDE_UPPER) != 0 and z > thr:
                         alarm = True
@@ -119,17 +119,17 @@ def _peer_step(S, x, order, starts, P, t, vals, sorted_vals, pos):
                         alarm = True
             pos[j] = alarm
             if alarm:
-                S[j, COL_ALARM] = 1.0
-                S[j, COL_LAST] = t
+                S[COL_ALARM, j] = 1.0
+                S[COL_LAST, j] = t
                 any_alarm = True
             else:
-                S[j, COL_ALARM] = 0.0
+                S[COL_ALARM, j] = 0.0
     return any_alarm
 
 
 @njit
 def _peer_update(S, x, order, starts, P, t):
-    n = S.shape[0]
+    n = S.shape[1]
     out = np.zeros(n, dtype=np.bool_)
     vals = np.empty(n)
     sorted_vals = np.empty(n)
@@ -145,5 +145,5 @@ def _peer_run(S, X, order, starts, P, t0, alarm, stat, dev):
     for i in range(T):
         _peer_step(S, X[i], order, starts, P, t0 + i, vals, sorted_vals, alarm[i])
         for j in range(n):
-            stat[i, j] = S[j, COL_STAT]
-            dev[i, j] = S[j, COL_DEV]
+            stat[i, j] = S[COL_STAT, j]
+            dev[i, j] = S[COL_DEV, j]

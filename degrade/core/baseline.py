@@ -123,11 +123,11 @@ class RobustBaseline(StreamDetector):
         return np.array(P), (2 * W if self.method == "median" else 0)
 
     def _init_cols(self, S: np.ndarray, start: int) -> None:
-        S[start:, 0] = np.nan
-        S[start:, COL_COUNT] = 0.0
-        S[start:, COL_POS] = 0.0
-        S[start:, COL_WSUM] = 0.0
-        S[start:, COL_VAR] = 0.0
+        S[0, start:] = np.nan
+        S[COL_COUNT, start:] = 0.0
+        S[COL_POS, start:] = 0.0
+        S[COL_WSUM, start:] = 0.0
+        S[COL_VAR, start:] = 0.0
 
     _update_kernel = staticmethod(_baseline_update)
 

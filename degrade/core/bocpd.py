@@ -157,9 +157,9 @@ class BOCPD(StreamDetector):
         return out
 
     def _init_cols(self, S: np.ndarray, start: int) -> None:
-        S[start:, COL_M] = 1.0
-        S[start:, COL_RL] = 0.0
-        S[start:, COL_ONSET] = -1.0
+        S[COL_M, start:] = 1.0
+        S[COL_RL, start:] = 0.0
+        S[COL_ONSET, start:] = -1.0
         G = self._G[start:]
         mu0, kappa0, alpha0, beta0 = (float(v) for v in self.prior)
         G[:, G_PROB] = 0.0

@@ -161,11 +161,11 @@ class CUSUM(StreamDetector):
 
     def _init_cols(self, S: np.ndarray, start: int) -> None:
         head = self._P[-1]
-        S[start:, COL_UP] = head
-        S[start:, COL_DOWN] = head
-        S[start:, COL_ZERO_UP] = self.t_ - 1
-        S[start:, COL_ZERO_DOWN] = self.t_ - 1
-        S[start:, COL_ONSET] = -1.0
+        S[COL_UP, start:] = head
+        S[COL_DOWN, start:] = head
+        S[COL_ZERO_UP, start:] = self.t_ - 1
+        S[COL_ZERO_DOWN, start:] = self.t_ - 1
+        S[COL_ONSET, start:] = -1.0
 
     def run(self, X: Any) -> RunResult:
         """Feed a (T, N) block; same state and alarms as T calls of :meth:`update`.

@@ -120,9 +120,9 @@ class EWMA(StreamDetector):
         return np.array(P), int(self.warmup)
 
     def _init_cols(self, S: np.ndarray, start: int) -> None:
-        S[start:, COL_COUNT] = 0.0
-        S[start:, COL_LIMIT] = np.nan
-        S[start:, COL_E] = 0.0
+        S[COL_COUNT, start:] = 0.0
+        S[COL_LIMIT, start:] = np.nan
+        S[COL_E, start:] = 0.0
 
     def run(self, X: Any) -> RunResult:
         """Feed a (T, N) block; same state and alarms as T calls of :meth:`update`.

@@ -173,10 +173,10 @@ class PeerComparison(StreamDetector):
         super()._allocate(n)
 
     def _init_cols(self, S: np.ndarray, start: int) -> None:
-        S[start:, COL_DEV] = np.nan
-        S[start:, COL_SCALE] = np.nan
-        S[start:, COL_PEERS] = 0.0
-        S[start:, 0] = np.nan  # z
+        S[COL_DEV, start:] = np.nan
+        S[COL_SCALE, start:] = np.nan
+        S[COL_PEERS, start:] = 0.0
+        S[0, start:] = np.nan  # z
 
     def set_groups(self, groups: Any) -> None:
         """Relabel the streams' peer groups (e.g. after a pipeline re-assignment)."""
