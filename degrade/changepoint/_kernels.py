@@ -327,20 +327,41 @@ def _fpop_l2(cs1, cs2, pen, min_size, mbic):
 
 @njit
 def _fpop_l2_1d(c1, c2, pen, min_size, mbic):
-    """:func:`_fpop_l2` for one column, with flat arrays (the hot path at 10^6 points)."""
+    """:func:`_fpop_l2` for one column (the hot path at 10^6 points).
+
+    Besides the later candidates, each candidate ``tau`` is also compared with
+    an earlier one, its own optimal last change ``tau*``: ``tau*`` is at least
+    as good wherever ``|mu - mean(tau*, tau]| <= sqrt(slack / (tau - tau*))``
+    with ``slack = F(tau) - F(tau*) - RSS(tau*, tau)`` (``= pen`` without
+    MBIC), a difference that no later data change. Once the interval of
+    means where ``tau`` beats the later candidates lies inside that one,
+    ``tau`` can never win. Comparing only with later candidates (plain
+    FPOP) keeps about sqrt(L) candidates in a stationary stretch of length L
+    (the ladder points of its partial sums); with this check the penalty
+    prunes them too.
+
+    Each candidate's prefix sums and ``F`` are copied next to its intervals
+    so the two passes per step stream through short contiguous arrays.
+    """
     n = c1.shape[0] - 1
     f = np.full(n + 1, np.inf)
     f[0] = 0.0
     last = np.full(n + 1, -1, dtype=np.int64)
-    logm = np.zeros(n + 1)
+    # log is the costliest operation of the inner loop: tabulate it
+    logm = np.zeros(n + 1 if mbic else 1)
     if mbic:
         for m in range(1, n + 1):
             logm[m] = math.log(m)
     cap = 256
     cand = np.empty(cap, dtype=np.int64)
+    a1 = np.empty(cap)
+    a2 = np.empty(cap)
+    fa = np.empty(cap)
     lo = np.empty(cap)
     hi = np.empty(cap)
     rss = np.empty(cap)
+    jlo = np.empty(cap)
+    jhi = np.empty(cap)
     death = np.empty(cap, dtype=np.int64)
     nc = 0
     for s in range(min_size, n + 1):
@@ -348,19 +369,39 @@ def _fpop_l2_1d(c1, c2, pen, min_size, mbic):
         if p == 0 or p >= min_size:
             if nc == cap:
                 cap *= 2
-                c_ = np.empty(cap, dtype=np.int64)
-                l_ = np.empty(cap)
-                h_ = np.empty(cap)
-                r_ = np.empty(cap)
-                d_ = np.empty(cap, dtype=np.int64)
-                c_[:nc] = cand[:nc]
-                l_[:nc] = lo[:nc]
-                h_[:nc] = hi[:nc]
-                d_[:nc] = death[:nc]
-                cand, lo, hi, rss, death = c_, l_, h_, r_, d_
+                jlo = _grow_f(jlo, cap, nc)
+                jhi = _grow_f(jhi, cap, nc)
+                cand = _grow_i(cand, cap, nc)
+                a1 = _grow_f(a1, cap, nc)
+                a2 = _grow_f(a2, cap, nc)
+                fa = _grow_f(fa, cap, nc)
+                lo = _grow_f(lo, cap, nc)
+                hi = _grow_f(hi, cap, nc)
+                rss = _grow_f(rss, cap, nc)
+                death = _grow_i(death, cap, nc)
             cand[nc] = p
+            a1[nc] = c1[p]
+            a2[nc] = c2[p]
+            fa[nc] = f[p]
             lo[nc] = -np.inf
             hi[nc] = np.inf
+            jlo[nc] = np.inf
+            jhi[nc] = -np.inf
+            u = last[p] if p > 0 else -1
+            if u >= 0:
+                m1 = p - u
+                s1 = c1[p] - c1[u]
+                r1 = (c2[p] - c2[u]) - s1 * s1 / m1
+                if r1 < 0.0:
+                    r1 = 0.0
+                slack = f[p] - f[u] - r1
+                if mbic:
+                    # the earlier start pays a larger log-length, at most this much more
+                    slack -= math.log((m1 + min_size) / min_size)
+                if slack > 0.0:
+                    rad = math.sqrt(slack / m1)
+                    jlo[nc] = s1 / m1 - rad
+                    jhi[nc] = s1 / m1 + rad
             death[nc] = n + 1
             nc += 1
         cs = c1[s]
@@ -368,19 +409,18 @@ def _fpop_l2_1d(c1, c2, pen, min_size, mbic):
         best = np.inf
         arg = -1
         for i in range(nc):
-            t = cand[i]
-            m = s - t
-            s1 = cs - c1[t]
-            r = (qs - c2[t]) - s1 * s1 / m
+            m = s - cand[i]
+            s1 = cs - a1[i]
+            r = (qs - a2[i]) - s1 * s1 / m
             if r < 0.0:
                 r = 0.0
             rss[i] = r
-            if death[i] <= s:
-                continue
-            val = f[t] + ((r + logm[m]) + pen)
-            if val < best:
+            if mbic:
+                r += logm[m]
+            val = fa[i] + (r + pen)
+            if val < best and death[i] > s:
                 best = val
-                arg = t
+                arg = cand[i]
         f[s] = best
         last[s] = arg
         if s > n - min_size:
@@ -390,24 +430,26 @@ def _fpop_l2_1d(c1, c2, pen, min_size, mbic):
             di = death[i]
             if di <= s:
                 continue
-            t = cand[i]
             if di > n:
-                m = s - t
-                slack = best - f[t] - rss[i]
+                slack = best - fa[i] - rss[i]
                 if slack < 0.0:
                     di = s + min_size
                 else:
-                    mean = (cs - c1[t]) / m
+                    m = s - cand[i]
+                    mean = (cs - a1[i]) / m
                     rad = math.sqrt(slack / m)
-                    a = mean - rad
-                    b = mean + rad
-                    if a > lo[i]:
-                        lo[i] = a
-                    if b < hi[i]:
-                        hi[i] = b
-                    if lo[i] > hi[i]:
+                    if mean - rad > lo[i]:
+                        lo[i] = mean - rad
+                    if mean + rad < hi[i]:
+                        hi[i] = mean + rad
+                    if lo[i] > hi[i] or (lo[i] >= jlo[i] and hi[i] <= jhi[i]):
                         di = s + min_size
-            cand[k] = t
+            cand[k] = cand[i]
+            jlo[k] = jlo[i]
+            jhi[k] = jhi[i]
+            a1[k] = a1[i]
+            a2[k] = a2[i]
+            fa[k] = fa[i]
             lo[k] = lo[i]
             hi[k] = hi[i]
             death[k] = di
@@ -426,6 +468,20 @@ def _fpop_l2_1d(c1, c2, pen, min_size, mbic):
         i -= 1
         e = last[e]
     return bkps, f[n]
+
+
+@njit
+def _grow_f(a, cap, n):
+    out = np.empty(cap)
+    out[:n] = a[:n]
+    return out
+
+
+@njit
+def _grow_i(a, cap, n):
+    out = np.empty(cap, dtype=np.int64)
+    out[:n] = a[:n]
+    return out
 
 
 @njit
