@@ -211,7 +211,8 @@ def test_counters_join_their_job_and_leftovers_run_per_host(monkeypatch, rng):
     monkeypatch.setattr(_plan, "make_engine", lambda cfg: Recorder(cfg))
     Recorder.instances.clear()
     timings = pl.DataFrame({"job": "j", "device": ["a", "b"] * 5, "step": np.repeat(np.arange(5), 2),
-                            "compute_time": 1.0, "timestamp": np.repeat(np.arange(5.0), 2)})
+                            "compute_time": 1.0, "timestamp": np.repeat(np.arange(5.0), 2),
+                            "group": "stage0"})
     counters = pl.DataFrame({
         "device": ["a", "b", "c"] * 4, "host": "h1", "model": "H100",
         "timestamp": np.repeat(np.arange(4.0), 3), "sm_clock_mhz": 1980.0,
@@ -221,6 +222,8 @@ def test_counters_join_their_job_and_leftovers_run_per_host(monkeypatch, rng):
     job_engine, host_engine = Recorder.instances
     kinds = [sorted(v) for _, v, _ in job_engine.calls]
     assert ["compute_time"] in kinds and any("sm_clock_mhz" in k for k in kinds)
+    timing_call = next(c for c in job_engine.calls if "compute_time" in c[1])
+    assert timing_call[0] == ["a", "b"] and timing_call[2]["groups"] == ["stage0"] * 2
     counter_call = next(c for c in job_engine.calls if "sm_clock_mhz" in c[1])
     assert counter_call[0] == ["a", "b"] and counter_call[2]["groups"] == ["h1/H100"] * 2
     assert host_engine.calls[0][0] == ["c"]

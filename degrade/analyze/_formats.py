@@ -42,10 +42,52 @@ def _when(step, t) -> str:
         import datetime as dt
 
         try:
-            return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%m-%d %H:%M:%S")
         except (OverflowError, OSError, ValueError):
             return f"{t:.0f}"
     return ""
+
+
+def _short(reasons: list[str], width: int = 110) -> str:
+    if not reasons:
+        return ""
+    first = reasons[0] if len(reasons[0]) <= width else reasons[0][: width - 1] + "…"
+    return first + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
+
+
+def _job_table(events, console, rich_table, *, detail_limit: int = 12) -> None:
+    """Job events one per row when few; otherwise one row per (job, kind) with counts."""
+    if len(events) <= detail_limit:
+        t = rich_table.Table(title="Job events (whole job or peer group slowed; no device blamed)",
+                             title_justify="left", header_style="bold")
+        for name in ("job", "kind", "from", "to", "slowdown", "devices", "why"):
+            t.add_column(name, justify="right" if name in ("from", "to", "slowdown", "devices") else "left",
+                         no_wrap=name != "why")
+        for e in events:
+            t.add_row(_num(e.job, "{}"), e.kind, _when(e.start_step, e.start_time),
+                      _when(e.end_step, e.end_time), _pct(e.slowdown), _num(e.devices), _short([e.reason]))
+        console.print(t)
+        return
+    groups: dict[tuple, list] = {}
+    for e in events:
+        groups.setdefault((str(e.job), e.kind), []).append(e)
+    t = rich_table.Table(title=f"Job events: {len(events)} (whole job or peer group slowed; no device "
+                         "blamed; each one in --format json)", title_justify="left", header_style="bold")
+    for name in ("job", "kind", "events", "first", "last", "largest slowdown"):
+        t.add_column(name, justify="left" if name in ("job", "kind") else "right", no_wrap=True)
+    for (job, kind), evs in sorted(groups.items()):
+        firsts = [(_key(e.start_step, e.start_time), e) for e in evs]
+        lasts = [(_key(e.end_step, e.end_time), e) for e in evs]
+        first = min(firsts, key=lambda p: p[0])[1]
+        last = max(lasts, key=lambda p: p[0])[1]
+        worst = max((e.slowdown for e in evs if e.slowdown is not None), default=None)
+        t.add_row(job, kind, f"{len(evs):,}", _when(first.start_step, first.start_time),
+                  _when(last.end_step, last.end_time), _pct(worst))
+    console.print(t)
+
+
+def _key(step, t):
+    return (step if step is not None else float("-inf"), t if t is not None else float("-inf"))
 
 
 def render_table(result, console=None, *, limit: int = 200) -> None:
@@ -55,7 +97,7 @@ def render_table(result, console=None, *, limit: int = 200) -> None:
     if console is None:
         console = rich_console.Console()
         if not console.is_terminal:  # piped: 80 columns would fold every reason
-            console = rich_console.Console(width=140)
+            console = rich_console.Console(width=180)
     flagged = result.flagged()
     if flagged:
         t = rich_table.Table(title="Devices that are not healthy", title_justify="left",
@@ -64,15 +106,14 @@ def render_table(result, console=None, *, limit: int = 200) -> None:
         for name, kw in (("status", nw), ("device", {"overflow": "fold"}), ("job", {}),
                          ("host", {}), ("slowdown", {"justify": "right", **nw}),
                          ("onset", {"justify": "right", **nw}), ("detected", {"justify": "right", **nw}),
-                         ("score", {"justify": "right", **nw}), ("why", {"overflow": "fold", "ratio": 1})):
+                         ("why", {"overflow": "fold", "ratio": 1, "min_width": 36})):
             t.add_column(name, **kw)
         for v in flagged[:limit]:
             st = str(v.status)
             t.add_row(
                 f"[{_STATUS_STYLE.get(st, '')}]{st}[/]", v.device, _num(v.job, "{}"),
                 _num(v.host, "{}"), _pct(v.slowdown), _when(v.onset_step, v.onset_time),
-                _when(v.detected_step, v.detected_time), _num(v.score, "{:.1f}"),
-                "; ".join(v.reasons[:2]) + (" …" if len(v.reasons) > 2 else ""),
+                _when(v.detected_step, v.detected_time), _short(v.reasons),
             )
         console.print(t)
         if len(flagged) > limit:
@@ -80,14 +121,7 @@ def render_table(result, console=None, *, limit: int = 200) -> None:
     else:
         console.print("[green]No device is suspect, degraded, failed or unknown.[/]")
     if result.jobs:
-        t = rich_table.Table(title="Job events (whole job slowed; no device blamed)",
-                             title_justify="left", header_style="bold")
-        for name in ("job", "kind", "from", "to", "slowdown", "devices", "why"):
-            t.add_column(name, justify="right" if name in ("from", "to", "slowdown", "devices") else "left")
-        for e in result.jobs:
-            t.add_row(_num(e.job, "{}"), e.kind, _when(e.start_step, e.start_time),
-                      _when(e.end_step, e.end_time), _pct(e.slowdown), _num(e.devices), e.reason)
-        console.print(t)
+        _job_table(result.jobs, console, rich_table)
     for w in result.warnings:
         console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
     console.print(f"[bold]{result.summary()}[/]", highlight=False)

@@ -226,7 +226,7 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
             start = t_lo + (t_hi - t_lo) * (a - smin) / max(1, smax - smin + 1)
             q = tl.filter((pl.col("step") >= a) & (pl.col("step") < b)).select(cols)
 
-            def thunk(q=q, value_cols=value_cols):
+            def thunk(q=q, meta=meta, value_cols=value_cols):
                 return timing_block(q.collect(), meta, value_cols, job=unit.job, log=log,
                                     source=str(unit.key))
 
@@ -251,7 +251,7 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
                 cond = (ts >= edges[k]) & ((ts < edges[k + 1]) if k < n - 1 else (ts <= hi))
                 q = cl.filter(cond).select(["device", "timestamp", *metric_cols])
 
-                def thunk(q=q):
+                def thunk(q=q, meta=meta, lo=lo, interval=interval):
                     return counter_block(q.collect(), meta, metric_cols, t0=lo, interval=interval,
                                          job=unit.job, log=log, source=str(unit.key))
 

@@ -99,7 +99,7 @@ def run(args) -> int:
         console_mod = import_optional("rich.console", "batch", "rich")
         if args.output:
             with open(args.output, "w", encoding="utf-8") as fh:
-                render_table(result, console_mod.Console(file=fh, width=140, no_color=True))
+                render_table(result, console_mod.Console(file=fh, width=180, no_color=True))
         else:
             render_table(result)
     if args.report:

@@ -1,0 +1,153 @@
+"""Throughput of ``degrade analyze`` beside polars' own scan + sort + group-by of the same file.
+
+Not a test. Writes one Parquet file of step timings (``--devices`` x
+``--steps`` rows, jobs of ``--job-size`` devices, 2 % lognormal AR(1) noise,
+one device per job slowed by 20 % halfway), then times, in the same run:
+
+* ``polars``: ``scan_parquet → sort(job, device, step) → group_by(job, device)
+  .agg(median, len)`` — the plain pass any analysis of this file needs;
+* ``degrade``: ``degrade.analyze.analyze(file)`` — read, validate, plan,
+  pivot into blocks, run the verdict engine, collect verdicts.
+
+and prints rows per second for both and their ratio (the target: degrade
+costs at most 2x the plain polars pass). Numba kernels are compiled (or
+loaded from cache) before timing.
+
+    python bench/bench_analyze.py                       # 2,000 x 2,500 = 5e6 rows
+    python bench/bench_analyze.py --devices 10000 --steps 10000   # 1e8 rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+
+import numpy as np
+
+
+def write_dataset(path: str, devices: int, steps: int, job_size: int, seed: int = 0) -> int:
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    n_jobs = -(-devices // job_size)
+    writer = None
+    rows = 0
+    # written job by job in row groups of ~1e6 rows, sorted by (job, step, device) as a
+    # training job logs them; memory stays at one job's slice
+    for j in range(n_jobs):
+        n = min(job_size, devices - j * job_size)
+        base = 0.2 * (1 + 0.007 * rng.standard_normal(n))
+        step_block = max(1, 1_000_000 // n)
+        e = np.zeros(n)
+        for s0 in range(0, steps, step_block):
+            T = min(step_block, steps - s0)
+            z = rng.standard_normal((T, n)) * 0.02
+            x = np.empty((T, n))
+            for t in range(T):
+                e = 0.5 * e + z[t]
+                x[t] = e
+            ct = base * np.exp(x)
+            st_idx = np.arange(s0, s0 + T)
+            ct[st_idx >= steps // 2, 0] *= 1.2
+            st = ct.max(axis=1, keepdims=True) + 0.01
+            df = pl.DataFrame({
+                "job": np.full(T * n, f"job{j:04d}"),
+                "device": np.tile(np.array([f"j{j:04d}-gpu{d:04d}" for d in range(n)]), T),
+                "step": np.repeat(st_idx, n).astype(np.int64),
+                "compute_time": ct.ravel(),
+                "step_time": np.broadcast_to(st, ct.shape).ravel(),
+            })
+            table = df.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table, row_group_size=1_000_000)
+            rows += df.height
+    writer.close()
+    del pa
+    return rows
+
+
+def plain_polars(path: str) -> float:
+    import polars as pl
+
+    t0 = time.perf_counter()
+    out = (
+        pl.scan_parquet(path)
+        .sort(["job", "device", "step"])
+        .group_by(["job", "device"])
+        .agg(pl.col("compute_time").median(), pl.len())
+        .collect()
+    )
+    dt = time.perf_counter() - t0
+    assert out.height > 0
+    return dt
+
+
+def run_degrade(path: str, chunk_rows: int | None, engine: str = "polars"):
+    from degrade.analyze import analyze
+
+    t0 = time.perf_counter()
+    res = analyze(path, chunk_rows=chunk_rows, engine=engine)
+    return time.perf_counter() - t0, res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--job-size", type=int, default=250, help="devices per job (peer group)")
+    ap.add_argument("--chunk-rows", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs of each; the best is kept")
+    ap.add_argument("--dir", default=None, help="where to write the Parquet file (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the file")
+    args = ap.parse_args()
+
+    import polars as pl
+
+    d = args.dir or tempfile.mkdtemp(prefix="degrade-bench-")
+    path = os.path.join(d, f"timings_{args.devices}x{args.steps}.parquet")
+    t0 = time.perf_counter()
+    if not os.path.exists(path):
+        rows = write_dataset(path, args.devices, args.steps, args.job_size)
+    else:
+        rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+    print(f"data: {rows:,} rows ({args.devices:,} devices x {args.steps:,} steps, jobs of "
+          f"{args.job_size}), {os.path.getsize(path) / 1e6:.0f} MB Parquet, written in "
+          f"{time.perf_counter() - t0:.0f} s; polars {pl.__version__}, {os.cpu_count()} CPUs")
+
+    # compile (or load from the numba cache) outside the timing
+    from degrade.analyze import analyze
+
+    analyze(pl.DataFrame({"device": ["a", "b", "c"] * 30, "step": np.repeat(np.arange(30), 3),
+                          "compute_time": 0.1, "step_time": 0.1}))
+
+    tp, td, res = [], [], None
+    for _ in range(args.repeat):
+        tp.append(plain_polars(path))
+        dt, res = run_degrade(path, args.chunk_rows)
+        td.append(dt)
+    bp, bd = min(tp), min(td)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    print()
+    print("| pass | seconds | rows/s | ratio to polars |")
+    print("|---|---:|---:|---:|")
+    print(f"| polars scan + sort + group-by | {bp:.2f} | {rows / bp:,.0f} | 1.00 |")
+    print(f"| degrade analyze (whole analysis) | {bd:.2f} | {rows / bd:,.0f} | {bd / bp:.2f} |")
+    print()
+    flagged = sorted(v.device for v in res.flagged() if str(v.status) in ("degraded", "failed"))
+    n_jobs = -(-args.devices // args.job_size)
+    print(f"verdicts: {len(res.verdicts):,}; degraded/failed: {len(flagged)} (planted: {n_jobs}, "
+          f"one per job); peak block {res.stats['peak_block_rows']:,} rows / "
+          f"{res.stats['peak_block_cells']:,} cells; peak RSS {peak_rss:.1f} GB")
+    if not args.keep and args.dir is None:
+        os.remove(path)
+        os.rmdir(d)
+
+
+if __name__ == "__main__":
+    main()
