@@ -352,9 +352,12 @@ def _finish(parts, keys, sort_keys, report: ReadReport, what: str, label: str):
     report._keys = tuple(have)
     need = [k for k in have if k != "job"]
     lf = lf.filter(pl.all_horizontal([pl.col(k).is_not_null() for k in need]))
-    lf = lf.unique(subset=have, keep="first", maintain_order=True)
-    sk = [k for k in sort_keys if k in lf.collect_schema()]
-    return lf.sort(sk, nulls_last=True, maintain_order=True)
+    sk = [k for k in sort_keys if k in have] + [k for k in sort_keys if k not in have and k in lf.collect_schema()]
+    # a stable sort puts duplicates next to each other, first occurrence first: comparing
+    # with the previous row is far cheaper than a hash-based unique over string keys
+    lf = lf.sort(sk, nulls_last=True, maintain_order=True)
+    same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)).fill_null(False) for k in have])
+    return lf.filter(~same)
 
 
 def _label(source) -> str:

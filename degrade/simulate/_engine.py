@@ -66,6 +66,12 @@ class SimResult:
         )
 
 
+def _pl():
+    from .._optional import import_optional
+
+    return import_optional("polars", "batch")
+
+
 def _uuid(rng: np.random.Generator) -> str:
     h = "".join(f"{b:02x}" for b in rng.integers(0, 256, 16))
     return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
@@ -285,12 +291,14 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
     if job.missing_rate > 0:
         keep &= rng.random((S, N)) >= job.missing_rate
     dev_i, step_i = np.nonzero(keep.T)
+    pl = _pl()
+    # strings by gathering from a small table: building them per row costs more than the simulation
     timings = {
-        "job": np.full(dev_i.size, name, dtype=object),
-        "host": np.asarray(hosts, dtype=object)[host_idx[dev_i]],
-        "device": np.asarray(uuids, dtype=object)[dev_i],
+        "job": pl.repeat(name, dev_i.size, dtype=pl.String, eager=True),
+        "host": pl.Series([hosts[h] for h in host_idx], dtype=pl.String).gather(dev_i),
+        "device": pl.Series(uuids, dtype=pl.String).gather(dev_i),
         "rank": dev_i.astype(np.int64),
-        "group": np.asarray(groups, dtype=object)[dev_i],
+        "group": pl.Series(groups, dtype=pl.String).gather(dev_i),
         "step": step_i.astype(np.int64),
         "timestamp": ends[step_i, dev_i],
         "step_time": step_time[step_i, dev_i],
@@ -385,13 +393,21 @@ def _counters(sc, job, spec, active, ends, step_time, fault_rows, uuids, hosts, 
                 on &= idx < f.end_step
             t_on = e[f.onset_step] - step_time[f.onset_step, i]
             counter_effect(f.type, m, f.params, C, on, g - t_on, spec, rng)
-        cols["device"].append(np.full(K, uuids[i], dtype=object))
+        cols["device"].append(np.full(K, i, dtype=np.int64))
         cols["timestamp"].append(g)
-        cols["host"].append(np.full(K, hosts[host_idx[i]], dtype=object))
-        cols["model"].append(np.full(K, spec["name"], dtype=object))
-        cols["uuid"].append(np.full(K, uuids[i], dtype=object))
-        cols["gpu"].append(np.full(K, gpu_idx[i], dtype=np.int64))
-        cols["pci_bus_id"].append(np.full(K, f"00000000:{_PCI[gpu_idx[i] % len(_PCI)]}:00.0", dtype=object))
         for k, v in C.items():
             cols[k].append(v)
-    return {k: (np.concatenate(v) if v else np.array([])) for k, v in cols.items()}
+    pl = _pl()
+    out = {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items() if k not in ("host", "model", "uuid", "gpu", "pci_bus_id")}
+    codes = out.pop("device").astype(np.int64)
+    ids = pl.Series(uuids, dtype=pl.String).gather(codes)
+    return {
+        "device": ids,
+        "timestamp": out.pop("timestamp"),
+        "host": pl.Series([hosts[h] for h in host_idx], dtype=pl.String).gather(codes),
+        "model": pl.repeat(spec["name"], codes.size, dtype=pl.String, eager=True),
+        "uuid": ids,
+        "gpu": gpu_idx[codes].astype(np.int64),
+        "pci_bus_id": pl.Series([f"00000000:{_PCI[g % len(_PCI)]}:00.0" for g in gpu_idx], dtype=pl.String).gather(codes),
+        **out,
+    }
