@@ -48,7 +48,7 @@ def _fake_from_arrays(T=40, G=4, **kw):
         "remapped_rows_uncorrectable": np.zeros((T, G)),
         "remap_pending": np.zeros((T, G)),
         "remap_failure": np.zeros((T, G)),
-        "nvlink_crc_errors_total": np.cumsum(rng.integers(0, 2, (T, G)), axis=0).astype(float),
+        "nvlink_crc_errors_total": np.zeros((T, G)),
     }
     vals.update(kw)
     return FakeNVML.from_arrays(vals), vals
@@ -88,7 +88,8 @@ def test_rows_carry_canonical_columns_and_values():
 
 def test_slow_counters_read_every_slow_interval():
     require("pynvml")
-    fake, vals = _fake_from_arrays(T=40)
+    crc = np.cumsum(np.random.default_rng(1).integers(0, 2, (40, 4)), axis=0).astype(float)
+    fake, vals = _fake_from_arrays(T=40, nvlink_crc_errors_total=crc)
     calls = {"n": 0}
     orig = fake.nvmlDeviceGetRemappedRows
 
@@ -375,8 +376,8 @@ def test_exposition_labels_and_values(replay):
     assert len(st) == 8
     for s in st:
         lab = s.labels
-        assert set(lab) >= {"Hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName", "status"}
-        assert lab["device"] == f"nvidia{lab['gpu']}" and lab["Hostname"] == fake.host
+        assert set(lab) >= {"hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName", "status"}
+        assert lab["device"] == f"nvidia{lab['gpu']}" and lab["hostname"] == fake.host
         assert lab["status"] == ("degraded" if lab["UUID"] == bad else "healthy")
     slow = {s.labels["UUID"]: s.value for s in fams["degrade_device_slowdown_ratio"].samples}
     assert 0.05 < slow[bad] < 1.0
@@ -404,9 +405,13 @@ def test_promtool_check_metrics_and_textfile(replay, tmp_path):
     from degrade.agent._exporter import exposition
 
     exe = _promtool()
-    r = subprocess.run([exe, "check", "metrics"], input=exposition(agent), capture_output=True, timeout=30)
+    r = subprocess.run([exe, "check", "metrics"], input=exposition(agent, "snake"), capture_output=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
-    path = write_textfile(agent, tmp_path)
+    # dcgm-exporter's label names: no parse error; the only finding is the camelCase lint on UUID/modelName
+    r = subprocess.run([exe, "check", "metrics"], input=exposition(agent).decode(), capture_output=True, text=True, timeout=30)
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    assert lines and all(ln.endswith("label names should be written in 'snake_case' not 'camelCase'") for ln in lines)
+    path = write_textfile(agent, tmp_path, labels="snake")
     assert sorted(os.listdir(tmp_path)) == ["degrade.prom"]  # the temp file was renamed away
     r = subprocess.run([exe, "check", "metrics"], input=path.read_bytes(), capture_output=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -111,7 +111,10 @@ def _p_memory_temp(nv, h):
 
 def _p_util(nv, h):
     u = nv.nvmlDeviceGetUtilizationRates(h)
-    return {"gpu_util_ratio": u.gpu / 100.0, "mem_util_ratio": u.memory / 100.0}
+    out = {"gpu_util_ratio": u.gpu / 100.0}
+    if u.memory is not None:
+        out["mem_util_ratio"] = u.memory / 100.0
+    return out
 
 
 def _p_reasons(nv, h):

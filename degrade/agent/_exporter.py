@@ -3,8 +3,12 @@
 Metrics come from a custom prometheus_client collector that reads one
 :meth:`Agent.snapshot` per scrape (no global gauges to keep in sync). Every
 per-GPU series carries dcgm-exporter's labels — ``gpu``, ``UUID``,
-``pci_bus_id``, ``device`` (``nvidia<N>``), ``modelName`` and ``Hostname`` —
-so a PromQL join with ``DCGM_FI_*`` series needs no relabelling.
+``pci_bus_id``, ``device`` (``nvidia<N>``), ``modelName`` and ``hostname``
+(dcgm-exporter's spelling since its PR #655; ``Hostname`` before) — so a
+PromQL join with ``DCGM_FI_*`` series needs no relabelling. promtool's lint
+flags the camelCase names ``UUID`` and ``modelName`` (as it does for
+dcgm-exporter itself); ``labels="snake"`` uses ``uuid`` and ``model_name``
+instead and passes the lint.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from degrade.errors import InputError
 __all__ = ["DegradeCollector", "exposition", "serve", "write_textfile", "verdicts_json", "parse_listen"]
 
 _STATUSES = ("healthy", "suspect", "degraded", "failed", "unknown")
-_LABELS = ("Hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName")
+LABEL_SCHEMES = {
+    "dcgm": ("hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName"),
+    "snake": ("hostname", "gpu", "uuid", "pci_bus_id", "device", "model_name"),
+}
 DEFAULT_PORT = 9835
 
 
@@ -47,8 +54,11 @@ def _gpu_labels(host: str, dev: str, info: dict[str, Any]) -> list[str]:
 class DegradeCollector:
     """prometheus_client collector over a live :class:`degrade.agent.Agent`."""
 
-    def __init__(self, agent) -> None:
+    def __init__(self, agent, labels: str = "dcgm") -> None:
+        if labels not in LABEL_SCHEMES:
+            raise InputError(f"labels={labels!r}: expected one of {sorted(LABEL_SCHEMES)}")
         self.agent = agent
+        self.labels = labels
 
     def describe(self):
         return []  # dynamic label values: let the registry call collect() lazily
@@ -58,6 +68,7 @@ class DegradeCollector:
         pc = _prom()
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        _LABELS = LABEL_SCHEMES[self.labels]
         snap = self.agent.snapshot()
         host = snap["host"]
         gpus = snap["gpus"]
@@ -125,7 +136,7 @@ class DegradeCollector:
         errs = CounterMetricFamily(
             "degrade_nvml_errors",
             "NVML calls that failed, by GPU and kind (not_supported, gpu_lost, not_found, timeout, ...)",
-            labels=["Hostname", "gpu", "kind"],
+            labels=["hostname", "gpu", "kind"],
         )
         for (idx, kind), n in sorted(snap["errors"].items()):
             errs.add_metric([str(host or ""), "" if idx < 0 else str(idx), kind], float(n))
@@ -152,26 +163,26 @@ class DegradeCollector:
         del pc
 
 
-def registry_for(agent):
+def registry_for(agent, labels: str = "dcgm"):
     """A fresh CollectorRegistry holding only degrade's collector."""
     pc = _prom()
     reg = pc.CollectorRegistry(auto_describe=False)
-    reg.register(DegradeCollector(agent))
+    reg.register(DegradeCollector(agent, labels))
     return reg
 
 
-def exposition(agent) -> bytes:
+def exposition(agent, labels: str = "dcgm") -> bytes:
     """The Prometheus text exposition (format 0.0.4) of the agent's metrics."""
-    return _prom().generate_latest(registry_for(agent))
+    return _prom().generate_latest(registry_for(agent, labels))
 
 
-def write_textfile(agent, directory: str | os.PathLike, name: str = "degrade.prom") -> Path:
+def write_textfile(agent, directory: str | os.PathLike, name: str = "degrade.prom", labels: str = "dcgm") -> Path:
     """Write node_exporter's textfile-collector file atomically (temp file + rename)."""
     d = Path(directory)
     if not d.is_dir():
         raise InputError(f"--textfile {d}: not a directory; node_exporter's --collector.textfile.directory expected")
     path = d / name
-    _prom().write_to_textfile(str(path), registry_for(agent))
+    _prom().write_to_textfile(str(path), registry_for(agent, labels))
     return path
 
 
@@ -227,7 +238,7 @@ class _Server:
         self.thread.join(timeout=5)
 
 
-def serve(agent, listen: str = f"127.0.0.1:{DEFAULT_PORT}") -> _Server:
+def serve(agent, listen: str = f"127.0.0.1:{DEFAULT_PORT}", labels: str = "dcgm") -> _Server:
     """Serve ``/metrics`` (Prometheus), ``/verdicts`` (JSON) and ``/healthz`` on a background thread.
 
     Binds to loopback unless ``listen`` names another address; port 0 picks
@@ -238,7 +249,7 @@ def serve(agent, listen: str = f"127.0.0.1:{DEFAULT_PORT}") -> _Server:
 
     pc = _prom()
     host, port = parse_listen(listen)
-    metrics_app = pc.make_wsgi_app(registry_for(agent))
+    metrics_app = pc.make_wsgi_app(registry_for(agent, labels))
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")

@@ -387,7 +387,8 @@ class FakeNVML:
         gpu = self._v("gpu_util_ratio", h)
         a = self._cols.get("mem_util_ratio")
         mem = a[self.tick, h.index] if a is not None else math.nan
-        return SimpleNamespace(gpu=int(round(gpu * 100)), memory=0 if math.isnan(mem) else int(round(mem * 100)))
+        # the telemetry may lack memory utilisation; None (never from the driver) keeps it missing
+        return SimpleNamespace(gpu=int(round(gpu * 100)), memory=None if math.isnan(mem) else int(round(mem * 100)))
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: _Handle) -> int:
         self._enter("nvmlDeviceGetCurrentClocksEventReasons", h)

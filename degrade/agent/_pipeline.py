@@ -86,7 +86,7 @@ class Agent:
     ...                              "gpu_util_ratio": [[1.0, 1.0]] * 3})
     >>> agent = Agent(NVMLCollector(fake, clock=fake.time), advance=fake.advance)
     >>> for _ in range(3):
-    ...     agent.poll_once()
+    ...     rows = agent.poll_once()
     >>> [v.status.value for v in agent.verdicts()]
     ['unknown', 'unknown']
     >>> agent.close()

@@ -21,6 +21,9 @@ def register(sub) -> None:
                    "use 0.0.0.0:9835 to expose it off the node)")
     p.add_argument("--textfile", metavar="DIR",
                    help="write node_exporter's textfile format into DIR instead of serving HTTP")
+    p.add_argument("--labels", choices=("dcgm", "snake"), default="dcgm",
+                   help="label names: dcgm-exporter's (UUID, modelName; joins with DCGM_FI_* series) or "
+                   "snake_case (uuid, model_name; passes promtool's lint). Default %(default)s")
     p.add_argument("--state", metavar="PATH",
                    help="state file: baselines are saved here and restored at start")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
@@ -81,7 +84,7 @@ def run(args) -> int:
         signal.signal(s, on_signal)
     server = None
     if args.textfile is None:
-        server = serve(agent, args.listen)
+        server = serve(agent, args.listen, labels=args.labels)
         where = f"http://{server.host}:{server.port}/metrics"
     else:
         where = f"{args.textfile}/degrade.prom"
@@ -99,7 +102,7 @@ def run(args) -> int:
             if not replay_done:
                 agent.poll_once()
                 if args.textfile is not None:
-                    write_textfile(agent, args.textfile)
+                    write_textfile(agent, args.textfile, labels=args.labels)
                 if fake is not None and fake.done:
                     replay_done = True
                     print(f"degrade agent: replay finished after {agent.polls_total} polls; still serving",

@@ -1,0 +1,127 @@
+"""Real client test: the real Prometheus scrapes an agent on the fake backend with one faulty GPU.
+
+Prometheus (Debian's package, installed by .ci/run) runs on a free loopback
+port with a temporary config and storage directory, scraping every 250 ms,
+while the agent replays the demo node fast-forward. The test asks
+Prometheus' HTTP API which GPU it sees degraded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REQUIRE_ALL, require
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = str(ROOT / "docs" / "examples" / "agent-node.toml")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _query(port: int, promql: str) -> list[dict]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    doc = json.loads(urllib.request.urlopen(url, timeout=5).read())
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+@pytest.fixture
+def prometheus_binary():
+    exe = shutil.which("prometheus")
+    if exe is None:
+        if REQUIRE_ALL:
+            pytest.fail("prometheus is required in CI (.ci/run installs Debian's prometheus)")
+        pytest.skip("prometheus not installed")
+    return exe
+
+
+def test_real_prometheus_sees_the_degraded_gpu(prometheus_binary, tmp_path):
+    require("pynvml")
+    require("polars")
+    require("prometheus_client")
+    from degrade.agent import Agent, FakeNVML, NVMLCollector, serve
+
+    fake = FakeNVML.from_scenario(SCENARIO)
+    bad_uuid = fake.uuids[fake.devices.index(fake.truth.row(0, named=True)["device"])]
+    agent = Agent(NVMLCollector(fake, clock=fake.time, host=fake.host), advance=fake.advance)
+    agent.start()
+    agent.poll_once()  # engine and kernels ready before Prometheus starts its clock
+    server = serve(agent, "127.0.0.1:0")
+    pport = _free_port()
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(
+        "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\n"
+        "scrape_configs:\n  - job_name: degrade\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{server.port}']\n"
+    )
+    proc = subprocess.Popen(
+        [prometheus_binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{pport}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    stop = threading.Event()
+
+    def replay():
+        # fast-forward: a simulated second per ~2 ms, so scrapes see the fault arrive
+        while not stop.is_set() and not fake.done:
+            agent.poll_once()
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=replay, daemon=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{pport}/-/ready", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "prometheus did not become ready"
+                time.sleep(0.2)
+        thread.start()
+        deadline = time.monotonic() + 40
+        degraded: list[dict] = []
+        while time.monotonic() < deadline:
+            degraded = _query(pport, 'degrade_device_status{status="degraded"} == 1')
+            if degraded and not thread.is_alive():
+                break
+            time.sleep(0.3)
+        thread.join(timeout=30)
+        time.sleep(0.6)  # a scrape after the replay ended
+        degraded = _query(pport, 'degrade_device_status{status="degraded"} == 1')
+        assert [d["metric"]["UUID"] for d in degraded] == [bad_uuid]
+        m = degraded[0]["metric"]
+        assert m["job"] == "degrade" and m["hostname"] == fake.host
+        assert m["device"] == f"nvidia{m['gpu']}" and m["modelName"].startswith("NVIDIA")
+        healthy = _query(pport, 'degrade_device_status{status="healthy"} == 1')
+        assert len(healthy) == 7 and bad_uuid not in {h["metric"]["UUID"] for h in healthy}
+        slow = _query(pport, f'degrade_device_slowdown_ratio{{UUID="{bad_uuid}"}}')
+        assert 0.05 < float(slow[0]["value"][1]) < 1.0
+        polls = _query(pport, "degrade_agent_polls_total")
+        assert float(polls[0]["value"][1]) == agent.polls_total
+        up = _query(pport, 'up{job="degrade"}')
+        assert up[0]["value"][1] == "1"
+    finally:
+        stop.set()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        server.close()
+        agent.close()
