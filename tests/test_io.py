@@ -210,3 +210,36 @@ def test_datetime_timestamps():
     df = pl.DataFrame({"device": ["a", "a"], "timestamp": ts, "power_watts": [1.0, 2.0]})
     out = read_counters(df).collect()
     assert out["timestamp"].to_list() == [1_767_225_600.0, 1_767_225_610.0]
+
+
+def test_glob_list_and_csv_hive(tmp_path):
+    for job in ("x", "y"):
+        d = tmp_path / "ds" / f"job={job}"
+        d.mkdir(parents=True)
+        _timings(job=job).drop("job").write_csv(d / "part.csv")
+    out = read_timings(str(tmp_path / "ds")).collect()
+    assert sorted(out["job"].unique()) == ["x", "y"] and out.height == 30
+    _timings(job="p").write_parquet(tmp_path / "p1.parquet")
+    _timings(job="q").write_parquet(tmp_path / "p2.parquet")
+    assert read_timings(str(tmp_path / "p*.parquet")).collect().height == 30
+    both = read_timings([str(tmp_path / "p1.parquet"), pl.DataFrame(_timings(job="r"))]).collect()
+    assert sorted(both["job"].unique()) == ["p", "r"]
+    with pytest.raises(InputError, match="no file matches"):
+        read_timings(str(tmp_path / "zzz*.parquet"))
+    with pytest.raises(SchemaError, match="jobs="):
+        read_timings(_timings().drop("job"), jobs="a")
+
+
+def test_inspect_counters_and_truth_files_are_left_out(tmp_path):
+    from degrade.simulate import simulate
+
+    res = simulate("tiny")
+    res.write(tmp_path)
+    info = inspect(str(tmp_path / "counters.parquet"))
+    assert info.kind == "counters" and info.layout == "canonical" and info.n_rows == res.counters.height
+    assert "clock_event_reasons" in info.columns
+    # a directory holding timings and truth: the truth file is not timings
+    (tmp_path / "counters.parquet").unlink()
+    rep = ReadReport()
+    t = read_timings(str(tmp_path), report=rep).collect()
+    assert t.height == res.timings.height and len(rep.files) == 2

@@ -281,3 +281,13 @@ def test_bundled_scenarios_load_and_bad_ones_are_refused(tmp_path):
     bad.write_text("name = [")
     with pytest.raises(InputError, match="TOML"):
         load_scenario(bad)
+
+
+def test_cli_simulate_list_and_errors(tmp_path, capsys):
+    from degrade.cli import main
+
+    assert main(["simulate", "--list"]) == 0
+    assert "fault_catalogue" in capsys.readouterr().out
+    assert main(["simulate", "nope", "--out", str(tmp_path)]) == 2
+    assert "no scenario 'nope'" in capsys.readouterr().err
+    assert main(["simulate", "tiny"]) == 2
