@@ -88,12 +88,12 @@ def ref_cusum(X, k, h, fir=0.0, side="both", warmup=20, relearn=False, log=False
         for t in range(T):
             v = prep(X[t, j], positive, log)
             if math.isnan(v):
-                stat[t, j] = s
+                stat[t, j] = math.nan  # the sample was not used
                 continue
             z = st(v)
             if math.isnan(z):
                 zu = zd = t
-                stat[t, j] = s
+                stat[t, j] = math.nan
                 continue
             up = max(0.0, up + z - k)
             down = max(0.0, down - z - k)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from degrade._config import njit
@@ -9,21 +11,22 @@ from degrade._config import njit
 from ._kernels_common import (
     COL_ALARM,
     COL_LAST,
+    COL_MISS,
+    COL_MU,
     COL_NWARM,
+    COL_SIGMA,
     COL_STAT,
-    LEARNING,
     N_COMMON,
     N_PCOMMON,
-    OK,
     P_ADAPT,
-    P_LOG,
     P_POSITIVE,
     P_RELEARN,
     P_SIDE,
     P_WARMUP,
     SIDE_LOWER,
     SIDE_UPPER,
-    _residual,
+    _adapt,
+    _learn,
 )
 
 COL_UP = N_COMMON  # C+ statistic
@@ -40,74 +43,128 @@ N_PARAMS = N_PCOMMON + 3
 
 
 @njit
+def _cusum_pass1(S, x, W, k, h, notpos, up_on, down_on, out, stat):
+    """The common case for every stream, branch-free (vectorised by LLVM)."""
+    n = x.size
+    U = S[COL_UP]
+    D = S[COL_DOWN]
+    MU = S[COL_MU]
+    SG = S[COL_SIGMA]
+    NW = S[COL_NWARM]
+    for j in range(n):
+        v = x[j]
+        ok = (v - v == 0.0) & (NW[j] >= W) & ((v > 0.0) | notpos)
+        z = (v - MU[j]) / SG[j]
+        u = U[j] + z - k
+        d = D[j] - z - k
+        u = u if u > 0.0 else 0.0
+        d = d if d > 0.0 else 0.0
+        s = u if u >= d else -d
+        alarm = ((u > h) & up_on) | ((d > h) & down_on)
+        U[j] = u if ok else U[j]
+        D[j] = d if ok else D[j]
+        stat[j] = s if ok else math.nan
+        out[j] = alarm | (not ok)
+
+
+@njit
+def _cusum_pass2(S, stat, tf):
+    """Zero indices (for the onset) and the carried statistic, branch-free."""
+    U = S[COL_UP]
+    D = S[COL_DOWN]
+    ZU = S[COL_ZERO_UP]
+    ZD = S[COL_ZERO_DOWN]
+    ST = S[COL_STAT]
+    AL = S[COL_ALARM]
+    for j in range(stat.size):
+        s = stat[j]
+        ok = s == s  # pass 1 left NaN exactly where the sample was not used
+        ZU[j] = tf if ok & (U[j] == 0.0) else ZU[j]
+        ZD[j] = tf if ok & (D[j] == 0.0) else ZD[j]
+        ST[j] = s if ok else ST[j]
+        AL[j] = 0.0
+
+
+@njit
 def _cusum_step(S, B, x, P, t, out, stat, onset):
     """One update of every stream (``x``: one sample per stream).
 
-    Writes each stream's alarm, statistic and onset (-1 unless it alarmed)
-    into ``out``, ``stat`` and ``onset``.
+    Writes each stream's alarm and statistic (NaN where the sample was
+    missing or the baseline is being learned) into ``out`` and ``stat``, and
+    the onset of each alarm into ``onset`` (which the caller fills with -1).
+
+    Two branch-free passes over all streams (LLVM vectorises them) do the
+    common case; a third, scalar pass handles the few streams that need more:
+    missing samples, baseline learning, alarms. ``out`` carries "needs the
+    third pass" between them.
     """
-    positive = P[P_POSITIVE] != 0.0
-    log = P[P_LOG] != 0.0
+    n = S.shape[1]
+    notpos = P[P_POSITIVE] == 0.0
     W = P[P_WARMUP]
-    adapt = P[P_ADAPT]
     k = P[P_K]
     h = P[P_H]
     head = P[P_HEAD]
     side = int(P[P_SIDE])
-    check_up = (side & SIDE_UPPER) != 0
-    check_down = (side & SIDE_LOWER) != 0
+    up_on = (side & SIDE_UPPER) != 0
+    down_on = (side & SIDE_LOWER) != 0
+    tf = float(t)
+    _cusum_pass1(S, x, W, k, h, notpos, up_on, down_on, out, stat)
+    _cusum_pass2(S, stat, tf)
+    U = S[COL_UP]
+    D = S[COL_DOWN]
+    MU = S[COL_MU]
+    SG = S[COL_SIGMA]
+    NW = S[COL_NWARM]
+    ZU = S[COL_ZERO_UP]
+    ZD = S[COL_ZERO_DOWN]
+    adapt = P[P_ADAPT]
     relearn = P[P_RELEARN] != 0.0
-    for j in range(S.shape[1]):
-        status, z = _residual(S, B, j, x[j], P, positive, log, W, adapt)
-        out[j] = False
-        onset[j] = -1
-        if status != OK:
-            stat[j] = S[COL_STAT, j]
-            if status == LEARNING:
-                # the chart starts once the baseline is known
-                S[COL_ZERO_UP, j] = t
-                S[COL_ZERO_DOWN, j] = t
+    if adapt > 0.0:
+        for j in range(n):
+            v = x[j]
+            if not out[j] and NW[j] >= W and math.isfinite(v) and (notpos or v > 0.0):
+                _adapt(S, j, (v - MU[j]) / SG[j], P)
+    for j in range(n):
+        if not out[j]:
             continue
-        up = S[COL_UP, j] + z - k
-        if up <= 0.0:
-            up = 0.0
-            S[COL_ZERO_UP, j] = t
-        down = S[COL_DOWN, j] - z - k
-        if down <= 0.0:
-            down = 0.0
-            S[COL_ZERO_DOWN, j] = t
-        s = up if up >= down else -down
-        S[COL_STAT, j] = s
-        stat[j] = s
-        alarm_up = check_up and up > h
-        alarm_down = check_down and down > h
-        if alarm_up or alarm_down:
-            if alarm_up and (not alarm_down or up >= down):
-                o = S[COL_ZERO_UP, j]
-            else:
-                o = S[COL_ZERO_DOWN, j]
-            S[COL_ONSET, j] = o
-            onset[j] = np.int64(o)
-            S[COL_LAST, j] = t
-            S[COL_ALARM, j] = 1.0
-            up = head
-            down = head
-            S[COL_ZERO_UP, j] = t
-            S[COL_ZERO_DOWN, j] = t
-            if relearn:
-                S[COL_NWARM, j] = 0.0
-            out[j] = True
+        v = x[j]
+        out[j] = False
+        if not math.isfinite(v) or (not notpos and v <= 0.0):
+            S[COL_MISS, j] += 1.0
+            continue
+        if NW[j] < W:
+            _learn(S, B, j, v, P)
+            # the chart starts once the baseline is known
+            ZU[j] = tf
+            ZD[j] = tf
+            continue
+        # an alarm (the statistics crossed h in pass 1)
+        if adapt > 0.0:
+            _adapt(S, j, (v - MU[j]) / SG[j], P)
+        u = U[j]
+        d = D[j]
+        if (u > h) & up_on and (not ((d > h) & down_on) or u >= d):
+            o = ZU[j]
         else:
-            S[COL_ALARM, j] = 0.0
-        S[COL_UP, j] = up
-        S[COL_DOWN, j] = down
+            o = ZD[j]
+        S[COL_ONSET, j] = o
+        onset[j] = np.int64(o)
+        S[COL_LAST, j] = tf
+        S[COL_ALARM, j] = 1.0
+        out[j] = True
+        U[j] = head
+        D[j] = head
+        ZU[j] = tf
+        ZD[j] = tf
+        if relearn:
+            NW[j] = 0.0
 
 
 @njit
 def _cusum_update(S, B, x, P, t):
     n = S.shape[1]
     out = np.empty(n, dtype=np.bool_)
-    _cusum_step(S, B, x, P, t, out, np.empty(n), np.empty(n, dtype=np.int64))
+    _cusum_step(S, B, x, P, t, out, np.empty(n), np.full(n, -1, dtype=np.int64))
     return out
 
 

@@ -170,14 +170,15 @@ class CUSUM(StreamDetector):
     def run(self, X: Any) -> RunResult:
         """Feed a (T, N) block; same state and alarms as T calls of :meth:`update`.
 
-        Returns a :class:`RunResult` with ``alarm``, ``statistic`` and
+        Returns a :class:`RunResult` with ``alarm``, ``statistic`` (NaN
+        where the sample was missing or the baseline was being learned) and
         ``onset`` (int64, -1 where no alarm) of shape (T, N).
         """
         X = self._block(X)
         T, n = X.shape
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
-        onset = np.empty((T, n), dtype=np.int64)
+        onset = np.full((T, n), -1, dtype=np.int64)
         _cusum_run(self._S, self._B, X, self._P, self.t_, alarm, stat, onset)
         self.t_ += T
         return RunResult(alarm=alarm, statistic=stat, onset=onset)
