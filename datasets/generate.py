@@ -2,7 +2,7 @@
 
     python datasets/generate.py demo     # datasets/demo/ (committed; fixed seed)
     python datasets/generate.py pai      # datasets/pai/ from ../shared/data/pai-minibatch (committed)
-    python datasets/generate.py bench    # datasets/generated/<scenario>/ (large, git-ignored)
+    python datasets/generate.py bench    # datasets/generated/<scenario>/ (large, git-ignored; hive by job/host)
 
 The demo and benchmark sets come from the simulator (`degrade simulate`), so
 they are reproducible from the scenario file and the seed alone.
@@ -47,7 +47,7 @@ def bench(names=None, root: str = os.path.join(HERE, "generated")) -> None:
         t0 = time.perf_counter()
         res = simulate(load_scenario(name), seed=BENCH.get(name))
         t1 = time.perf_counter()
-        res.write(os.path.join(root, name))
+        res.write(os.path.join(root, name), partition_by="job")
         print(f"{name}: {res.timings.height:,} timing rows, {res.counters.height:,} counter rows, "
               f"{res.truth.height} faults; simulate {t1 - t0:.1f} s, write {time.perf_counter() - t1:.1f} s")
 

@@ -24,12 +24,25 @@ from degrade.simulate._scenario import scenario_from_dict  # noqa: E402
 
 
 def _one_job(faults=(), **kw):
-    job = dict(name="j", hosts=1, gpus_per_host=8, steps=600, compute_time=0.5, comm_time=0.05,
-               spike_prob=0.0, warmup_steps=0)
+    job = dict(
+        name="j",
+        hosts=1,
+        gpus_per_host=8,
+        steps=600,
+        compute_time=0.5,
+        comm_time=0.05,
+        spike_prob=0.0,
+        warmup_steps=0,
+    )
     job.update(kw)
     known = {"job", "device", "type", "onset_step", "magnitude", "end_step"}
-    specs = [FaultSpec(**{k: v for k, v in f.items() if k in known},
-                       params={k: v for k, v in f.items() if k not in known}) for f in faults]
+    specs = [
+        FaultSpec(
+            **{k: v for k, v in f.items() if k in known},
+            params={k: v for k, v in f.items() if k not in known},
+        )
+        for f in faults
+    ]
     return Scenario(name="t", jobs=[JobSpec(**job)], faults=specs, seed=3)
 
 
@@ -53,10 +66,16 @@ def test_deterministic_by_seed():
 
 def test_sync_step_time_is_slowest_compute_plus_comm():
     t = simulate(_one_job(checkpoint_every=100, checkpoint_time=5.0)).timings
-    g = t.group_by("step").agg(
-        pl.col("step_time").n_unique().alias("n"), pl.col("step_time").first().alias("st"),
-        pl.col("compute_time").max().alias("mx"), pl.col("compute_time").std().alias("sd"),
-    ).sort("step")
+    g = (
+        t.group_by("step")
+        .agg(
+            pl.col("step_time").n_unique().alias("n"),
+            pl.col("step_time").first().alias("st"),
+            pl.col("compute_time").max().alias("mx"),
+            pl.col("compute_time").std().alias("sd"),
+        )
+        .sort("step")
+    )
     assert (g["n"] == 1).all()  # every rank sees the same wall step
     comm = (g["st"] - g["mx"]).to_numpy()
     assert (comm > 0).all()
@@ -66,23 +85,32 @@ def test_sync_step_time_is_slowest_compute_plus_comm():
 
 
 def test_persistent_slowdown_size_and_onset():
-    sc = _one_job([dict(job="j", device=4, type="slowdown", onset_step=300, magnitude=0.2)], noise=0.01)
+    sc = _one_job(
+        [dict(job="j", device=4, type="slowdown", onset_step=300, magnitude=0.2)], noise=0.01
+    )
     res = simulate(sc)
     dev = res.truth["device"][0]
     t = res.timings
     assert _ratio_to_peers(t, dev, 0, 300) == pytest.approx(1.0, abs=0.04)
     assert _ratio_to_peers(t, dev, 300, 600) == pytest.approx(1.2, abs=0.04)
     tr = res.truth.row(0, named=True)
-    assert tr["onset_step"] == 300 and tr["expected_status"] == "degraded" and tr["end_step"] is None
+    assert (
+        tr["onset_step"] == 300 and tr["expected_status"] == "degraded" and tr["end_step"] is None
+    )
     st = t.filter((pl.col("device") == dev) & (pl.col("step") == 300))
     assert tr["onset_time"] == pytest.approx(st["timestamp"][0] - st["step_time"][0])
 
 
 def test_slow_from_step_zero_and_small_is_suspect():
-    sc = _one_job([dict(job="j", device=0, type="slowdown", onset_step=0, magnitude=0.03)], noise=0.005,
-                  device_offset=0.0)
+    sc = _one_job(
+        [dict(job="j", device=0, type="slowdown", onset_step=0, magnitude=0.03)],
+        noise=0.005,
+        device_offset=0.0,
+    )
     res = simulate(sc)
-    assert _ratio_to_peers(res.timings, res.truth["device"][0], 0, 600) == pytest.approx(1.03, abs=0.012)
+    assert _ratio_to_peers(res.timings, res.truth["device"][0], 0, 600) == pytest.approx(
+        1.03, abs=0.012
+    )
     assert res.truth["expected_status"][0] == "suspect"
 
 
@@ -92,8 +120,13 @@ def test_thermal_counters_match_timing_effect():
     dev = res.truth["device"][0]
     onset = res.truth["onset_time"][0]
     c = res.counters.filter(pl.col("device") == dev)
-    before, after = c.filter(pl.col("timestamp") < onset - 1), c.filter(pl.col("timestamp") > onset + 11)
-    assert (after["clock_event_reasons"] & 0x20 > 0).all() and (after["clock_event_reasons"] & 0x40 > 0).all()
+    before, after = (
+        c.filter(pl.col("timestamp") < onset - 1),
+        c.filter(pl.col("timestamp") > onset + 11),
+    )
+    assert (after["clock_event_reasons"] & 0x20 > 0).all() and (
+        after["clock_event_reasons"] & 0x40 > 0
+    ).all()
     assert not (before["clock_event_reasons"] & 0x60 > 0).any()
     assert after["gpu_temp_celsius"].min() > 83 and before["gpu_temp_celsius"].max() < 80
     ratio = before["sm_clock_mhz"].median() / after["sm_clock_mhz"].median()
@@ -101,15 +134,26 @@ def test_thermal_counters_match_timing_effect():
     assert _ratio_to_peers(res.timings, dev, 200, 600) == pytest.approx(1.25, abs=0.05)
 
 
-@pytest.mark.parametrize("kind,column,check", [
-    ("hw_slowdown", "clock_event_reasons", lambda b, a: (a & 0x8 > 0).all() and not (b & 0x8 > 0).any()),
-    ("power_brake", "clock_event_reasons", lambda b, a: (a & 0x88 == 0x88).all()),
-    ("silent_clock", "clock_event_reasons", lambda b, a: not (a & 0xE8 > 0).any()),
-    ("pcie_downgrade", "pcie_link_width", lambda b, a: (a == 8).all() and (b == 16).all()),
-    ("pcie_replay", "pcie_replay_total", lambda b, a: (b == 0).all() and a[-1] > a[0] and (a.diff().drop_nulls() >= 0).all()),
-    ("nvlink_crc", "nvlink_crc_errors_total", lambda b, a: (b == 0).all() and a[-1] > 100),
-    ("row_remap", "remap_pending", lambda b, a: (a == 1).all() and (b == 0).all()),
-])
+@pytest.mark.parametrize(
+    "kind,column,check",
+    [
+        (
+            "hw_slowdown",
+            "clock_event_reasons",
+            lambda b, a: (a & 0x8 > 0).all() and not (b & 0x8 > 0).any(),
+        ),
+        ("power_brake", "clock_event_reasons", lambda b, a: (a & 0x88 == 0x88).all()),
+        ("silent_clock", "clock_event_reasons", lambda b, a: not (a & 0xE8 > 0).any()),
+        ("pcie_downgrade", "pcie_link_width", lambda b, a: (a == 8).all() and (b == 16).all()),
+        (
+            "pcie_replay",
+            "pcie_replay_total",
+            lambda b, a: (b == 0).all() and a[-1] > a[0] and (a.diff().drop_nulls() >= 0).all(),
+        ),
+        ("nvlink_crc", "nvlink_crc_errors_total", lambda b, a: (b == 0).all() and a[-1] > 100),
+        ("row_remap", "remap_pending", lambda b, a: (a == 1).all() and (b == 0).all()),
+    ],
+)
 def test_counter_signatures(kind, column, check):
     sc = _one_job([dict(job="j", device=6, type=kind, onset_step=200)])
     res = simulate(sc)
@@ -123,17 +167,28 @@ def test_counter_signatures(kind, column, check):
 
 def test_clock_halved_and_nvlink_slows_everyone():
     res = simulate(_one_job([dict(job="j", device=2, type="hw_slowdown", onset_step=100)]))
-    c = res.counters.filter((pl.col("device") == res.truth["device"][0]) & (pl.col("timestamp") > res.truth["onset_time"][0] + 11))
+    c = res.counters.filter(
+        (pl.col("device") == res.truth["device"][0])
+        & (pl.col("timestamp") > res.truth["onset_time"][0] + 11)
+    )
     assert c["sm_clock_mhz"].median() == pytest.approx(990.0, abs=15)
     healthy = simulate(_one_job()).timings
-    nv = simulate(_one_job([dict(job="j", device=2, type="nvlink_crc", onset_step=300, magnitude=0.5)])).timings
+    nv = simulate(
+        _one_job([dict(job="j", device=2, type="nvlink_crc", onset_step=300, magnitude=0.5)])
+    ).timings
 
     def comm(t):
-        g = t.filter(pl.col("step") >= 300).group_by("step").agg((pl.col("step_time").first() - pl.col("compute_time").max()).alias("c"))
+        g = (
+            t.filter(pl.col("step") >= 300)
+            .group_by("step")
+            .agg((pl.col("step_time").first() - pl.col("compute_time").max()).alias("c"))
+        )
         return g["c"].median()
 
     assert comm(nv) / comm(healthy) == pytest.approx(1.5, rel=0.05)
-    assert _ratio_to_peers(nv, nv.filter(pl.col("rank") == 2)["device"][0], 300, 600) == pytest.approx(1.0, abs=0.03)
+    assert _ratio_to_peers(
+        nv, nv.filter(pl.col("rank") == 2)["device"][0], 300, 600
+    ) == pytest.approx(1.0, abs=0.03)
 
 
 def test_xid79_data_stops():
@@ -149,10 +204,18 @@ def test_xid79_data_stops():
 
 
 def test_stall_and_drift():
-    res = simulate(_one_job([
-        dict(job="j", device=0, type="stall", onset_step=100, prob=0.05, stall_factor=5.0),
-        dict(job="j", device=1, type="drift", onset_step=100, magnitude=0.3, ramp_steps=300),
-    ], noise=0.005, device_offset=0.0))
+    res = simulate(
+        _one_job(
+            [
+                dict(job="j", device=0, type="stall", onset_step=100, prob=0.05, stall_factor=5.0),
+                dict(
+                    job="j", device=1, type="drift", onset_step=100, magnitude=0.3, ramp_steps=300
+                ),
+            ],
+            noise=0.005,
+            device_offset=0.0,
+        )
+    )
     t = res.timings
     d0, d1 = res.truth.sort("fault")["device"].to_list()[::-1]
     x = t.filter((pl.col("device") == d0) & (pl.col("step") >= 100))["compute_time"].to_numpy()
@@ -191,7 +254,12 @@ def test_elastic_restart_devices_leave_and_join():
 
 def test_schedule_change_and_idle_hit_all_ranks():
     t = simulate(_one_job(schedule=[[300, 1.5]], idle=[[400, 500.0]], noise=0.01)).timings
-    m = t.group_by("step").agg(pl.col("compute_time").median()).sort("step")["compute_time"].to_numpy()
+    m = (
+        t.group_by("step")
+        .agg(pl.col("compute_time").median())
+        .sort("step")["compute_time"]
+        .to_numpy()
+    )
     assert np.median(m[300:]) / np.median(m[:300]) == pytest.approx(1.5, rel=0.03)
     ts = t.filter(pl.col("rank") == 0).sort("step")["timestamp"].to_numpy()
     assert ts[400] - ts[399] > 500.0
@@ -223,7 +291,15 @@ def test_static_offsets_one_to_two_percent():
 def test_counters_regular_and_consistent_identity():
     res = simulate("demo")
     c = res.counters
-    for col in ("host", "uuid", "gpu", "pci_bus_id", "model", "sm_clock_mhz", "clock_event_reasons"):
+    for col in (
+        "host",
+        "uuid",
+        "gpu",
+        "pci_bus_id",
+        "model",
+        "sm_clock_mhz",
+        "clock_event_reasons",
+    ):
         assert col in c.columns
     d = c.group_by("device").agg(pl.col("timestamp").diff().drop_nulls().unique().alias("dt"))
     assert all(set(np.round(v, 6)) <= {15.0} for v in d["dt"].to_list())
@@ -236,7 +312,11 @@ def test_counters_regular_and_consistent_identity():
 def test_write_and_read_back(tmp_path):
     res = simulate("tiny")
     paths = res.write(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["counters.parquet", "timings.parquet", "truth.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "counters.parquet",
+        "timings.parquet",
+        "truth.parquet",
+    ]
     t = read_timings(paths["timings"]).collect()
     assert t.height == res.timings.height
     c = read_counters(paths["counters"]).collect()
@@ -248,11 +328,18 @@ def test_write_and_read_back(tmp_path):
 
 
 def test_random_faults_fraction():
-    sc = scenario_from_dict({
-        "name": "r", "seed": 1,
-        "job": [{"name": "dp", "count": 10, "hosts": 2, "gpus_per_host": 8, "steps": 50}],
-        "random_faults": {"fraction": 0.1, "types": ["slowdown", "thermal"], "magnitude": [0.05, 0.2]},
-    })
+    sc = scenario_from_dict(
+        {
+            "name": "r",
+            "seed": 1,
+            "job": [{"name": "dp", "count": 10, "hosts": 2, "gpus_per_host": 8, "steps": 50}],
+            "random_faults": {
+                "fraction": 0.1,
+                "types": ["slowdown", "thermal"],
+                "magnitude": [0.05, 0.2],
+            },
+        }
+    )
     res = simulate(sc)
     assert 8 <= res.truth.height <= 25  # Binomial(160, 0.1): mean 16, sd 3.8
     assert res.truth["magnitude"].is_between(0.05, 0.2).all()
@@ -291,3 +378,19 @@ def test_cli_simulate_list_and_errors(tmp_path, capsys):
     assert main(["simulate", "nope", "--out", str(tmp_path)]) == 2
     assert "no scenario 'nope'" in capsys.readouterr().err
     assert main(["simulate", "tiny"]) == 2
+
+
+def test_partitioned_write_reads_back(tmp_path):
+    from degrade.io import partitions
+
+    res = simulate("demo")
+    paths = res.write(tmp_path, partition_by="job")
+    assert sorted(p.name for p in (tmp_path / "timings").iterdir()) == [
+        "job=llm-pretrain", "job=moe-pipeline", "job=serve"]
+    assert partitions(paths["timings"]) == ["llm-pretrain", "moe-pipeline", "serve"]
+    one = read_timings(paths["timings"], jobs="serve").collect()
+    assert one.height == res.timings.filter(pl.col("job") == "serve").height
+    c = read_counters(paths["counters"]).collect()
+    assert c.height == res.counters.height and c["host"].n_unique() == res.counters["host"].n_unique()
+    with pytest.raises(InputError, match="partition_by"):
+        res.write(tmp_path, partition_by="device")

@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("scenario", nargs="?", metavar="SCENARIO", help="scenario name or TOML file")
     p.add_argument("--out", "-o", metavar="DIR", help="output directory")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's)")
+    p.add_argument("--partition-by", choices=("job",), default=None,
+                   help="write timings as a hive dataset timings/job=.../ and counters as counters/host=.../")
     p.add_argument("--list", action="store_true", help="list the known scenarios and exit")
     p.set_defaults(func=run)
 
@@ -34,7 +36,7 @@ def run(args) -> int:
         raise InputError("usage: degrade simulate SCENARIO --out DIR [--seed N] (or --list)")
     t0 = time.perf_counter()
     res = simulate(load_scenario(args.scenario), seed=args.seed)
-    paths = res.write(args.out)
+    paths = res.write(args.out, partition_by=args.partition_by)
     print(
         f"{res.scenario.name} (seed {res.seed}): {res.timings.height:,} timing rows, "
         f"{res.counters.height:,} counter rows, {res.timings['device'].n_unique():,} devices, "

@@ -48,14 +48,31 @@ class SimResult:
     seed: int
     jobs: list[dict] = field(default_factory=list)
 
-    def write(self, directory) -> dict[str, str]:
-        """Write timings.parquet, counters.parquet and truth.parquet into ``directory``."""
+    def write(self, directory, *, partition_by: str | None = None) -> dict[str, str]:
+        """Write timings.parquet, counters.parquet and truth.parquet into ``directory``.
+
+        With ``partition_by="job"`` timings go to a hive dataset
+        ``timings/job=<job>/part-0.parquet`` and counters to
+        ``counters/host=<host>/part-0.parquet`` (datasets that are read one
+        partition at a time); truth stays one file.
+        """
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
+        if partition_by not in (None, "job"):
+            raise InputError(f"partition_by={partition_by!r}; expected None or 'job'")
         out = {}
         for name in ("timings", "counters", "truth"):
-            path = os.path.join(directory, f"{name}.parquet")
-            getattr(self, name).write_parquet(path, compression="zstd", statistics=True)
+            frame = getattr(self, name)
+            key = {"timings": "job", "counters": "host"}.get(name) if partition_by else None
+            if key is None:
+                path = os.path.join(directory, f"{name}.parquet")
+                frame.write_parquet(path, compression="zstd", statistics=True)
+            else:
+                path = os.path.join(directory, name)
+                for (value,), part in frame.group_by(key, maintain_order=True):
+                    d = os.path.join(path, f"{key}={value}")
+                    os.makedirs(d, exist_ok=True)
+                    part.drop(key).write_parquet(os.path.join(d, "part-0.parquet"), compression="zstd", statistics=True)
             out[name] = path
         return out
 
