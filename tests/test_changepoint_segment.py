@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from degrade.changepoint import Segmentation, segment
 from degrade.changepoint import _kernels as K
@@ -404,6 +406,38 @@ def test_robust_search_ignores_spikes_but_keeps_steps():
     # a numeric penalty stays ruptures-exact unless asked
     assert segment(x, penalty=40.0).breakpoints.size > 1
     assert segment(x, penalty=40.0, robust=True).breakpoints.tolist() == [600]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.floats(1e-3, 1e3),
+    offset=st.floats(-1e3, 1e3),
+    method=st.sampled_from(["pelt", "binseg"]),
+)
+def test_property_named_penalties_are_affine_invariant(seed, scale, offset, method):
+    rng = np.random.default_rng(seed)
+    x = _signal(rng, 300, 1, k=int(rng.integers(0, 4)))[:, 0]
+    a = segment(x, method=method)
+    b = segment(scale * x + offset, method=method)
+    assert a.breakpoints.tolist() == b.breakpoints.tolist()
+    np.testing.assert_allclose(b.mean, scale * a.mean + offset, rtol=1e-9, atol=1e-9 * abs(offset))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), min_size=st.integers(1, 6), pen=st.floats(0.5, 50.0))
+def test_property_segmentation_is_a_valid_partition(seed, min_size, pen):
+    rng = np.random.default_rng(seed)
+    x = _signal(rng, 120, 1, k=3)[:, 0]
+    for method in ("pelt", "binseg"):
+        seg = segment(x, method=method, penalty=pen, min_size=min_size)
+        lengths = seg.ends - seg.starts
+        assert (lengths >= min_size).all()
+        assert seg.starts[0] == 0 and seg.ends[-1] == 120
+        assert (seg.starts[1:] == seg.ends[:-1]).all()
+    # a larger penalty never gives more change points (PELT)
+    more = segment(x, penalty=pen * 2, min_size=min_size).breakpoints.size
+    assert more <= segment(x, penalty=pen, min_size=min_size).breakpoints.size
 
 
 # --- missing data ----------------------------------------------------------------------

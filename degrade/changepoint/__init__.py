@@ -36,6 +36,8 @@ def _warmup() -> None:
         segment(x, cost=cost, method="binseg", min_size=2)
         segment(np.c_[x, x[::-1]], cost=cost, min_size=2)
     segment(x, penalty=5.0, min_size=2)
+    segment(x, penalty=5.0, min_size=2, jump=2)
+    segment(np.c_[x, x[::-1]], min_size=2, method="binseg", n_bkps=1)
     counts = np.abs(np.round(x))
     segment(counts, cost="poisson", min_size=2)
     segment(counts, cost="poisson", method="binseg", min_size=2)
