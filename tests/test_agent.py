@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 import shutil
@@ -75,9 +76,13 @@ def test_rows_carry_canonical_columns_and_values():
             for g, r in enumerate(rows):
                 assert r["device"] == r["uuid"] == fake.uuids[g]
                 assert r["timestamp"] == fake.time() and r["host"] == "node-a"
-                assert r["model"] == "NVIDIA H100 80GB HBM3" and r["pci_bus_id"] == fake.pci_bus_ids[g]
+                assert (
+                    r["model"] == "NVIDIA H100 80GB HBM3" and r["pci_bus_id"] == fake.pci_bus_ids[g]
+                )
                 assert r["sm_clock_mhz"] == vals["sm_clock_mhz"][t, g]
-                assert r["power_watts"] == pytest.approx(vals["power_watts"][t, g], abs=1e-3)  # mW -> W
+                assert r["power_watts"] == pytest.approx(
+                    vals["power_watts"][t, g], abs=1e-3
+                )  # mW -> W
                 assert r["gpu_util_ratio"] == pytest.approx(vals["gpu_util_ratio"][t, g])
                 assert r["memory_temp_celsius"] == vals["memory_temp_celsius"][t, g]
                 assert r["pcie_link_width"] == 16 and r["device_lost"] == 0.0
@@ -119,7 +124,9 @@ def test_not_supported_metric_missing_for_that_gpu_only_and_not_retried():
         for _ in range(5):
             rows = col.poll()
             fake.advance()
-        assert "power_watts" not in rows[2] and all("power_watts" in r for i, r in enumerate(rows) if i != 2)
+        assert "power_watts" not in rows[2] and all(
+            "power_watts" in r for i, r in enumerate(rows) if i != 2
+        )
         assert all("remap_pending" not in r for r in rows)
         assert all("sm_clock_mhz" in r for r in rows)
         # NotSupported is permanent: counted once per GPU and metric, then the call is skipped
@@ -131,7 +138,9 @@ def test_column_missing_from_telemetry_is_not_supported():
     require("pynvml")
     from degrade.agent import FakeNVML
 
-    fake = FakeNVML.from_arrays({"sm_clock_mhz": [[1980.0, np.nan]] * 3, "gpu_util_ratio": [[1.0, 1.0]] * 3})
+    fake = FakeNVML.from_arrays(
+        {"sm_clock_mhz": [[1980.0, np.nan]] * 3, "gpu_util_ratio": [[1.0, 1.0]] * 3}
+    )
     with _collector(fake, xid_events=False) as col:
         rows = col.poll()
     assert rows[0]["sm_clock_mhz"] == 1980.0 and "sm_clock_mhz" not in rows[1]
@@ -195,7 +204,10 @@ def test_hung_call_only_stalls_its_gpu():
             fake.release()
             time.sleep(0.2)
             rows = col.poll()
-            assert not rows[1]["stalled"] and rows[1]["sm_clock_mhz"] == vals["sm_clock_mhz"][fake.tick, 1]
+            assert (
+                not rows[1]["stalled"]
+                and rows[1]["sm_clock_mhz"] == vals["sm_clock_mhz"][fake.tick, 1]
+            )
     finally:
         fake.release()
 
@@ -232,8 +244,11 @@ def replay(tmp_path_factory):
 
     state = tmp_path_factory.mktemp("agent") / "agent.state"
     fake = FakeNVML.from_scenario(SCENARIO)
-    agent = Agent(NVMLCollector(fake, clock=fake.time, host=fake.host),
-                  AgentConfig(state_path=str(state), save_interval=300), advance=fake.advance)
+    agent = Agent(
+        NVMLCollector(fake, clock=fake.time, host=fake.host),
+        AgentConfig(state_path=str(state), save_interval=300),
+        advance=fake.advance,
+    )
     agent.start()
     while not fake.done:
         agent.poll_once()
@@ -264,8 +279,11 @@ def test_restart_keeps_baselines_bit_for_bit(tmp_path):
 
     def make(state):
         fake = FakeNVML.from_scenario(SCENARIO)
-        ag = Agent(NVMLCollector(fake, clock=fake.time, host=fake.host, xid_events=False),
-                   AgentConfig(state_path=state, save_interval=1e9), advance=fake.advance)
+        ag = Agent(
+            NVMLCollector(fake, clock=fake.time, host=fake.host, xid_events=False),
+            AgentConfig(state_path=state, save_interval=1e9),
+            advance=fake.advance,
+        )
         return fake, ag
 
     n1, n2 = 300, 250
@@ -276,7 +294,9 @@ def test_restart_keeps_baselines_bit_for_bit(tmp_path):
     fake, first = make(path)
     with first:
         first.run(max_polls=n1, realtime=False)
-    assert os.path.exists(path) and not [p for p in os.listdir(tmp_path / "s") if p.endswith(".tmp")]
+    assert os.path.exists(path) and not [
+        p for p in os.listdir(tmp_path / "s") if p.endswith(".tmp")
+    ]
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     fake2, second = make(path)
     fake2.advance(n1)  # the node kept running while the agent restarted
@@ -338,7 +358,9 @@ def test_gpu_removed_becomes_unknown_then_vanishes_on_restart(tmp_path):
 
     fake, _ = _fake_from_arrays(T=80)
     path = str(tmp_path / "agent.state")
-    agent = Agent(_collector(fake, xid_events=False), AgentConfig(state_path=path), advance=fake.advance)
+    agent = Agent(
+        _collector(fake, xid_events=False), AgentConfig(state_path=path), advance=fake.advance
+    )
     fake.inject_removed(1, at_tick=35)
     with agent:
         for _ in range(40):
@@ -349,8 +371,11 @@ def test_gpu_removed_becomes_unknown_then_vanishes_on_restart(tmp_path):
         assert "not present" in by[fake.uuids[1]].reasons[0]
         assert by[fake.uuids[0]].status.value == "healthy"
     # restart: NVML enumerates 3 GPUs; the removed one is known from the state but absent
-    agent2 = Agent(NVMLCollector(fake, clock=fake.time, host="node-a", xid_events=False),
-                   AgentConfig(state_path=path), advance=fake.advance)
+    agent2 = Agent(
+        NVMLCollector(fake, clock=fake.time, host="node-a", xid_events=False),
+        AgentConfig(state_path=path),
+        advance=fake.advance,
+    )
     with agent2:
         rows = agent2.poll_once()
         assert [r["uuid"] for r in rows] == [fake.uuids[i] for i in (0, 2, 3)]
@@ -371,17 +396,31 @@ def test_exposition_labels_and_values(replay):
 
     text = exposition(agent).decode()
     fams = {f.name: f for f in text_string_to_metric_families(text)}
-    bad = fake.truth.row(0, named=True)["uuid"] if "uuid" in fake.truth.columns else fake.truth.row(0, named=True)["device"]
+    bad = (
+        fake.truth.row(0, named=True)["uuid"]
+        if "uuid" in fake.truth.columns
+        else fake.truth.row(0, named=True)["device"]
+    )
     st = [s for s in fams["degrade_device_status"].samples if s.value == 1.0]
     assert len(st) == 8
     for s in st:
         lab = s.labels
-        assert set(lab) >= {"hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName", "status"}
+        assert set(lab) >= {
+            "hostname",
+            "gpu",
+            "UUID",
+            "pci_bus_id",
+            "device",
+            "modelName",
+            "status",
+        }
         assert lab["device"] == f"nvidia{lab['gpu']}" and lab["hostname"] == fake.host
         assert lab["status"] == ("degraded" if lab["UUID"] == bad else "healthy")
     slow = {s.labels["UUID"]: s.value for s in fams["degrade_device_slowdown_ratio"].samples}
     assert 0.05 < slow[bad] < 1.0
-    onset = {s.labels["UUID"]: s.value for s in fams["degrade_device_onset_timestamp_seconds"].samples}
+    onset = {
+        s.labels["UUID"]: s.value for s in fams["degrade_device_onset_timestamp_seconds"].samples
+    }
     assert set(onset) == {bad}
     assert fams["degrade_agent_samples"].samples[0].value == agent.samples_total
     del prom
@@ -405,22 +444,38 @@ def test_promtool_check_metrics_and_textfile(replay, tmp_path):
     from degrade.agent._exporter import exposition
 
     exe = _promtool()
-    r = subprocess.run([exe, "check", "metrics"], input=exposition(agent, "snake"), capture_output=True, timeout=30)
+    r = subprocess.run(
+        [exe, "check", "metrics"], input=exposition(agent, "snake"), capture_output=True, timeout=30
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     # dcgm-exporter's label names: no parse error; the only finding is the camelCase lint on UUID/modelName
-    r = subprocess.run([exe, "check", "metrics"], input=exposition(agent).decode(), capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [exe, "check", "metrics"],
+        input=exposition(agent).decode(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     lines = (r.stdout + r.stderr).strip().splitlines()
-    assert lines and all(ln.endswith("label names should be written in 'snake_case' not 'camelCase'") for ln in lines)
+    assert lines and all(
+        ln.endswith("label names should be written in 'snake_case' not 'camelCase'") for ln in lines
+    )
     path = write_textfile(agent, tmp_path, labels="snake")
     assert sorted(os.listdir(tmp_path)) == ["degrade.prom"]  # the temp file was renamed away
-    r = subprocess.run([exe, "check", "metrics"], input=path.read_bytes(), capture_output=True, timeout=30)
+    r = subprocess.run(
+        [exe, "check", "metrics"], input=path.read_bytes(), capture_output=True, timeout=30
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_promtool_check_alert_rules():
     exe = _promtool()
-    r = subprocess.run([exe, "check", "rules", str(ROOT / "docs" / "examples" / "degrade-alerts.yml")],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [exe, "check", "rules", str(ROOT / "docs" / "examples" / "degrade-alerts.yml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "5 rules found" in r.stdout
 
@@ -447,10 +502,15 @@ def test_http_endpoints_and_check(replay, tmp_path):
         assert {v["status"] for v in doc["verdicts"]} == {"healthy", "degraded"}
         assert all({"gpu", "uuid", "pci_bus_id", "k8s_health"} <= set(v) for v in doc["verdicts"])
         body = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
-        assert 'degrade_device_status{' in body
+        assert "degrade_device_status{" in body
         assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
         for args in (["check", "--url", base + "/verdicts"],):
-            r = subprocess.run([sys.executable, "-m", "degrade", *args], capture_output=True, text=True, timeout=120)
+            r = subprocess.run(
+                [sys.executable, "-m", "degrade", *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert r.returncode == 1, r.stderr
             line = r.stdout.strip()
             assert "\n" not in line and len(line) <= 80
@@ -462,7 +522,10 @@ def test_http_endpoints_and_check(replay, tmp_path):
     assert main(["check", "--url", url, "--timeout", "1"]) == 2
     agent.save()
     assert main(["check", "--url", url, "--timeout", "1", "--state", str(state)]) == 1
-    assert main(["check", "--url", url, "--timeout", "1", "--state", str(state), "--max-age", "1e-9"]) == 2
+    assert (
+        main(["check", "--url", url, "--timeout", "1", "--state", str(state), "--max-age", "1e-9"])
+        == 2
+    )
 
 
 def test_summarise_lines():
@@ -471,9 +534,24 @@ def test_summarise_lines():
     long = "x" * 300
     cases = [
         ([], 2, "UNKNOWN: no GPU verdicts"),
-        ([{"gpu": 0, "status": "healthy"}, {"gpu": 1, "status": "suspect"}], 0, "OK: 1 healthy, 1 suspect (GPU 1)"),
-        ([{"gpu": 0, "status": "healthy"}, {"gpu": 1, "status": "unknown", "reasons": ["warm-up"]}], 2, None),
-        ([{"gpu": 0, "status": "failed", "reasons": [long]}, {"gpu": 1, "status": "degraded"}], 1, None),
+        (
+            [{"gpu": 0, "status": "healthy"}, {"gpu": 1, "status": "suspect"}],
+            0,
+            "OK: 1 healthy, 1 suspect (GPU 1)",
+        ),
+        (
+            [
+                {"gpu": 0, "status": "healthy"},
+                {"gpu": 1, "status": "unknown", "reasons": ["warm-up"]},
+            ],
+            2,
+            None,
+        ),
+        (
+            [{"gpu": 0, "status": "failed", "reasons": [long]}, {"gpu": 1, "status": "degraded"}],
+            1,
+            None,
+        ),
     ]
     for verdicts, code, line in cases:
         c, got = summarise(verdicts)
@@ -506,9 +584,11 @@ def test_parse_listen():
 
 
 def test_import_is_light():
-    code = ("import sys, degrade.agent, degrade.commands.agent, degrade.commands.check;"
-            "bad=[m for m in ('pynvml','prometheus_client','polars','numba') if m in sys.modules];"
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, degrade.agent, degrade.commands.agent, degrade.commands.check;"
+        "bad=[m for m in ('pynvml','prometheus_client','polars','numba') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -521,3 +601,54 @@ def test_config_validation():
         AgentConfig(interval=0)
     with pytest.raises(InputError, match="timeout=nan"):
         NVMLCollector(object(), timeout=math.nan)
+
+
+def test_cli_agent_fake_textfile_replay(tmp_path, capsys):
+    require("pynvml")
+    require("polars")
+    require("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from degrade.cli import main
+
+    state = tmp_path / "agent.state"
+    out = tmp_path / "textfile"
+    out.mkdir()
+    assert (
+        main(
+            [
+                "agent",
+                "--fake",
+                SCENARIO,
+                "--speed",
+                "0",
+                "--textfile",
+                str(out),
+                "--state",
+                str(state),
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "8 GPU(s)" in err and re.search(r"replay finished after \d{4} polls; exiting", err)
+    fams = {f.name: f for f in text_string_to_metric_families((out / "degrade.prom").read_text())}
+    bad = [
+        s.labels["gpu"]
+        for s in fams["degrade_device_status"].samples
+        if s.labels["status"] == "degraded" and s.value == 1.0
+    ]
+    assert bad == ["5"]
+    assert state.exists()
+
+
+def test_fake_loop_keeps_time_moving():
+    require("pynvml")
+    fake, vals = _fake_from_arrays(T=5)
+    fake.loop = True
+    times = []
+    for _ in range(12):
+        times.append(fake.time())
+        fake.advance()
+    assert np.all(np.diff(times) == 1.0) and not fake.done
+    assert fake.tick == 12 % 5

@@ -138,6 +138,8 @@ class FakeNVML:
                         prev = v
             self._xid_events.sort()
         self.tick = 0
+        self.loop = False  # replay again from the start (with time moving on) instead of stopping
+        self._offset = 0.0
         self._next_event = 0
         self._initialised = False
         self._no_driver = False
@@ -225,14 +227,26 @@ class FakeNVML:
     # ------------------------------------------------------------ simulated clock
     def time(self) -> float:
         """Timestamp of the current tick (the collector's clock in fake mode)."""
-        return float(self._ts[self.tick])
+        return float(self._ts[self.tick]) + self._offset
 
     @property
     def done(self) -> bool:
-        return self.tick >= self.n_ticks - 1
+        return not self.loop and self.tick >= self.n_ticks - 1
 
     def advance(self, n: int = 1) -> None:
-        """Move ``n`` ticks forward (not past the last) and fire the XID events on the way."""
+        """Move ``n`` ticks forward (not past the last) and fire the XID events on the way.
+
+        With ``loop = True`` the replay starts over after the last tick, its
+        clock moving on by the span of the telemetry (soak tests, demos).
+        """
+        if self.loop and self.tick + n >= self.n_ticks:
+            step = float(np.median(np.diff(self._ts))) if self.n_ticks > 1 else 1.0
+            self._offset += float(self._ts[-1] - self._ts[0]) + step
+            n -= self.n_ticks - self.tick
+            self.tick = 0
+            self._next_event = 0
+            self.advance(n)
+            return
         self.tick = min(self.tick + n, self.n_ticks - 1)
         while self._next_event < len(self._xid_events) and self._xid_events[self._next_event][0] <= self.tick:
             _, g, x = self._xid_events[self._next_event]

@@ -80,8 +80,10 @@ def run(args) -> int:
     def on_signal(signum, frame):
         stop.set()
 
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, on_signal)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGINT):
+            previous[s] = signal.signal(s, on_signal)
     server = None
     if args.textfile is None:
         server = serve(agent, args.listen, labels=args.labels)
@@ -105,7 +107,8 @@ def run(args) -> int:
                     write_textfile(agent, args.textfile, labels=args.labels)
                 if fake is not None and fake.done:
                     replay_done = True
-                    print(f"degrade agent: replay finished after {agent.polls_total} polls; still serving",
+                    then = "exiting" if args.textfile is not None else "still serving"
+                    print(f"degrade agent: replay finished after {agent.polls_total} polls; {then}",
                           file=sys.stderr, flush=True)
                     if args.textfile is not None:
                         break
@@ -123,4 +126,6 @@ def run(args) -> int:
         if server is not None:
             server.close()
         agent.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
     return 0
