@@ -34,19 +34,36 @@ def _timings(n_dev=3, n_step=5, job="j"):
 
 
 def test_aliases_and_units():
-    df = pl.DataFrame({"uuid": ["b", "a", "a"], "iteration": [0, 1, 0], "batch_time_ms": [95.0, 110.0, 100.0],
-                       "fwd_bwd_time": [0.05, 0.06, 0.07]})
+    df = pl.DataFrame(
+        {
+            "uuid": ["b", "a", "a"],
+            "iteration": [0, 1, 0],
+            "batch_time_ms": [95.0, 110.0, 100.0],
+            "fwd_bwd_time": [0.05, 0.06, 0.07],
+        }
+    )
     out = read_timings(df).collect()
     assert out.columns == ["device", "step", "compute_time", "step_time"] or set(out.columns) == {
-        "device", "step", "compute_time", "step_time"}
+        "device",
+        "step",
+        "compute_time",
+        "step_time",
+    }
     assert out["device"].to_list() == ["a", "a", "b"]  # sorted by device, step
     assert out["step"].to_list() == [0, 1, 0]
     np.testing.assert_allclose(out["step_time"].to_numpy(), [0.1, 0.11, 0.095])
 
 
 def test_rank_becomes_device_and_bad_times_are_null():
-    df = pl.DataFrame({"host": ["h", "h"], "rank": [3, 3], "step": [1, 2], "step_time": [float("nan"), -1.0],
-                       "compute_time": [0.5, float("inf")]})
+    df = pl.DataFrame(
+        {
+            "host": ["h", "h"],
+            "rank": [3, 3],
+            "step": [1, 2],
+            "step_time": [float("nan"), -1.0],
+            "compute_time": [0.5, float("inf")],
+        }
+    )
     out = read_timings(df).collect()
     assert out["device"].to_list() == ["h:3", "h:3"]
     assert out["step_time"].null_count() == 2
@@ -56,12 +73,14 @@ def test_rank_becomes_device_and_bad_times_are_null():
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "ipc"])
 def test_file_formats_roundtrip(tmp_path, fmt):
     df = _timings()
-    path = tmp_path / f"t.{ 'arrow' if fmt == 'ipc' else fmt}"
+    path = tmp_path / f"t.{'arrow' if fmt == 'ipc' else fmt}"
     getattr(df, f"write_{fmt}")(path)
     out = read_timings(str(path)).collect()
     assert out.height == df.height
-    np.testing.assert_allclose(out.sort(["device", "step"])["step_time"].to_numpy(),
-                               df.sort(["device", "step"])["step_time"].to_numpy())
+    np.testing.assert_allclose(
+        out.sort(["device", "step"])["step_time"].to_numpy(),
+        df.sort(["device", "step"])["step_time"].to_numpy(),
+    )
 
 
 def test_hive_directory_filter_and_partitions(tmp_path):
@@ -119,8 +138,13 @@ def test_empty_and_corrupt_files(tmp_path):
 
 
 def test_duplicates_and_null_keys_dropped_and_counted():
-    df = pl.DataFrame({"device": ["a", "a", "a", None, "b"], "step": [1, 1, 2, 3, None],
-                       "step_time": [1.0, 9.0, 1.0, 1.0, 1.0]})
+    df = pl.DataFrame(
+        {
+            "device": ["a", "a", "a", None, "b"],
+            "step": [1, 1, 2, 3, None],
+            "step_time": [1.0, 9.0, 1.0, 1.0, 1.0],
+        }
+    )
     rep = ReadReport()
     out = read_timings(df, report=rep).collect()
     assert out.height == 2 and out["step_time"].to_list() == [1.0, 1.0]  # first duplicate kept
@@ -137,21 +161,33 @@ def test_counters_file_refused_by_read_timings():
 
 
 def test_dcgm_wide_old_names_units_and_labels():
-    df = pl.DataFrame({
-        "UUID": ["GPU-1", "GPU-1"], "Hostname": ["n1", "n1"], "gpu": ["0", "0"], "device": ["nvidia0", "nvidia0"],
-        "modelName": ["NVIDIA H100 80GB HBM3"] * 2, "pod": ["p", "p"],
-        "timestamp": [1_700_000_000_000, 1_700_000_010_000],  # milliseconds
-        "DCGM_FI_DEV_SM_CLOCK": [1980, 990], "DCGM_FI_DEV_GPU_UTIL": [97, 50],
-        "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": [0, 8], "DCGM_FI_DEV_XID_ERRORS": [0, 79],
-        "DCGM_FI_DEV_POWER_USAGE": [650.5, 300.0], "DCGM_FI_DEV_PCIE_LINK_WIDTH": [16, 8],
-        "DCGM_FI_DEV_ROW_REMAP_FAILURE": [0, 1], "DCGM_FI_DEV_FB_USED": [10, 10],
-    })
+    df = pl.DataFrame(
+        {
+            "UUID": ["GPU-1", "GPU-1"],
+            "Hostname": ["n1", "n1"],
+            "gpu": ["0", "0"],
+            "device": ["nvidia0", "nvidia0"],
+            "modelName": ["NVIDIA H100 80GB HBM3"] * 2,
+            "pod": ["p", "p"],
+            "timestamp": [1_700_000_000_000, 1_700_000_010_000],  # milliseconds
+            "DCGM_FI_DEV_SM_CLOCK": [1980, 990],
+            "DCGM_FI_DEV_GPU_UTIL": [97, 50],
+            "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": [0, 8],
+            "DCGM_FI_DEV_XID_ERRORS": [0, 79],
+            "DCGM_FI_DEV_POWER_USAGE": [650.5, 300.0],
+            "DCGM_FI_DEV_PCIE_LINK_WIDTH": [16, 8],
+            "DCGM_FI_DEV_ROW_REMAP_FAILURE": [0, 1],
+            "DCGM_FI_DEV_FB_USED": [10, 10],
+        }
+    )
     rep = ReadReport()
     out = read_counters(df, report=rep).collect()
     assert rep.layouts["<frame>"] == "dcgm-wide"
     r = out.row(1, named=True)
     assert r["device"] == "GPU-1" and r["uuid"] == "GPU-1" and r["host"] == "n1" and r["gpu"] == 0
-    assert r["dcgm_device"] == "nvidia0" and r["pod"] == "p" and r["model"].startswith("NVIDIA H100")
+    assert (
+        r["dcgm_device"] == "nvidia0" and r["pod"] == "p" and r["model"].startswith("NVIDIA H100")
+    )
     assert r["timestamp"] == 1_700_000_010.0
     assert r["sm_clock_mhz"] == 990.0 and r["gpu_util_ratio"] == 0.5
     assert r["clock_event_reasons"] == 8 and r["xid_last"] == 79 and r["remap_failure"] == 1
@@ -160,9 +196,19 @@ def test_dcgm_wide_old_names_units_and_labels():
 
 
 def test_dcgm_46_names():
-    df = pl.DataFrame({"uuid": ["GPU-2"], "hostname": ["n2"], "timestamp": [1.7e9],
-                       "GPU_TEMP_CELSIUS": [71.0], "BOARD_POWER_WATTS": [512.0], "GPU_UTIL_RATIO": [0.9],
-                       "XID_ERROR": [48], "PCIE_REPLAY_TOTAL": [12], "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": [0x20]})
+    df = pl.DataFrame(
+        {
+            "uuid": ["GPU-2"],
+            "hostname": ["n2"],
+            "timestamp": [1.7e9],
+            "GPU_TEMP_CELSIUS": [71.0],
+            "BOARD_POWER_WATTS": [512.0],
+            "GPU_UTIL_RATIO": [0.9],
+            "XID_ERROR": [48],
+            "PCIE_REPLAY_TOTAL": [12],
+            "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": [0x20],
+        }
+    )
     r = read_counters(df).collect().row(0, named=True)
     assert (r["gpu_temp_celsius"], r["power_watts"], r["gpu_util_ratio"]) == (71.0, 512.0, 0.9)
     assert (r["xid_last"], r["pcie_replay_total"], r["clock_event_reasons"]) == (48, 12, 0x20)
@@ -173,10 +219,38 @@ def test_dcgm_long_layout(tmp_path):
     for t in (1_700_000_000_000, 1_700_000_015_000):
         for g, uuid in enumerate(["GPU-a", "GPU-b"]):
             rows += [
-                {"__name__": "DCGM_FI_DEV_SM_CLOCK", "UUID": uuid, "Hostname": "n", "gpu": g, "value": 1980.0 - g, "timestamp": t},
-                {"__name__": "DCGM_FI_DEV_GPU_UTIL", "UUID": uuid, "Hostname": "n", "gpu": g, "value": 80.0, "timestamp": t},
-                {"__name__": "DCGM_FI_DEV_GPU_TEMP", "UUID": uuid, "Hostname": "n", "gpu": g, "value": 60.0 + g, "timestamp": t},
-                {"__name__": "DCGM_FI_DEV_UNKNOWN_THING", "UUID": uuid, "Hostname": "n", "gpu": g, "value": 1.0, "timestamp": t},
+                {
+                    "__name__": "DCGM_FI_DEV_SM_CLOCK",
+                    "UUID": uuid,
+                    "Hostname": "n",
+                    "gpu": g,
+                    "value": 1980.0 - g,
+                    "timestamp": t,
+                },
+                {
+                    "__name__": "DCGM_FI_DEV_GPU_UTIL",
+                    "UUID": uuid,
+                    "Hostname": "n",
+                    "gpu": g,
+                    "value": 80.0,
+                    "timestamp": t,
+                },
+                {
+                    "__name__": "DCGM_FI_DEV_GPU_TEMP",
+                    "UUID": uuid,
+                    "Hostname": "n",
+                    "gpu": g,
+                    "value": 60.0 + g,
+                    "timestamp": t,
+                },
+                {
+                    "__name__": "DCGM_FI_DEV_UNKNOWN_THING",
+                    "UUID": uuid,
+                    "Hostname": "n",
+                    "gpu": g,
+                    "value": 1.0,
+                    "timestamp": t,
+                },
             ]
     p = tmp_path / "prom.csv"
     pl.DataFrame(rows).write_csv(p)
@@ -184,7 +258,9 @@ def test_dcgm_long_layout(tmp_path):
     out = read_counters(str(p)).collect()
     assert out.height == 4
     b = out.filter(pl.col("device") == "GPU-b").row(0, named=True)
-    assert b["sm_clock_mhz"] == 1979.0 and b["gpu_util_ratio"] == 0.8 and b["gpu_temp_celsius"] == 61.0
+    assert (
+        b["sm_clock_mhz"] == 1979.0 and b["gpu_util_ratio"] == 0.8 and b["gpu_temp_celsius"] == 61.0
+    )
     assert b["timestamp"] == 1_700_000_000.0 and b["xid_last"] is None
 
 
@@ -198,15 +274,24 @@ def test_counters_need_device_and_timestamp():
 
 
 def test_hostname_and_gpu_make_a_device_id():
-    df = pl.DataFrame({"Hostname": ["n1", "n1"], "gpu": [0, 1], "timestamp": [1.0, 1.0],
-                       "DCGM_FI_DEV_GPU_TEMP": [50, 51]})
+    df = pl.DataFrame(
+        {
+            "Hostname": ["n1", "n1"],
+            "gpu": [0, 1],
+            "timestamp": [1.0, 1.0],
+            "DCGM_FI_DEV_GPU_TEMP": [50, 51],
+        }
+    )
     assert read_counters(df).collect()["device"].to_list() == ["n1/gpu0", "n1/gpu1"]
 
 
 def test_datetime_timestamps():
     import datetime as dt
 
-    ts = [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2026, 1, 1, 0, 0, 10, tzinfo=dt.timezone.utc)]
+    ts = [
+        dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        dt.datetime(2026, 1, 1, 0, 0, 10, tzinfo=dt.timezone.utc),
+    ]
     df = pl.DataFrame({"device": ["a", "a"], "timestamp": ts, "power_watts": [1.0, 2.0]})
     out = read_counters(df).collect()
     assert out["timestamp"].to_list() == [1_767_225_600.0, 1_767_225_610.0]
@@ -236,10 +321,24 @@ def test_inspect_counters_and_truth_files_are_left_out(tmp_path):
     res = simulate("tiny")
     res.write(tmp_path)
     info = inspect(str(tmp_path / "counters.parquet"))
-    assert info.kind == "counters" and info.layout == "canonical" and info.n_rows == res.counters.height
+    assert (
+        info.kind == "counters"
+        and info.layout == "canonical"
+        and info.n_rows == res.counters.height
+    )
     assert "clock_event_reasons" in info.columns
     # a directory holding timings and truth: the truth file is not timings
     (tmp_path / "counters.parquet").unlink()
     rep = ReadReport()
     t = read_timings(str(tmp_path), report=rep).collect()
     assert t.height == res.timings.height and len(rep.files) == 2
+
+
+def test_iso_text_timestamps(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("uuid,timestamp,DCGM_FI_DEV_GPU_TEMP\nGPU-1,2026-01-01T00:00:10Z,50\n"
+                 "GPU-1,2026-01-01 00:00:20.5,51\nGPU-1,2026-01-01T00:00:30+00:00,52\nGPU-1,yesterday,53\n")
+    rep = ReadReport()
+    out = read_counters(str(p), report=rep).collect()
+    assert out["timestamp"].to_list() == [1_767_225_610.0, 1_767_225_620.5, 1_767_225_630.0]
+    assert rep.row_issues()["null_key"] == 1

@@ -394,3 +394,10 @@ def test_partitioned_write_reads_back(tmp_path):
     assert c.height == res.counters.height and c["host"].n_unique() == res.counters["host"].n_unique()
     with pytest.raises(InputError, match="partition_by"):
         res.write(tmp_path, partition_by="device")
+
+
+def test_stall_magnitude_is_its_mean_slowdown():
+    res = simulate(_one_job([dict(job="j", device=0, type="stall", onset_step=0, prob=0.1, stall_factor=3.0)]))
+    assert res.truth["magnitude"][0] == pytest.approx(0.2)
+    sc = load_scenario("hard_noise")
+    assert simulate(sc).truth.filter(pl.col("fault") == "stall")["magnitude"][0] == pytest.approx(0.2)

@@ -255,6 +255,14 @@ def _epoch_seconds(col: str, dtype, label: str, what: str):
         if str(dtype) == "Date":
             return c.cast(pl.Datetime("us")).dt.epoch("us").cast(pl.Float64) / 1e6
         raise SchemaError(f"{label}: column {col!r} is {dtype}; expected {what}")
+    if str(dtype) in ("String", "Utf8"):
+        # ISO 8601 text in UTC ("...Z", "+00:00" or naive); anything else becomes null and,
+        # for counters, a dropped row counted by ReadReport.row_issues
+        iso = (
+            c.str.strip_chars().str.replace(r"Z$", "").str.replace(r"[+-]00:?00$", "").str.replace("T", " ")
+            .str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us", strict=False)
+        )
+        return iso.dt.epoch("us").cast(pl.Float64) / 1e6
     if not _is_numeric(dtype):
         raise SchemaError(f"{label}: column {col!r} holds {dtype} values; expected {what}")
     x = c.cast(pl.Float64)

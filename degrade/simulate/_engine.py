@@ -257,6 +257,10 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
     fault_rows = []
     for f in faults:
         m = FAULTS[f.type].default_magnitude if f.magnitude is None else float(f.magnitude)
+        if f.type == "stall":
+            # the mean slowdown of intermittent stalls is prob x (factor - 1): keep truth honest
+            factor = float(f.params.get("stall_factor", 4.0))
+            m = float(f.params.get("prob", m / max(factor - 1.0, 1e-9))) * (factor - 1.0)
         rel = steps - f.onset_step
         if f.end_step is not None:
             rel[int(f.end_step):] = -1
