@@ -126,7 +126,7 @@ def ref_ewma(X, lam, L, exact=True, side="both", warmup=20, relearn=False):
             v = prep(X[t, j], False, False)
             z = math.nan if math.isnan(v) else st(v)
             if math.isnan(z):
-                stat[t, j] = s
+                stat[t, j] = math.nan  # the sample was not used
                 continue
             i += 1
             e = lam * z + (1 - lam) * e

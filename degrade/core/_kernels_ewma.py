@@ -11,26 +11,27 @@ from degrade._config import njit
 from ._kernels_common import (
     COL_ALARM,
     COL_LAST,
+    COL_MISS,
+    COL_MU,
     COL_NWARM,
+    COL_SIGMA,
     COL_STAT,
     N_COMMON,
     N_PCOMMON,
-    OK,
     P_ADAPT,
-    P_LOG,
     P_POSITIVE,
     P_RELEARN,
     P_SIDE,
     P_WARMUP,
     SIDE_LOWER,
     SIDE_UPPER,
-    _residual,
+    _adapt,
+    _learn,
 )
 
-COL_COUNT = N_COMMON  # chart updates since the (re)start: drives the exact limits
-COL_LIMIT = N_COMMON + 1  # control limit used at the last update, in sigmas
-COL_E = N_COMMON + 2  # the chart value carried to the next update (0 after an alarm)
-N_COLS = N_COMMON + 3
+COL_Q = N_COMMON  # (1 - lam)^(2 i), i = chart updates since the (re)start: exact limits
+COL_E = N_COMMON + 1  # the chart value carried to the next update (0 after an alarm)
+N_COLS = N_COMMON + 2
 
 P_LAM = N_PCOMMON
 P_L = N_PCOMMON + 1
@@ -39,47 +40,81 @@ N_PARAMS = N_PCOMMON + 3
 
 
 @njit
-def _ewma_step(S, B, x, P, t, out, stat):
-    """One update of every stream; alarms into ``out``, chart values into ``stat``."""
-    positive = P[P_POSITIVE] != 0.0
-    log = P[P_LOG] != 0.0
-    W = P[P_WARMUP]
-    adapt = P[P_ADAPT]
-    lam = P[P_LAM]
-    L = P[P_L]
-    exact = P[P_EXACT] != 0.0
-    side = int(P[P_SIDE])
-    check_up = (side & SIDE_UPPER) != 0
-    check_down = (side & SIDE_LOWER) != 0
-    relearn = P[P_RELEARN] != 0.0
+def _ewma_pass1(S, x, W, lo, lam, L, exact, upf, downf, out, stat):
+    """The common case for every stream, branch-free (vectorised by LLVM)."""
+    E = S[COL_E]
+    Q = S[COL_Q]
+    MU = S[COL_MU]
+    SG = S[COL_SIGMA]
+    NW = S[COL_NWARM]
     var_inf = lam / (2.0 - lam)
     lim_inf = L * math.sqrt(var_inf)
-    for j in range(S.shape[1]):
-        status, z = _residual(S, B, j, x[j], P, positive, log, W, adapt)
-        out[j] = False
-        if status != OK:
-            stat[j] = S[COL_STAT, j]
+    r2 = (1.0 - lam) * (1.0 - lam)
+    for j in range(x.size):
+        v = x[j]
+        ok = (v - v == 0.0) & (NW[j] >= W) & (v > lo)
+        z = (v - MU[j]) / SG[j]
+        e = lam * z + (1.0 - lam) * E[j]
+        q = Q[j] * r2
+        lim = L * math.sqrt(var_inf * (1.0 - q)) if exact else lim_inf
+        alarm = (e * upf > lim) | (-e * downf > lim)
+        E[j] = e if ok else E[j]
+        Q[j] = q if ok else Q[j]
+        stat[j] = e if ok else math.nan
+        out[j] = alarm | (not ok)
+
+
+@njit
+def _ewma_step(S, B, x, P, t, out, stat):
+    """One update of every stream; alarms into ``out``, chart values into ``stat``.
+
+    As for CUSUM: a branch-free pass over all streams, then a scalar pass over
+    the few with a missing sample, a baseline being learned or an alarm.
+    ``stat`` is NaN where the sample was not used.
+    """
+    lo = -math.inf if P[P_POSITIVE] == 0.0 else 0.0
+    W = P[P_WARMUP]
+    side = int(P[P_SIDE])
+    upf = 1.0 if (side & SIDE_UPPER) != 0 else 0.0
+    downf = 1.0 if (side & SIDE_LOWER) != 0 else 0.0
+    _ewma_pass1(S, x, W, lo, P[P_LAM], P[P_L], P[P_EXACT] != 0.0, upf, downf, out, stat)
+    ST = S[COL_STAT]
+    AL = S[COL_ALARM]
+    for j in range(x.size):
+        s = stat[j]
+        ST[j] = s if s == s else ST[j]
+        AL[j] = 0.0
+    NW = S[COL_NWARM]
+    MU = S[COL_MU]
+    SG = S[COL_SIGMA]
+    adapt = P[P_ADAPT]
+    if adapt > 0.0:
+        for j in range(x.size):
+            v = x[j]
+            if not out[j] and NW[j] >= W and math.isfinite(v) and v > lo:
+                _adapt(S, j, (v - MU[j]) / SG[j], P)
+    relearn = P[P_RELEARN] != 0.0
+    tf = float(t)
+    for j in range(x.size):
+        if not out[j]:
             continue
-        i = S[COL_COUNT, j] + 1.0
-        e = lam * z + (1.0 - lam) * S[COL_E, j]
-        lim = lim_inf
-        if exact:
-            lim = L * math.sqrt(var_inf * (1.0 - (1.0 - lam) ** (2.0 * i)))
-        S[COL_LIMIT, j] = lim
-        S[COL_STAT, j] = e
-        stat[j] = e
-        if (check_up and e > lim) or (check_down and e < -lim):
-            S[COL_LAST, j] = t
-            S[COL_ALARM, j] = 1.0
-            S[COL_E, j] = 0.0
-            S[COL_COUNT, j] = 0.0
-            if relearn:
-                S[COL_NWARM, j] = 0.0
-            out[j] = True
-        else:
-            S[COL_ALARM, j] = 0.0
-            S[COL_E, j] = e
-            S[COL_COUNT, j] = i
+        v = x[j]
+        out[j] = False
+        if not math.isfinite(v) or v <= lo:
+            S[COL_MISS, j] += 1.0
+            continue
+        if NW[j] < W:
+            _learn(S, B, j, v, P)
+            continue
+        if adapt > 0.0:
+            _adapt(S, j, (v - MU[j]) / SG[j], P)
+        S[COL_LAST, j] = tf
+        AL[j] = 1.0
+        out[j] = True
+        S[COL_E, j] = 0.0
+        S[COL_Q, j] = 1.0
+        if relearn:
+            NW[j] = 0.0
 
 
 @njit

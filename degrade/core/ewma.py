@@ -9,7 +9,8 @@ import numpy as np
 from degrade.errors import InputError
 
 from ._base import RunResult, StreamDetector, check_number
-from ._kernels_ewma import COL_COUNT, COL_E, COL_LIMIT, N_COLS, _ewma_run, _ewma_update
+from ._kernels_common import COL_SIGMA
+from ._kernels_ewma import COL_E, COL_Q, N_COLS, _ewma_run, _ewma_update
 
 __all__ = ["EWMA"]
 
@@ -44,7 +45,8 @@ class EWMA(StreamDetector):
         The chart value ``E`` after the last update (in sigmas: an estimate
         of the current shift); at an alarm, the value that crossed the limit.
     limit_ : (N,) float64
-        The control limit used at the last update.
+        The control limit in force after the last update (0 right after an
+        alarm restarted the chart; NaN while the baseline is learned).
 
     Examples
     --------
@@ -120,14 +122,15 @@ class EWMA(StreamDetector):
         return np.array(P), int(self.warmup)
 
     def _init_cols(self, S: np.ndarray, start: int) -> None:
-        S[COL_COUNT, start:] = 0.0
-        S[COL_LIMIT, start:] = np.nan
+        S[COL_Q, start:] = 1.0
         S[COL_E, start:] = 0.0
 
     def run(self, X: Any) -> RunResult:
         """Feed a (T, N) block; same state and alarms as T calls of :meth:`update`.
 
-        Returns a :class:`RunResult` with ``alarm`` and ``statistic`` (T, N).
+        Returns a :class:`RunResult` with ``alarm`` and ``statistic`` (T, N);
+        ``statistic`` is NaN where the sample was missing or the baseline was
+        being learned.
         """
         X = self._block(X)
         T, n = X.shape
@@ -139,4 +142,14 @@ class EWMA(StreamDetector):
 
     @property
     def limit_(self) -> np.ndarray:
-        return self._col(COL_LIMIT)
+        """Control limit in force after the last update (see the class docstring)."""
+        if self._S is None:
+            return np.empty(0)
+        lam = self.lam_
+        var = lam / (2.0 - lam)
+        q = self._S[COL_Q]
+        if self.limits == "exact":
+            var = var * (1.0 - q)
+        lim = self.L_ * np.sqrt(var) * np.ones_like(q)
+        lim[np.isnan(self._S[COL_SIGMA])] = np.nan
+        return lim
