@@ -342,3 +342,30 @@ def test_iso_text_timestamps(tmp_path):
     out = read_counters(str(p), report=rep).collect()
     assert out["timestamp"].to_list() == [1_767_225_610.0, 1_767_225_620.5, 1_767_225_630.0]
     assert rep.row_issues()["null_key"] == 1
+
+
+def test_dedupe_and_sort_match_a_naive_reference():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    row = st.tuples(st.sampled_from(["j1", "j2", None]), st.sampled_from(["a", "b", "c", None]),
+                    st.one_of(st.none(), st.integers(0, 4)),
+                    st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.none()))
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(row, min_size=1, max_size=40))
+    def check(rows):
+        df = pl.DataFrame(rows, schema={"job": pl.String, "device": pl.String, "step": pl.Int64,
+                                        "step_time": pl.Float64}, orient="row")
+        seen, expect = set(), []
+        for job, dev, step, x in rows:
+            if dev is None or step is None or (job, dev, step) in seen:
+                continue
+            seen.add((job, dev, step))
+            ok = x is not None and np.isfinite(x) and x > 0
+            expect.append((job, dev, step, x if ok else None))
+        expect.sort(key=lambda r: (r[0] is None, r[0] or "", r[1], r[2]))
+        got = read_timings(df).collect().select("job", "device", "step", "step_time").rows()
+        assert got == expect
+
+    check()
