@@ -36,12 +36,50 @@ class Source:
             return self.frame
         return self.paths[0] if len(self.paths) == 1 else self.paths
 
-    def scan(self, report=None):
-        """The canonical, validated, de-duplicated LazyFrame of this source (:mod:`degrade.io`)."""
+    def scan(self, report=None, where=None):
+        """The canonical, validated, de-duplicated LazyFrame of this source (:mod:`degrade.io`).
+
+        ``where(raw_schema) -> expr | None`` builds a filter on canonical
+        columns. It is applied to the raw Parquet scan *before* the reader
+        when the raw columns already carry the canonical names and types (the
+        reader's sort and de-duplication would otherwise stop polars from
+        pushing it down, and every chunk would sort the whole source), and
+        always again after the reader, so the result is the same either way.
+        """
         from .. import io as dio
 
         reader = dio.read_timings if self.kind == "timings" else dio.read_counters
-        return reader(self.target, report=report)
+        target = self.target
+        if where is not None:
+            raw = self._raw_parquet()
+            if raw is not None:
+                expr = where(raw.collect_schema())
+                if expr is not None:
+                    target = raw.filter(expr)
+        lf = reader(target, report=report)
+        if where is not None:
+            expr = where(lf.collect_schema())
+            if expr is not None:
+                lf = lf.filter(expr)
+        return lf
+
+    def _raw_parquet(self):
+        """A plain polars scan of this source when it is Parquet only (hive keys as columns)."""
+        import polars as pl
+
+        if self.frame is not None or not self.paths:
+            return None
+        files = []
+        for p in self.paths:
+            files.extend(_data_files(p) if os.path.isdir(p) else [p])
+        if not files or not all(f.lower().endswith((".parquet", ".pq")) for f in files):
+            return None
+        try:
+            if len(self.paths) == 1 and os.path.isdir(self.paths[0]):
+                return pl.scan_parquet(files, hive_partitioning=True)
+            return pl.scan_parquet(files)
+        except Exception:
+            return None
 
     def raw_rows(self) -> int | None:
         """Rows before the reader dropped any, from file footers (None when unknown)."""

@@ -49,10 +49,34 @@ class UnitResult:
     blocks: int = 0
 
 
-def scan_kind(sources: list[Source], kind: str, reports: list | None = None):
+def _timing_where(job, a=None, b=None):
+    """Filter on (job, step range) for :meth:`Source.scan`, given a schema (raw or canonical)."""
+    import polars as pl
+
+    def where(schema):
+        step_t = schema.get("step")
+        if step_t is None or not step_t.is_integer():
+            return None
+        if "job" in schema:
+            if schema["job"] != pl.String:
+                return None
+            cond = _job_filter(job)
+        elif job is not None:
+            return pl.lit(False)  # a source without jobs holds no rows of this job
+        else:
+            cond = pl.lit(True)
+        if a is not None:
+            cond = cond & (pl.col("step") >= a) & (pl.col("step") < b)
+        return cond
+
+    return where
+
+
+def scan_kind(sources: list[Source], kind: str, reports: list | None = None, where=None):
     """One LazyFrame over every source of ``kind`` (columns unioned), or None.
 
-    ``reports``, when given, receives one ``(source, ReadReport)`` per source.
+    ``reports``, when given, receives one ``(source, ReadReport)`` per source;
+    ``where`` is passed to :meth:`Source.scan`.
     """
     import polars as pl
 
@@ -63,7 +87,7 @@ def scan_kind(sources: list[Source], kind: str, reports: list | None = None):
         if s.kind != kind:
             continue
         rep = ReadReport()
-        frames.append(s.scan(report=rep))
+        frames.append(s.scan(report=rep, where=where))
         if reports is not None:
             reports.append((s, rep))
     if not frames:
@@ -213,8 +237,7 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
     pending: list[tuple[float, int, Any]] = []  # (start time, order, thunk)
     order = 0
     if unit.timing_meta is not None:
-        tl = scan_kind(sources, "timings").filter(_job_filter(unit.job))
-        schema = tl.collect_schema()
+        schema = scan_kind(sources, "timings").collect_schema()
         value_cols = list(unit.value_cols)
         cols = ["device", "step", *value_cols]
         if "timestamp" in schema:
@@ -224,7 +247,8 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
         t_lo, t_hi = unit.ts_range if unit.ts_range else (math.nan, math.nan)
         for a, b in step_chunks(smin, smax, unit.rows, chunk_rows):
             start = t_lo + (t_hi - t_lo) * (a - smin) / max(1, smax - smin + 1)
-            q = tl.filter((pl.col("step") >= a) & (pl.col("step") < b)).select(cols)
+            tl = scan_kind(sources, "timings", where=_timing_where(unit.job, a, b))
+            q = tl.filter(_job_filter(unit.job) & (pl.col("step") >= a) & (pl.col("step") < b)).select(cols)
 
             def thunk(q=q, meta=meta, value_cols=value_cols):
                 return timing_block(q.collect(), meta, value_cols, job=unit.job, log=log,
