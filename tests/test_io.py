@@ -369,3 +369,31 @@ def test_dedupe_and_sort_match_a_naive_reference():
         assert got == expect
 
     check()
+
+
+def test_prometheus_exposition_scrape(tmp_path):
+    text = """# HELP DCGM_FI_DEV_SM_CLOCK SM clock frequency (in MHz).
+# TYPE DCGM_FI_DEV_SM_CLOCK gauge
+DCGM_FI_DEV_SM_CLOCK{gpu="0",UUID="GPU-a",pci_bus_id="00000000:18:00.0",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="n1"} 1980
+DCGM_FI_DEV_SM_CLOCK{gpu="1",UUID="GPU-b",pci_bus_id="00000000:2A:00.0",device="nvidia1",modelName="NVIDIA H100 80GB HBM3",Hostname="n1"} 990
+# HELP DCGM_FI_DEV_CLOCK_THROTTLE_REASONS Current clock throttle reasons.
+# TYPE DCGM_FI_DEV_CLOCK_THROTTLE_REASONS gauge
+DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{gpu="0",UUID="GPU-a",device="nvidia0",Hostname="n1"} 0
+DCGM_FI_DEV_CLOCK_THROTTLE_REASONS{gpu="1",UUID="GPU-b",device="nvidia1",Hostname="n1"} 8
+# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).
+# TYPE DCGM_FI_DEV_GPU_UTIL gauge
+DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",device="nvidia0",Hostname="n1"} 97
+DCGM_FI_DEV_GPU_UTIL{gpu="1",UUID="GPU-b",device="nvidia1",Hostname="n1"} 95
+"""
+    p = tmp_path / "scrape.prom"
+    p.write_text(text)
+    os.utime(p, (1_767_225_600, 1_767_225_600))
+    out = read_counters(str(p)).collect()
+    assert out.height == 2
+    b = out.filter(pl.col("device") == "GPU-b").row(0, named=True)
+    assert b["sm_clock_mhz"] == 990.0 and b["clock_event_reasons"] == 8 and b["gpu_util_ratio"] == pytest.approx(0.95)
+    assert b["pci_bus_id"] == "00000000:2A:00.0" and b["gpu"] == 1 and b["timestamp"] == 1_767_225_600.0
+    assert b["model"] == "NVIDIA H100 80GB HBM3" and b["dcgm_device"] == "nvidia1"
+    (tmp_path / "bad.prom").write_text("this is { not prometheus\n")
+    with pytest.raises(SchemaError, match=r"bad\.prom"):
+        read_counters(str(tmp_path / "bad.prom"))

@@ -46,6 +46,7 @@ _SUFFIXES = {
     ".arrow": "ipc",
     ".ipc": "ipc",
     ".feather": "ipc",
+    ".prom": "prom",
 }
 _TRUTH_MARKERS = {"expected_status"}
 
@@ -167,6 +168,9 @@ def _scan_one(path: str, fmt: str, report: ReadReport, on_bad_file: str, hive: d
             sep = "\t" if fmt == "tsv" else ","
             lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
             n = None
+        elif fmt == "prom":
+            df = _read_exposition(path)
+            lf, n = df.lazy(), df.height
         else:
             lf = pl.scan_ipc(path)
             n = None
@@ -189,6 +193,29 @@ def _scan_one(path: str, fmt: str, report: ReadReport, on_bad_file: str, hive: d
             lf = lf.with_columns(pl.lit(v).alias(k))
             schema[k] = pl.String
     return _Part(path, lf, schema)
+
+
+def _read_exposition(path: str):
+    """A saved Prometheus text exposition (``curl :9400/metrics > x.prom``) as a long frame.
+
+    Samples without a timestamp (the usual case for a scrape) get the file's
+    modification time: one file is one scrape.
+    """
+    pl = _pl()
+    from .._optional import import_optional
+
+    parser = import_optional("prometheus_client.parser", "agent", "prometheus-client")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    mtime = os.path.getmtime(path)
+    rows = []
+    for fam in parser.text_string_to_metric_families(text):
+        for smp in fam.samples:
+            rows.append({**smp.labels, "__name__": smp.name, "value": float(smp.value),
+                         "timestamp": float(smp.timestamp) if smp.timestamp is not None else mtime})
+    if not rows:
+        return pl.DataFrame(schema={"__name__": pl.String, "value": pl.Float64, "timestamp": pl.Float64})
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 def _expand(source, report: ReadReport, on_bad_file: str) -> list[_Part]:
@@ -465,6 +492,16 @@ def _counters_part(part: _Part):
         if ts_col is None:
             raise SchemaError(f"{label}: long (Prometheus) export without a 'timestamp' column")
         labels = [c for c in schema if c not in (name_col, value_col, ts_col)]
+        low = {c.lower(): c for c in labels}
+        # metrics of one scrape may carry different label sets (some lack pci_bus_id):
+        # group on the device's identity only and take the other labels where present
+        if "uuid" in low:
+            ident = [low["uuid"]]
+        elif "hostname" in low and "gpu" in low:
+            ident = [low["hostname"], low["gpu"]]
+        else:
+            ident = labels
+        others = [c for c in labels if c not in ident]
         from ._dcgm import DCGM_FIELDS
 
         lf = lf.with_columns(
@@ -481,7 +518,8 @@ def _counters_part(part: _Part):
                 e = (pl.col(value_col).cast(pl.Float64) * factor).filter(pl.col("__field") == fld).last()
                 val = e if val is None else pl.coalesce(val, e)
             aggs.append(val.alias(canon))
-        lf = lf.group_by([*labels, ts_col], maintain_order=True).agg(aggs)
+        aggs += [pl.col(c).drop_nulls().first().alias(c) for c in others]
+        lf = lf.group_by([*ident, ts_col], maintain_order=True).agg(aggs)
         schema = dict(lf.collect_schema())
     renames, scaled = {}, {}
     dcgm = layout == "dcgm-long"
