@@ -458,13 +458,13 @@ def read_timings(
             )
         parts.append(_timings_part(part))
         report.layouts[part.label] = "timings"
-    lf = _finish(parts, ("job", "device", "step"), ("job", "device", "step"), report, "timing", _label(paths))
     if jobs is not None:
         jobs = [jobs] if isinstance(jobs, str) else list(jobs)
-        if "job" not in lf.collect_schema():
+        if parts and not all("job" in p.collect_schema() for p in parts):
             raise SchemaError(f"{_label(paths)}: jobs={jobs[:5]} given but the timings have no 'job' column")
-        lf = lf.filter(pl.col("job").is_in(jobs))
-    return lf
+        # before the sort: a filter after the neighbour comparison could not be pushed to the scan
+        parts = [p.filter(pl.col("job").is_in(jobs)) for p in parts]
+    return _finish(parts, ("job", "device", "step"), ("job", "device", "step"), report, "timing", _label(paths))
 
 
 def _kind_or_none(schema) -> str | None:
@@ -475,8 +475,6 @@ def _kind_or_none(schema) -> str | None:
 
 
 # --------------------------------------------------------------------------- counters
-
-_LABEL_KEEP = ("pod", "namespace", "container", "instance", "job")
 
 
 def _counters_part(part: _Part):
@@ -691,11 +689,16 @@ def partitions(paths, by: str = "job", *, kind: str | None = None) -> list:
     ['j1', 'j2']
     """
     pl = _pl()
-    if kind is None:
-        kind = inspect(paths).kind
-    reader = read_timings if kind == "timings" else read_counters
-    lf = reader(paths)
+    report = ReadReport()
+    parts = _expand(paths, report, "raise")
+    if not parts:
+        raise SchemaError(f"{_label(paths)}: no rows in any file")
+    kind = kind or detect_kind(list(parts[0].schema))
+    # the normalised frames before sorting and deduplication: listing the jobs must
+    # read one column, not sort the whole dataset
+    lfs = [_timings_part(p) if kind == "timings" else _counters_part(p)[0] for p in parts]
+    lf = lfs[0] if len(lfs) == 1 else pl.concat(lfs, how="diagonal_relaxed")
     if by not in lf.collect_schema():
         raise SchemaError(f"{_label(paths)}: no column {by!r} to partition by")
-    vals = lf.select(pl.col(by).unique()).collect().get_column(by).to_list()
-    return sorted(vals, key=lambda v: (v is None, v))
+    vals = lf.select(pl.col(by).drop_nulls().unique()).collect().get_column(by).to_list()
+    return sorted(vals)
