@@ -226,6 +226,7 @@ def test_dcgm_long_layout(tmp_path):
                     "gpu": g,
                     "value": 1980.0 - g,
                     "timestamp": t,
+                    "job": "dcgm-exporter",
                 },
                 {
                     "__name__": "DCGM_FI_DEV_GPU_UTIL",
@@ -262,6 +263,7 @@ def test_dcgm_long_layout(tmp_path):
         b["sm_clock_mhz"] == 1979.0 and b["gpu_util_ratio"] == 0.8 and b["gpu_temp_celsius"] == 61.0
     )
     assert b["timestamp"] == 1_700_000_000.0 and b["xid_last"] is None
+    assert b["scrape_job"] == "dcgm-exporter" and "job" not in out.columns
 
 
 def test_counters_need_device_and_timestamp():

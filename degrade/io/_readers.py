@@ -545,6 +545,9 @@ def _counters_part(part: _Part):
     if dcgm and "device" in names and "uuid" in names:
         # dcgm-exporter's `device` label is the device node (nvidia0), not an id
         names["dcgm_device"] = names.pop("device")
+    if dcgm and "job" in names:
+        # Prometheus' scrape-job label ("dcgm-exporter"), not a training job
+        names["scrape_job"] = names.pop("job")
     exprs = []
     for canon, src in names.items():
         dtype = schema[src]
