@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -652,3 +652,60 @@ def test_fake_loop_keeps_time_moving():
         fake.advance()
     assert np.all(np.diff(times) == 1.0) and not fake.done
     assert fake.tick == 12 % 5
+
+
+_FAULTS_TOML = """
+name = "agent-faults"
+seed = 3
+counter_interval = 1.0
+
+[[job]]
+name = "train"
+hosts = 1
+gpus_per_host = 8
+steps = 700
+compute_time = 0.5
+comm_time = 0.05
+
+[[fault]]
+job = "train"
+device = 1
+type = "xid79"
+onset_step = 400
+
+[[fault]]
+job = "train"
+device = 3
+type = "pcie_downgrade"
+onset_step = 300
+
+[[fault]]
+job = "train"
+device = 6
+type = "row_remap"
+onset_step = 350
+"""
+
+
+def test_simulated_hard_faults_reach_the_right_verdicts(tmp_path):
+    """XID 79 (through the event set), a PCIe width downgrade and a pending row remap, from the simulator."""
+    require("pynvml")
+    require("polars")
+    from degrade.agent import Agent, FakeNVML, NVMLCollector
+
+    path = tmp_path / "faults.toml"
+    path.write_text(_FAULTS_TOML)
+    fake = FakeNVML.from_scenario(str(path))
+    agent = Agent(NVMLCollector(fake, clock=fake.time, host=fake.host, slow_interval=10.0), advance=fake.advance)
+    with agent:
+        while not fake.done:
+            agent.poll_once()
+        deadline = time.monotonic() + 3
+        while not agent.collector.gpus_[fake.devices.index(fake.truth["device"][0])].lost:
+            assert time.monotonic() < deadline, "XID 79 event never arrived"
+            time.sleep(0.05)
+        agent.poll_once()
+        got = {v.device: v.status.value for v in agent.verdicts()}
+    want = dict(zip(fake.truth["device"].to_list(), fake.truth["expected_status"].to_list()))
+    assert want == {d: got[d] for d in want}
+    assert all(s == "healthy" for d, s in got.items() if d not in want)
