@@ -399,3 +399,16 @@ DCGM_FI_DEV_GPU_UTIL{gpu="1",UUID="GPU-b",device="nvidia1",Hostname="n1"} 95
     (tmp_path / "bad.prom").write_text("this is { not prometheus\n")
     with pytest.raises(SchemaError, match=r"bad\.prom"):
         read_counters(str(tmp_path / "bad.prom"))
+
+
+def test_where_filters_on_canonical_columns(tmp_path):
+    df = pl.DataFrame({"uuid": ["a", "a", "b", "b"], "iteration": [1, 2, 1, 2], "batch_time": [1.0, 2.0, 3.0, 4.0]})
+    p = tmp_path / "t.parquet"
+    df.write_parquet(p)
+    out = read_timings(str(p), where=pl.col("step") >= 2).collect()
+    assert out["step_time"].to_list() == [2.0, 4.0]
+    plan = read_timings(str(p), where=pl.col("step") >= 2).explain()
+    assert plan.index("SORT") < plan.index("SELECTION: ") and ">= 2" in plan.split("SELECTION: ")[1]  # pushed to the scan
+    c = pl.DataFrame({"UUID": ["x", "y"], "Hostname": ["n1", "n2"], "timestamp": [1.0, 1.0],
+                      "DCGM_FI_DEV_GPU_TEMP": [50, 60]})
+    assert read_counters(c, where=pl.col("host") == "n2").collect()["device"].to_list() == ["y"]

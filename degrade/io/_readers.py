@@ -407,6 +407,7 @@ def read_timings(
     paths,
     *,
     jobs=None,
+    where=None,
     report: ReadReport | None = None,
     on_bad_file: str = "raise",
 ):
@@ -420,6 +421,9 @@ def read_timings(
     jobs : str or sequence of str, optional
         Keep only these jobs (pushed down to the scan: read one job at a time
         with :func:`partitions` to bound memory).
+    where : polars expression, optional
+        A filter on canonical columns (``pl.col("step") < 1000``), applied
+        before the sort and de-duplication so polars can push it to the scan.
     report : ReadReport, optional
         Filled with the files read, empty and skipped files; its
         :meth:`ReadReport.row_issues` counts dropped rows.
@@ -464,6 +468,8 @@ def read_timings(
             raise SchemaError(f"{_label(paths)}: jobs={jobs[:5]} given but the timings have no 'job' column")
         # before the sort: a filter after the neighbour comparison could not be pushed to the scan
         parts = [p.filter(pl.col("job").is_in(jobs)) for p in parts]
+    if where is not None:
+        parts = [p.filter(where) for p in parts]
     return _finish(parts, ("job", "device", "step"), ("job", "device", "step"), report, "timing", _label(paths))
 
 
@@ -591,6 +597,7 @@ def _counters_part(part: _Part):
 def read_counters(
     paths,
     *,
+    where=None,
     report: ReadReport | None = None,
     on_bad_file: str = "raise",
 ):
@@ -601,6 +608,9 @@ def read_counters(
     paths : str, path, list of them, or polars DataFrame/LazyFrame
         Files, directories, globs or frames; wide (one column per metric) or
         long (Prometheus export: metric name, labels, value, timestamp).
+    where : polars expression, optional
+        A filter on canonical columns (``pl.col("host") == "node-0001"``),
+        applied before the sort and de-duplication.
     report : ReadReport, optional
         Filled with files read and skipped and the layout of each.
     on_bad_file : {"raise", "skip"}
@@ -631,7 +641,7 @@ def read_counters(
             raise SchemaError(f"{part.label}: holds step timings, not device counters; use read_timings")
         lf, layout = _counters_part(part)
         report.layouts[part.label] = layout
-        parts.append(lf)
+        parts.append(lf if where is None else lf.filter(where))
     return _finish(parts, ("device", "timestamp"), ("device", "timestamp"), report, "counter", _label(paths))
 
 
