@@ -232,8 +232,8 @@ def main(argv=None):
         ours = next(r for r in rows if r["N"] == N and r["detector"] == "CUSUM+EWMA")
         for name, rate in p.items():
             print(
-                f"{N:>6}{name:>14}{rate:>12.3g}{ours["batch_cpu"] / rate:>23.2g}x"
-                f"{ours["update_cpu"] / rate:>15.2g}x"
+                f"{N:>6}{name:>14}{rate:>12.3g}{ours['batch_cpu'] / rate:>23.2g}x"
+                f"{ours['update_cpu'] / rate:>15.2g}x"
             )
     print(
         f"\ncompile: cold import {cold['import']:.2f} s + first update of 4 detectors "
