@@ -521,7 +521,12 @@ def test_http_endpoints_and_check(replay, tmp_path):
     url = f"http://127.0.0.1:{server.port}/verdicts"
     assert main(["check", "--url", url, "--timeout", "1"]) == 2
     agent.save()
-    assert main(["check", "--url", url, "--timeout", "1", "--state", str(state)]) == 1
+    # NPD runs the plugin under a short timeout: reading the state file must not rebuild an engine
+    code = ("import sys; from degrade.cli import main; "
+            f"rc = main(['check', '--url', {url!r}, '--timeout', '1', '--state', {str(state)!r}]); "
+            "assert 'degrade.verdict.engine' not in sys.modules; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout.startswith("GPU 5 degraded"), r.stdout + r.stderr
     assert (
         main(["check", "--url", url, "--timeout", "1", "--state", str(state), "--max-age", "1e-9"])
         == 2

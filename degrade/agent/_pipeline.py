@@ -156,8 +156,22 @@ class Agent:
 
     # ------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
+        """What the state file holds: engine state, GPU identities, and the current verdicts.
+
+        The verdicts are saved too so that ``degrade check --state`` can
+        answer without rebuilding an engine (it runs under NPD's timeout).
+        """
+        verdicts = self.verdicts()
         with self._lock:
+            labelled = []
+            for v in verdicts:
+                d = v.to_dict()
+                info = self._gpus.get(v.device, {})
+                d.update(gpu=info.get("gpu"), uuid=info.get("uuid"), pci_bus_id=info.get("pci_bus_id"),
+                         model=info.get("model"), present=info.get("present", True))
+                labelled.append(d)
             return {
+                "verdicts": labelled,
                 "engine": self.engine.state_dict(),
                 "gpus": {k: {kk: vv for kk, vv in v.items() if kk != "row"} for k, v in self._gpus.items()},
                 "lost_marked": sorted(self._lost_marked),

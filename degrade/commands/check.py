@@ -95,7 +95,6 @@ def _from_state(path: str, max_age: float) -> tuple[list[dict] | None, str | Non
     import time
 
     from ..agent._state import load_state
-    from ..verdict.engine import VerdictEngine
 
     state = load_state(path)
     if state is None:
@@ -103,15 +102,8 @@ def _from_state(path: str, max_age: float) -> tuple[list[dict] | None, str | Non
     age = time.time() - float(state.get("saved_at", 0.0))
     if age > max_age:
         return None, f"state file {age:.0f} s old: is the agent running?"
-    eng = VerdictEngine()
-    eng.load_state_dict(state["engine"])
-    gpus = state.get("gpus", {})
-    out = []
-    for v in eng.verdicts():
-        d = v.to_dict()
-        d["gpu"] = gpus.get(v.device, {}).get("gpu")
-        out.append(d)
-    return out, None
+    # the agent saves its verdicts with the state: no engine to rebuild within NPD's timeout
+    return list(state.get("verdicts", [])), None
 
 
 def _once(args) -> list[dict]:
