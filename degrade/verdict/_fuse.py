@@ -1,0 +1,276 @@
+"""Turn the engine's state arrays into :class:`Verdict` objects (status, reasons, action)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import _kernels as K
+from ._types import Status, Verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import VerdictEngine
+
+
+@dataclass
+class _Evidence:
+    status: Status
+    score: float
+    reason: str
+    action: str
+    slowdown: float | None = None
+    onset_step: float = math.nan
+    onset_time: float = math.nan
+    detected_step: float = math.nan
+    detected_time: float = math.nan
+
+
+_HARD = {
+    # kind: (status, action key, description)
+    K.H_HW_SLOWDOWN: (Status.DEGRADED, "power", "HW slowdown clock-event reason (0x8)"),
+    K.H_HW_THERMAL: (Status.DEGRADED, "thermal", "HW thermal slowdown clock-event reason (0x40)"),
+    K.H_POWER_BRAKE: (Status.DEGRADED, "power", "HW power brake clock-event reason (0x80)"),
+    K.H_SW_THERMAL: (Status.SUSPECT, "thermal", "SW thermal slowdown clock-event reason (0x20)"),
+    K.H_PCIE_WIDTH: (Status.DEGRADED, "pcie", "PCIe link width below its maximum"),
+    K.H_PCIE_GEN: (Status.DEGRADED, "pcie", "PCIe link generation below its maximum while busy"),
+    K.H_ECC_UNCORRECTED: (Status.DEGRADED, "ecc", "uncorrectable ECC errors rising"),
+    K.H_REMAP_PENDING: (Status.DEGRADED, "remap", "row remap pending (needs a GPU reset)"),
+    K.H_REMAP_FAILURE: (Status.DEGRADED, "rma", "row remapping failure"),
+    K.H_ROWS_UNCORRECTABLE: (Status.SUSPECT, "watch", "rows remapped after uncorrectable errors"),
+    K.H_XID: (Status.DEGRADED, "fatal", "XID error"),
+}
+
+_RATE_SIGNALS = {
+    K.H_PCIE_REPLAY: ("link", "PCIe replay counter rising"),
+    K.H_NVLINK: ("link", "NVLink error counters rising"),
+    K.H_ECC_CORRECTED: ("watch", "corrected ECC errors rising"),
+}
+
+_FATAL_XID = {
+    48: "XID 48 (double-bit ECC error)",
+    79: "XID 79 (GPU has fallen off the bus)",
+    95: "XID 95 (uncontained ECC error)",
+    119: "XID 119 (GSP RPC timeout)",
+    120: "XID 120 (GSP error)",
+    140: "XID 140 (unrecovered ECC error)",
+}
+
+
+def _at(step: float, time: float) -> str:
+    if math.isfinite(step):
+        return f"step {int(step)}"
+    if math.isfinite(time):
+        return f"t={time:.0f}"
+    return "the start"
+
+
+def _fin(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _channel_evidence(eng: VerdictEngine, S: np.ndarray, i: int, what: str, latch: bool) -> _Evidence | None:
+    row = S[i]
+    active = row[K.C_ALARM] != 0.0
+    if not active and not (latch and row[K.C_EPISODES] > 0):
+        return None
+    p = eng._params
+    mean = row[K.C_ASUM] / max(row[K.C_AN], 1.0)
+    slowdown = math.expm1(mean)
+    status = Status.DEGRADED if mean >= 0.5 * (p[K.P_MU0] + p[K.P_MU1]) else Status.SUSPECT
+    h = row[K.C_H]
+    s = row[K.C_S]
+    score = row[K.C_PEAK] if (latch or not active) else s / h
+    since = _at(row[K.C_ONSTEP], row[K.C_ONTIME])
+    text = f"{what.format(pct=100.0 * slowdown)} since {since}; CUSUM {row[K.C_PEAK] * h:.1f} > h {h:.1f}" if active else (
+        f"{what.format(pct=100.0 * slowdown)} from {since} until {_at(row[K.C_ENDSTEP], row[K.C_ENDTIME])} (recovered)"
+    )
+    return _Evidence(status, float(score), text, "timing", slowdown, row[K.C_ONSTEP], row[K.C_ONTIME],
+                     row[K.C_DETSTEP], row[K.C_DETTIME])
+
+
+def fuse(eng: VerdictEngine) -> list[Verdict]:
+    cfg = eng.config
+    latch = cfg.latch
+    m = len(eng._names)
+    SD = eng._SD[:m]
+    ST, SS, SC, SH = eng._ST, eng._SS, eng._SC, eng._SH
+    warm = cfg.warmup
+
+    # newest data per job, for the data-stopped rule
+    newest: dict[object, list[float]] = {}
+    for i in range(m):
+        key = eng._job[i]
+        cur = newest.setdefault(key, [-math.inf, -math.inf, -math.inf])
+        for a, f in enumerate((K.SD_LASTSTEP, K.SD_LASTTIME, K.SD_LASTSEQ)):
+            v = SD[i, f]
+            if math.isfinite(v) and v > cur[a]:
+                cur[a] = v
+
+    out: list[Verdict] = []
+    for i in range(m):
+        dev = eng._names[i]
+        job = eng._job[i]
+        group = eng._group[i]
+        metric = eng._metric[i] or "step time"
+        ev: list[_Evidence] = []
+        where = f"job {job} group {group}" if group is not None else f"job {job}"
+
+        e = _channel_evidence(eng, ST, i, f"{metric} {{pct:.1f}} % above peers ({where})", latch)
+        if e:
+            ev.append(e)
+        e = _channel_evidence(eng, SS, i, f"{metric} {{pct:.1f}} % above its own baseline (no peers)", latch)
+        if e:
+            ev.append(e)
+        e = _channel_evidence(eng, SC, i, "SM clock {pct:.1f} % below busy peers of the same model", latch)
+        if e:
+            e.action = "clock"
+            ev.append(e)
+
+        for k, (status, action, text) in _HARD.items():
+            r = SH[i, k]
+            on = r[K.HF_ACTIVE] != 0.0 or (latch and r[K.HF_EVER] != 0.0)
+            if not on:
+                continue
+            detail = text
+            if k in (K.H_PCIE_WIDTH, K.H_PCIE_GEN) and math.isfinite(r[K.HF_VAL]):
+                detail = f"{text} ({'x' if k == K.H_PCIE_WIDTH else 'gen '}{int(r[K.HF_VAL])})"
+            elif k == K.H_XID and math.isfinite(r[K.HF_VAL]):
+                detail = f"XID {int(r[K.HF_VAL])}"
+            elif k == K.H_ECC_UNCORRECTED:
+                detail = f"{text} (+{int(r[K.HF_TOTAL])})"
+            ev.append(_Evidence(status, 1.0, f"{detail} since {_at(r[K.HF_ONSTEP], r[K.HF_ONTIME])}", action,
+                                None, r[K.HF_ONSTEP], r[K.HF_ONTIME], r[K.HF_DETSTEP], r[K.HF_DETTIME]))
+        # SW power capping is routine under full load: evidence only with a clock below peers
+        r = SH[i, K.H_SW_POWER]
+        if r[K.HF_ACTIVE] != 0.0 and (SC[i, K.C_S] > 0.0 or SC[i, K.C_ALARM] != 0.0):
+            ev.append(_Evidence(Status.SUSPECT, 1.0, f"SW power cap (0x4) with a clock below peers since "
+                                f"{_at(r[K.HF_ONSTEP], r[K.HF_ONTIME])}", "power", None, r[K.HF_ONSTEP],
+                                r[K.HF_ONTIME], r[K.HF_DETSTEP], r[K.HF_DETTIME]))
+        for k, (action, text) in _RATE_SIGNALS.items():
+            r = SH[i, k]
+            on = r[K.HF_ACTIVE] != 0.0 or (latch and r[K.HF_EVER] != 0.0)
+            if not on:
+                continue
+            rate = r[K.HF_RATE]
+            if rate >= cfg.counter_rate_degraded and k != K.H_ECC_CORRECTED:
+                status = Status.DEGRADED
+            elif k == K.H_ECC_CORRECTED and rate < cfg.counter_rate_degraded:
+                continue
+            else:
+                status = Status.SUSPECT
+            ev.append(_Evidence(status, rate / cfg.counter_rate_degraded,
+                                f"{text} (+{int(r[K.HF_TOTAL])}, in {100 * rate:.0f} % of recent samples) since "
+                                f"{_at(r[K.HF_ONSTEP], r[K.HF_ONTIME])}", action, None, r[K.HF_ONSTEP],
+                                r[K.HF_ONTIME], r[K.HF_DETSTEP], r[K.HF_DETTIME]))
+
+        failed = SD[i, K.SD_FAILED]
+        if failed != 0.0:
+            if failed == -1.0:
+                why = eng._lost_reason.get(dev) or "marked lost"
+            elif failed == -2.0:
+                why = "device lost (NVML: GPU is lost)"
+            else:
+                why = _FATAL_XID.get(int(failed), f"XID {int(failed)}")
+            at = _at(SD[i, K.SD_FAILSTEP], SD[i, K.SD_FAILTIME])
+            ev.append(_Evidence(Status.FAILED, math.inf, f"{why} at {at}", "fatal", None,
+                                SD[i, K.SD_FAILSTEP], SD[i, K.SD_FAILTIME], SD[i, K.SD_FAILSTEP],
+                                SD[i, K.SD_FAILTIME]))
+
+        # ---- the status -------------------------------------------------
+        n_judged = max(ST[i, K.C_N], SS[i, K.C_N], SD[i, K.SD_NC])
+        scores = [ST[i, K.C_S] / ST[i, K.C_H], SS[i, K.C_S] / SS[i, K.C_H], SC[i, K.C_S] / SC[i, K.C_H]]
+        base_score = max([s for s in scores if math.isfinite(s)], default=0.0)
+        reasons: list[str] = []
+        if ev:
+            ev.sort(key=lambda x: (x.status.severity, x.score), reverse=True)
+            top = ev[0]
+            status = top.status
+            reasons = [x.reason for x in ev]
+        else:
+            top = None
+            status = Status.HEALTHY if n_judged >= warm else Status.UNKNOWN
+            if status is Status.UNKNOWN:
+                reasons = [f"warm-up: {int(n_judged)} of {warm} samples"]
+
+        last = (SD[i, K.SD_LASTSTEP], SD[i, K.SD_LASTTIME], SD[i, K.SD_LASTSEQ])
+        cur = newest[job]
+        stale = False
+        if math.isfinite(last[0]) and math.isfinite(cur[0]):
+            stale = cur[0] - last[0] > cfg.data_timeout_steps
+        elif math.isfinite(last[1]) and math.isfinite(cur[1]):
+            stale = cur[1] - last[1] > cfg.data_timeout_s
+        elif math.isfinite(last[2]):
+            stale = cur[2] - last[2] > cfg.data_timeout_steps
+        if stale and status is not Status.FAILED:
+            msg = f"no data since {_at(last[0], last[1])}"
+            if status in (Status.HEALTHY, Status.SUSPECT, Status.UNKNOWN):
+                status = Status.UNKNOWN
+                reasons = [msg, *reasons[:3]] if ev else [msg]
+                top = None
+            else:
+                reasons.append(msg)
+
+        signals: dict[str, object] = {
+            "metric": eng._metric[i],
+            "group": group if isinstance(group, (str, int, float)) or group is None else str(group),
+            "peers": _fin(SD[i, K.SD_NPEERS]),
+            "timing_samples": int(SD[i, K.SD_NT]),
+            "timing_missing": int(SD[i, K.SD_NMISS]),
+            "counter_samples": int(SD[i, K.SD_NC]),
+            "peer_cusum": _fin(ST[i, K.C_S]),
+            "peer_h": _fin(ST[i, K.C_H]),
+            "peer_deviation": _fin(ST[i, K.C_LASTX]),
+            "peer_sigma": _fin(ST[i, K.C_SIG]),
+            "own_cusum": _fin(SS[i, K.C_S]),
+            "clock_cusum": _fin(SC[i, K.C_S]),
+            "idle": bool(SD[i, K.SD_IDLE] == 1.0),
+        }
+        if signals["idle"] and status is Status.HEALTHY:
+            reasons.append("idle")
+
+        action = None
+        if status is Status.FAILED:
+            action = _ACTION["fatal"]
+        elif top is not None and status in (Status.DEGRADED, Status.SUSPECT):
+            action = _ACTION[top.action] if status is Status.DEGRADED else _ACTION["watch"]
+        elif status is Status.UNKNOWN and stale:
+            action = "check that the device and its exporter are still reporting"
+
+        v = Verdict(
+            device=dev,
+            status=status,
+            job=job,
+            host=eng._host[i],
+            slowdown=None,
+            score=float(base_score) if top is None else float(min(top.score, 1e6) if math.isfinite(top.score) else 1e6),
+            reasons=reasons,
+            action=action,
+            signals=signals,
+        )
+        if top is not None:
+            slow = next((x.slowdown for x in ev if x.slowdown is not None), None)
+            v.slowdown = slow
+            v.onset_step = int(top.onset_step) if math.isfinite(top.onset_step) else None
+            v.onset_time = _fin(top.onset_time)
+            v.detected_step = int(top.detected_step) if math.isfinite(top.detected_step) else None
+            v.detected_time = _fin(top.detected_time)
+        out.append(v)
+    return out
+
+
+_ACTION = {
+    "fatal": "take the GPU out of service and reset or replace it",
+    "timing": "drain the device and run diagnostics (dcgmi diag -r 3); compare with peers after a reset",
+    "clock": "check cooling, power delivery and application clocks; drain if it persists",
+    "thermal": "check cooling (fans, airflow, inlet temperature); drain if it persists",
+    "power": "check power delivery (PSU, power brake); drain if it persists",
+    "pcie": "check the PCIe link (reseat the card or riser, check the slot); drain the device",
+    "remap": "reset the GPU to apply pending row remaps (nvidia-smi -r), then re-check",
+    "rma": "row remapping failed: drain the device and start an RMA",
+    "ecc": "uncorrectable memory errors: drain the device, reset it and run dcgmi diag",
+    "link": "rising link errors: check NVLink/PCIe cabling and retimers",
+    "watch": "keep watching; no action yet",
+}

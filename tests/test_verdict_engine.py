@@ -1,0 +1,535 @@
+"""Verdict engine: seeded scenarios, streaming == batch, job events, hard signals, state, bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from degrade.errors import InputError
+from degrade.verdict import EngineConfig, Status, VerdictEngine
+from degrade.verdict import _kernels as K
+
+
+def _ids(n, prefix="gpu"):
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def _fleet(rng, T, N, noise=0.02, offset=0.015, base=0.2):
+    off = rng.uniform(-offset, offset, N)
+    return base * np.exp(off + noise * rng.standard_normal((T, N)))
+
+
+def _by_dev(engine):
+    return {v.device: v for v in engine.verdicts()}
+
+
+def _state_arrays(engine):
+    d = engine.state_dict()
+    return {k: v for k, v in d.items() if isinstance(v, np.ndarray)}
+
+
+# ---------------------------------------------------------------- seeded scenarios
+def test_sustained_slowdown_flagged_with_onset_and_delay():
+    rng = np.random.default_rng(7)
+    T, N = 600, 8
+    x = _fleet(rng, T, N)
+    x[250:, 5] *= 1.10
+    eng = VerdictEngine()
+    eng.run(_ids(N), {"compute_time": x}, steps=np.arange(T), job="j1", groups=[0] * N)
+    v = _by_dev(eng)
+    bad = [d for d, x in v.items() if x.status is not Status.HEALTHY]
+    assert bad == ["gpu5"]
+    g = v["gpu5"]
+    assert g.status is Status.DEGRADED
+    assert abs(g.onset_step - 250) <= 10
+    assert 250 <= g.detected_step <= 250 + 20
+    assert 0.07 < g.slowdown < 0.14
+    assert g.k8s_health == "Unhealthy"
+    assert "above peers (job j1 group 0)" in g.reasons[0]
+    assert g.to_dict()["status"] == "degraded"
+
+
+def test_device_slow_from_first_step_is_caught():
+    rng = np.random.default_rng(8)
+    x = _fleet(rng, 300, 6)
+    x[:, 1] *= 1.08
+    eng = VerdictEngine()
+    eng.run(_ids(6), {"compute_time": x}, steps=np.arange(300))
+    v = _by_dev(eng)
+    assert v["gpu1"].status is Status.DEGRADED
+    assert v["gpu1"].detected_step < 60
+    assert all(v[d].status is Status.HEALTHY for d in v if d != "gpu1")
+
+
+def test_static_healthy_offsets_are_not_flagged():
+    rng = np.random.default_rng(9)
+    x = _fleet(rng, 3000, 8, offset=0.0)
+    x *= np.exp(np.array([-0.02, -0.01, 0.0, 0.0, 0.01, 0.015, 0.02, 0.0]))
+    eng = VerdictEngine()
+    eng.run(_ids(8), {"compute_time": x}, steps=np.arange(3000))
+    assert {str(v.status) for v in eng.verdicts()} == {"healthy"}
+
+
+def test_pair_and_singleton():
+    rng = np.random.default_rng(10)
+    T = 400
+    x = _fleet(rng, T, 3)
+    x[200:, 1] *= 1.2  # one of a pair
+    x[150:, 2] *= 1.3  # a singleton, judged against its own baseline
+    eng = VerdictEngine()
+    eng.run(_ids(3), {"compute_time": x}, steps=np.arange(T), groups=["a", "a", "b"])
+    v = _by_dev(eng)
+    assert v["gpu0"].status is Status.HEALTHY
+    assert v["gpu1"].status is Status.DEGRADED and abs(v["gpu1"].onset_step - 200) <= 5
+    assert v["gpu2"].status is Status.DEGRADED and abs(v["gpu2"].onset_step - 150) <= 5
+    assert "own baseline" in v["gpu2"].reasons[0]
+
+
+def test_groups_and_jobs_are_not_mixed():
+    rng = np.random.default_rng(11)
+    # stage 1 is naturally 40 % slower than stage 0: not a fault
+    x = _fleet(rng, 400, 8)
+    x[:, 4:] *= 1.4
+    eng = VerdictEngine()
+    eng.run(_ids(8), {"compute_time": x}, steps=np.arange(400), groups=[0] * 4 + [1] * 4)
+    assert {str(v.status) for v in eng.verdicts()} == {"healthy"}
+    eng = VerdictEngine()
+    eng.run(_ids(8), {"compute_time": x}, steps=np.arange(400), job=["a"] * 4 + ["b"] * 4)
+    assert {str(v.status) for v in eng.verdicts()} == {"healthy"}
+
+
+# ---------------------------------------------------------------- job events
+def test_common_slowdown_is_job_event_not_device_fault():
+    rng = np.random.default_rng(12)
+    T, N = 800, 8
+    c = _fleet(rng, T, N)
+    c[300:305] *= 3.0  # checkpoint: every rank at once
+    c[500:] *= 1.25  # schedule change: every rank at once
+    step = c.max(axis=1, keepdims=True) + 0.05
+    eng = VerdictEngine()
+    eng.run(
+        _ids(N),
+        {"compute_time": c, "step_time": np.repeat(step, N, 1)},
+        steps=np.arange(T),
+        job="j",
+    )
+    assert {str(v.status) for v in eng.verdicts()} == {"healthy"}
+    kinds = [(e.kind, e.start_step) for e in eng.job_events()]
+    assert ("job_slowdown", 300) in kinds
+    assert ("sustained_job_slowdown", 500) in kinds
+    assert all(e.job == "j" for e in eng.job_events())
+
+
+def test_step_time_only_never_blames_a_device():
+    rng = np.random.default_rng(13)
+    T, N = 600, 8
+    c = _fleet(rng, T, N)
+    c[300:, 2] *= 1.3  # rank 2 slow, but only wall step time is reported
+    step = np.repeat(c.max(axis=1, keepdims=True) + 0.05, N, 1)
+    eng = VerdictEngine()
+    eng.run(_ids(N), {"step_time": step}, steps=np.arange(T), job="j")
+    assert {str(v.status) for v in eng.verdicts()} == {"healthy"}
+    ev = eng.job_events()
+    assert ev and ev[0].start_step == 300 and ev[0].devices == N
+
+
+# ---------------------------------------------------------------- streaming == batch
+def _mixed_block(rng, T, N):
+    c = _fleet(rng, T, N)
+    c[T // 2 :, 1] *= 1.3
+    c[rng.random((T, N)) < 0.05] = np.nan
+    c[3, 2] = -1.0
+    c[40:60] *= 2.0
+    clk = np.full((T, N), 1980.0) * np.exp(0.005 * rng.standard_normal((T, N)))
+    clk[T // 3 :, 3] *= 0.8
+    clk[rng.random((T, N)) < 0.05] = np.nan
+    reasons = np.zeros((T, N))
+    reasons[T // 4 :, 0] = 0x40
+    reasons[:, 5] = 0x1
+    width = np.full((T, N), 16.0)
+    width[T // 2 :, 4] = 8
+    xid = np.zeros((T, N))
+    xid[T - 10 :, 6] = 79
+    replay = np.cumsum(rng.random((T, N)) < 0.01, axis=0).astype(float)
+    return {
+        "compute_time": c,
+        "step_time": np.repeat(np.nanmax(c, axis=1, keepdims=True), N, 1),
+        "sm_clock_mhz": clk,
+        "sm_clock_max_mhz": np.full((T, N), 1980.0),
+        "gpu_util_ratio": np.where(reasons == 0x1, 0.0, 0.95),
+        "clock_event_reasons": reasons,
+        "pcie_link_width": width,
+        "pcie_link_width_max": np.full((T, N), 16.0),
+        "pcie_replay_total": replay,
+        "xid_last": xid,
+    }
+
+
+def test_run_equals_update_bit_for_bit():
+    rng = np.random.default_rng(14)
+    T, N = 300, 7
+    vals = _mixed_block(rng, T, N)
+    groups = [0, 0, 0, 0, 1, 1, 2]
+    steps = np.arange(T) + 1000
+    times = 1.7e9 + 0.5 * np.arange(T)
+    a = VerdictEngine()
+    a.run(_ids(N), vals, steps=steps, timestamps=times, groups=groups, job="j")
+    b = VerdictEngine()
+    for t in range(T):
+        b.update(
+            _ids(N),
+            {k: v[t] for k, v in vals.items()},
+            step=int(steps[t]),
+            timestamp=float(times[t]),
+            groups=groups,
+            job="j",
+        )
+    sa, sb = _state_arrays(a), _state_arrays(b)
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    assert [v.to_dict() for v in a.verdicts()] == [v.to_dict() for v in b.verdicts()]
+    assert [e.to_dict() for e in a.job_events()] == [e.to_dict() for e in b.job_events()]
+    # and in uneven chunks
+    c = VerdictEngine()
+    for lo, hi in [(0, 1), (1, 57), (57, 200), (200, T)]:
+        c.run(
+            _ids(N),
+            {k: v[lo:hi] for k, v in vals.items()},
+            steps=steps[lo:hi],
+            timestamps=times[lo:hi],
+            groups=groups,
+            job="j",
+        )
+    sc = _state_arrays(c)
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sc[k], err_msg=k)
+
+
+def test_mixed_block_verdicts():
+    rng = np.random.default_rng(14)
+    T, N = 300, 7
+    vals = _mixed_block(rng, T, N)
+    eng = VerdictEngine()
+    eng.run(_ids(N), vals, steps=np.arange(T), groups=[0, 0, 0, 0, 1, 1, 2], job="j")
+    v = _by_dev(eng)
+    assert v["gpu0"].status is Status.DEGRADED and "HW thermal" in v["gpu0"].reasons[0]
+    assert v["gpu1"].status is Status.DEGRADED and v["gpu1"].slowdown > 0.2
+    assert v["gpu3"].status is Status.DEGRADED and "SM clock" in " ".join(v["gpu3"].reasons)
+    assert v["gpu4"].status is Status.DEGRADED and "PCIe link width" in " ".join(v["gpu4"].reasons)
+    assert v["gpu6"].status is Status.FAILED and "XID 79" in v["gpu6"].reasons[0]
+    assert v["gpu6"].onset_step == T - 10
+    # idle device: low utilisation and the idle bit are not degradation
+    assert v["gpu5"].status is Status.HEALTHY and v["gpu5"].signals["idle"]
+
+
+# ---------------------------------------------------------------- hard signals, one by one
+@pytest.mark.parametrize(
+    ("column", "healthy", "faulty", "expected", "text"),
+    [
+        ("clock_event_reasons", 0, 0x8, Status.DEGRADED, "HW slowdown"),
+        ("clock_event_reasons", 0, 0x80, Status.DEGRADED, "power brake"),
+        ("clock_event_reasons", 0, 0x4, Status.HEALTHY, ""),  # routine power capping alone
+        ("remap_pending", 0, 1, Status.DEGRADED, "row remap pending"),
+        ("remap_failure", 0, 1, Status.DEGRADED, "row remapping failure"),
+        ("xid_last", 0, 74, Status.DEGRADED, "XID 74"),
+        ("xid_last", 0, 13, Status.HEALTHY, ""),  # application error, not the GPU
+        ("xid_last", 0, 48, Status.FAILED, "XID 48"),
+        ("device_lost", 0, 1, Status.FAILED, "device lost"),
+    ],
+)
+def test_hard_signal(column, healthy, faulty, expected, text):
+    T, N = 100, 4
+    x = np.full((T, N), float(healthy))
+    x[50:, 2] = faulty
+    eng = VerdictEngine()
+    eng.run(_ids(N), {column: x}, timestamps=np.arange(T) * 1.0)
+    v = _by_dev(eng)
+    assert v["gpu2"].status is expected
+    if text:
+        assert text in " ".join(v["gpu2"].reasons)
+        assert v["gpu2"].onset_time == 50.0
+    assert all(v[d].status is Status.HEALTHY for d in ("gpu0", "gpu1", "gpu3"))
+
+
+def test_pcie_generation_ignored_when_idle():
+    T, N = 100, 4
+    gen = np.full((T, N), 5.0)
+    gen[:, 1] = 1.0  # idle link power saving
+    gen[50:, 2] = 3.0  # busy and below max: degraded
+    util = np.full((T, N), 0.9)
+    util[:, 1] = 0.0
+    eng = VerdictEngine()
+    eng.run(
+        _ids(N),
+        {"pcie_link_gen": gen, "pcie_link_gen_max": np.full((T, N), 5.0), "gpu_util_ratio": util},
+        timestamps=np.arange(T) * 1.0,
+    )
+    v = _by_dev(eng)
+    assert v["gpu1"].status is Status.HEALTHY
+    assert v["gpu2"].status is Status.DEGRADED
+
+
+def test_rising_error_counters():
+    T, N = 200, 4
+    x = np.zeros((T, N))
+    x[100:, 1] = np.arange(100)  # rises every sample: degraded
+    x[185:, 2] = 5  # one recent jump: suspect
+    eng = VerdictEngine()
+    eng.run(_ids(N), {"nvlink_crc_errors_total": x}, timestamps=np.arange(T) * 1.0)
+    v = _by_dev(eng)
+    assert v["gpu1"].status is Status.DEGRADED
+    assert v["gpu2"].status is Status.SUSPECT
+    assert v["gpu2"].k8s_health == "Healthy"
+
+
+def test_mark_lost_and_hysteresis_of_hard_signal():
+    T, N = 200, 3
+    r = np.zeros((T, N))
+    r[50:60, 0] = 0x40  # thermal episode that ends
+    eng = VerdictEngine(recovery=20)
+    eng.run(_ids(N), {"clock_event_reasons": r}, steps=np.arange(T))
+    assert _by_dev(eng)["gpu0"].status is Status.HEALTHY
+    latched = VerdictEngine(recovery=20, latch=True)
+    latched.run(_ids(N), {"clock_event_reasons": r}, steps=np.arange(T))
+    assert _by_dev(latched)["gpu0"].status is Status.DEGRADED
+    eng.mark_lost("gpu1", step=199, reason="XID 79 from the event set")
+    v = _by_dev(eng)["gpu1"]
+    assert v.status is Status.FAILED and v.onset_step == 199 and "XID 79" in v.reasons[0]
+
+
+def test_verdicts_do_not_flap():
+    rng = np.random.default_rng(15)
+    T, N = 1500, 8
+    x = _fleet(rng, T, N)
+    x[500:, 3] *= 1.06  # just above the 5 % threshold
+    eng = VerdictEngine()
+    statuses = []
+    ids = _ids(N)
+    for lo in range(0, T, 10):
+        eng.run(ids, {"compute_time": x[lo : lo + 10]}, steps=np.arange(lo, lo + 10))
+        statuses.append(_by_dev(eng)["gpu3"].status)
+    changes = sum(a is not b for a, b in zip(statuses, statuses[1:]))
+    assert statuses[-1] in (Status.DEGRADED, Status.SUSPECT)
+    assert changes <= 3
+
+
+# ---------------------------------------------------------------- unknown
+def test_unknown_during_warmup_and_after_data_stops():
+    rng = np.random.default_rng(16)
+    x = _fleet(rng, 200, 5)
+    eng = VerdictEngine(warmup=20, data_timeout_steps=30)
+    eng.run(_ids(5), {"compute_time": x[:10]}, steps=np.arange(10))
+    assert {str(v.status) for v in eng.verdicts()} == {"unknown"}
+    eng.run(_ids(5), {"compute_time": x[10:100]}, steps=np.arange(10, 100))
+    assert {str(v.status) for v in eng.verdicts()} == {"healthy"}
+    eng.run(_ids(4), {"compute_time": x[100:200, :4]}, steps=np.arange(100, 200))
+    v = _by_dev(eng)["gpu4"]
+    assert v.status is Status.UNKNOWN and "no data since step 99" in v.reasons[0]
+    assert v.k8s_health == "Unknown"
+
+
+# ---------------------------------------------------------------- elastic and state
+def test_elastic_membership_and_state_round_trip():
+    rng = np.random.default_rng(17)
+    T, N = 600, 8
+    x = _fleet(rng, T, N)
+    x[350:, 6] *= 1.2
+    ids = _ids(N)
+    full = VerdictEngine()
+
+    def feed(eng, lo, hi):
+        # elastic: gpu7 leaves at 200 and gpu8 joins at 300
+        for a, b in [(lo, min(hi, 200)), (max(lo, 200), min(hi, 300)), (max(lo, 300), hi)]:
+            if a >= b:
+                continue
+            if a < 200:
+                eng.run(ids, {"compute_time": x[a:b]}, steps=np.arange(a, b), job="j")
+            elif a < 300:
+                eng.run(ids[:7], {"compute_time": x[a:b, :7]}, steps=np.arange(a, b), job="j")
+            else:
+                eng.run(
+                    ids[:7] + ["gpu8"], {"compute_time": x[a:b]}, steps=np.arange(a, b), job="j"
+                )
+
+    feed(full, 0, T)
+    half = VerdictEngine()
+    feed(half, 0, 400)
+    restored = VerdictEngine()
+    restored.load_state_dict(pickle.loads(pickle.dumps(half.state_dict())))
+    feed(restored, 400, T)
+    for k, a in _state_arrays(full).items():
+        np.testing.assert_array_equal(a, _state_arrays(restored)[k], err_msg=k)
+    assert [v.to_dict() for v in full.verdicts()] == [v.to_dict() for v in restored.verdicts()]
+    v = _by_dev(full)
+    assert v["gpu6"].status is Status.DEGRADED
+    assert v["gpu7"].status is Status.UNKNOWN
+    assert v["gpu8"].status is Status.HEALTHY
+    clone = pickle.loads(pickle.dumps(full))
+    assert [x.to_dict() for x in clone.verdicts()] == [x.to_dict() for x in full.verdicts()]
+    full.forget(["gpu7"])
+    assert "gpu7" not in {x.device for x in full.verdicts()}
+
+
+# ---------------------------------------------------------------- false alarms (simulation)
+def _ar1_t(rng, T, N, phi, df, scale):
+    e = rng.standard_t(df, size=(T, N)) * scale
+    out = np.empty((T, N))
+    out[0] = e[0]
+    c = np.sqrt(1 - phi * phi)
+    for t in range(1, T):
+        out[t] = phi * out[t - 1] + c * e[t]
+    return out
+
+
+@pytest.mark.parametrize(("phi", "df"), [(0.0, 1e9), (0.6, 1e9), (0.0, 3.0), (0.6, 3.0)])
+def test_no_degraded_verdicts_on_healthy_fleets(phi, df):
+    rng = np.random.default_rng(18)
+    T, N = 4000, 64
+    noise = _ar1_t(rng, T, N, phi, df, 0.02)
+    x = 0.2 * np.exp(noise + rng.uniform(-0.02, 0.02, N))
+    spikes = rng.random((T, N)) < 0.002  # GC pauses on random ranks
+    x[spikes] *= 3.0
+    eng = VerdictEngine()
+    eng.run(_ids(N), {"compute_time": x}, steps=np.arange(T), groups=np.arange(N) // 8)
+    st = [v.status for v in eng.verdicts()]
+    assert st.count(Status.DEGRADED) == 0
+    assert st.count(Status.SUSPECT) <= 1
+
+
+def test_detection_under_heavy_tailed_autocorrelated_noise():
+    rng = np.random.default_rng(19)
+    T, N = 1500, 8
+    x = 0.2 * np.exp(_ar1_t(rng, T, N, 0.5, 3.0, 0.02))
+    x[700:, 2] *= 1.15
+    eng = VerdictEngine()
+    eng.run(_ids(N), {"compute_time": x}, steps=np.arange(T))
+    v = _by_dev(eng)
+    assert v["gpu2"].status is Status.DEGRADED
+    assert abs(v["gpu2"].onset_step - 700) <= 15
+    assert sum(x.status is not Status.HEALTHY for x in v.values()) == 1
+
+
+# ---------------------------------------------------------------- kernel vs reference
+def _loo_reference(logx):
+    """Naive leave-one-out median deviation over one row (NaN = missing)."""
+    out = np.full(logx.shape, np.nan)
+    ok = np.isfinite(logx)
+    if ok.sum() < 2:
+        return out
+    for j in np.flatnonzero(ok):
+        peers = np.delete(logx, j)
+        out[j] = logx[j] - np.median(peers[np.isfinite(peers)])
+    return out
+
+
+def test_peer_deviation_matches_numpy_reference():
+    rng = np.random.default_rng(20)
+    for n in (2, 3, 5, 8, 33, 40):
+        x = np.exp(rng.standard_normal((30, n)))
+        x[rng.random(x.shape) < 0.15] = np.nan
+        eng = VerdictEngine()
+        for t in range(30):
+            eng.update(_ids(n), {"compute_time": x[t]}, step=t)
+            ref = _loo_reference(np.log(x[t]))
+            got = eng._ST[:n, K.C_LASTX]
+            got_step = eng._ST[:n, K.C_LASTSTEP]
+            fresh = got_step == t
+            np.testing.assert_allclose(got[fresh], ref[fresh], rtol=0, atol=1e-12)
+            assert np.array_equal(fresh, np.isfinite(ref))
+
+
+def _channel_reference(xs, P, dz, hz):
+    """Plain-Python transcription of the spatial channel (no numba)."""
+    n = 0
+    loc = scale = prev = np.nan
+    ac = sq = xp = 0.0
+    hit = 0
+    alarm = False
+    S = 0.0
+    h = sig = np.nan
+    Ss = []
+    for x in xs:
+        if not np.isfinite(x):
+            Ss.append(S)
+            continue
+        s_prev = S
+        if n >= P[K.P_WARM]:
+            phi = min(max(ac, 0.0), 0.9)
+            if s_prev == 0:
+                sig = max(scale, P[K.P_MINSCALE]) * np.sqrt((1 + phi) / (1 - phi))
+                h = float(np.interp(np.log((P[K.P_MU1] - P[K.P_MU0]) / sig), np.log(dz), hz))
+            z = np.clip((x - 0.5 * (P[K.P_MU0] + P[K.P_MU1])) / sig, -P[K.P_CLIP], P[K.P_CLIP])
+            S = min(max(0.0, s_prev + z), P[K.P_CAP] * h)
+            hit = hit + 1 if S > h else 0
+        alarm = alarm or hit >= P[K.P_PERSIST]
+        if not alarm and (n < P[K.P_WARM] or S < 0.5 * h):
+            if n == 0:
+                loc, scale, prev, ac = x, np.nan, np.nan, 0.0
+            elif np.isnan(scale):
+                scale = abs(x - loc) * 0.886227
+                sq = 0.5 * (x - loc) ** 2
+                loc += 0.5 * (x - loc)
+            else:
+                lam = max(1 / (n + 1), P[K.P_LAMMIN])
+                sf = max(scale, 0.1 * P[K.P_MINSCALE])
+                rc = float(np.clip(x - loc, -P[K.P_CLIP] * sf, P[K.P_CLIP] * sf))
+                loc += lam * rc
+                s_old = scale
+                scale += lam * (abs(rc) * 1.253314 - s_old)
+                sq += lam * (rc * rc - sq)
+                if not np.isnan(prev):
+                    xp += lam * (prev * rc - xp)
+                    if sq > 0:
+                        ac = xp / sq
+                prev = rc
+        n += 1
+        Ss.append(S)
+    return np.array(Ss)
+
+
+def test_cusum_channel_matches_python_reference():
+    rng = np.random.default_rng(21)
+    eng = VerdictEngine()
+    P = eng._params
+    xs = 0.02 * rng.standard_normal(400) + np.where(np.arange(400) > 200, 0.08, 0.0)
+    xs[rng.random(400) < 0.1] = np.nan
+    S = np.zeros((1, K.C_FIELDS))
+    S[0] = eng._fresh_channel()
+    got = []
+    for t, x in enumerate(xs):
+        if np.isfinite(x):
+            K._channel_update(S, 0, x, False, float(t), np.nan, P, eng._dz, eng._hz)
+        got.append(S[0, K.C_S])
+    np.testing.assert_allclose(
+        got, _channel_reference(xs, P, eng._dz, eng._hz), rtol=1e-9, atol=1e-9
+    )
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_input_raises_input_error():
+    eng = VerdictEngine()
+    with pytest.raises(InputError, match="shape"):
+        eng.update(["a", "b"], {"compute_time": np.ones(3)})
+    with pytest.raises(InputError, match="unknown column 'bogus'"):
+        eng.update(["a"], {"bogus": np.ones(1)})
+    with pytest.raises(InputError, match="listed twice"):
+        eng.update(["a", "a"], {"compute_time": np.ones(2)})
+    with pytest.raises(InputError, match="expected \\(T, 2\\)"):
+        eng.run(["a", "b"], {"compute_time": np.ones(2)})
+    with pytest.raises(InputError, match="numeric"):
+        eng.update(["a"], {"compute_time": ["x"]})
+    with pytest.raises(InputError, match="groups"):
+        eng.update(["a", "b"], {"compute_time": np.ones(2)}, groups=[1])
+    with pytest.raises(InputError, match="non-empty"):
+        eng.update(["a"], {})
+    with pytest.raises(InputError, match="min_slowdown"):
+        EngineConfig(min_slowdown=-1)
+    with pytest.raises(InputError, match="unknown option"):
+        VerdictEngine(min_slowdonw=0.1)
+    with pytest.raises(InputError, match="missing key"):
+        eng.load_state_dict({"version": 1})
+    # bad values are missing data, not errors
+    eng.update(["a", "b"], {"compute_time": np.array([np.inf, -1.0])}, step=0)
+    assert eng.verdicts()[0].signals["timing_missing"] == 1
