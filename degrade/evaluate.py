@@ -24,6 +24,8 @@ from .errors import InputError, SchemaError
 __all__ = ["evaluate", "EvalReport"]
 
 _POS = ("degraded", "failed")
+#: slowdown bins for recall by size (faults without a speed effect, magnitude 0, fall in the first)
+_MAG_BINS = ((0.0, 0.05), (0.05, 0.10), (0.10, 0.20), (0.20, 0.50), (0.50, 100.0))
 _TRUTH_COLS = ("device", "fault", "onset_step", "expected_status")
 
 
@@ -118,6 +120,7 @@ class EvalReport:
     summary: dict[str, Any]
     per_fault: list[dict[str, Any]]
     devices: list[dict[str, Any]] = field(repr=False)
+    per_magnitude: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def precision(self) -> float | None:
@@ -133,6 +136,7 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": dict(self.summary), "per_fault": [dict(r) for r in self.per_fault],
+                "per_magnitude": [dict(r) for r in self.per_magnitude],
                 "devices": [dict(r) for r in self.devices]}
 
     def table(self) -> str:
@@ -158,6 +162,10 @@ class EvalReport:
                 f"{r['fault']:<16}{r['n']:>4}{r['found']:>7}{f(r['recall'], '{:.2f}'):>8}{r['suspect']:>9}"
                 f"{f(r['delay_steps_median'], '{:.0f}'):>8}{f(r['onset_abs_error_steps_median'], '{:.0f}'):>11}"
             )
+        if self.per_magnitude:
+            lines += ["", f"{'slowdown':<16}{'n':>4}{'found':>7}{'recall':>8}"]
+            for r in self.per_magnitude:
+                lines.append(f"{r['slowdown']:<16}{r['n']:>4}{r['found']:>7}{r['recall']:>8.2f}")
         return "\n".join(lines)
 
 
@@ -222,7 +230,7 @@ def evaluate(verdicts, truth, *, timings=None, device_hours: dict[str, float] | 
         status = v["status"]
         unknown += status == "unknown"
         pred = status in _POS
-        row = {"device": dev, "status": status, "fault": None, "expected_status": None, "outcome": None,
+        row = {"device": dev, "status": status, "fault": None, "expected_status": None, "magnitude": None, "outcome": None,
                "onset_error_steps": None, "onset_error_seconds": None, "delay_steps": None, "delay_seconds": None}
         if t is None:
             row["outcome"] = "fp" if pred else "tn"
@@ -232,6 +240,7 @@ def evaluate(verdicts, truth, *, timings=None, device_hours: dict[str, float] | 
                 fa_hours += device_hours.get(dev, 0.0)
         else:
             row["fault"], row["expected_status"] = t["fault"], t["expected_status"]
+            row["magnitude"] = _num(t.get("magnitude"))
             if t["expected_status"] in _POS:
                 row["outcome"] = "tp" if pred else "fn"
                 tp += pred
@@ -290,4 +299,12 @@ def evaluate(verdicts, truth, *, timings=None, device_hours: dict[str, float] | 
             "delay_seconds_median": _med([d["delay_seconds"] for d in found]),
             "onset_abs_error_steps_median": _med([abs(d["onset_error_steps"]) for d in found if d["onset_error_steps"] is not None]),
         })
-    return EvalReport(summary, per_fault, devices)
+    per_magnitude = []
+    for lo, hi in _MAG_BINS:
+        ds = [d for d in devices if d["outcome"] in ("tp", "fn") and d.get("magnitude") is not None
+              and lo <= d["magnitude"] < hi]
+        if ds:
+            found = sum(d["outcome"] == "tp" for d in ds)
+            per_magnitude.append({"slowdown": f"{lo:.0%}-{hi:.0%}" if hi < 10 else f">={lo:.0%}",
+                                  "n": len(ds), "found": found, "recall": found / len(ds)})
+    return EvalReport(summary, per_fault, devices, per_magnitude)

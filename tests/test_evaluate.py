@@ -62,6 +62,11 @@ def test_scores_by_hand():
     outcomes = {d["device"]: d["outcome"] for d in rep.devices}
     assert outcomes == {"a": "tp", "b": "fn", "c": "tp", "d": "suspect_flagged", "e": "suspect_missed",
                         "h1": "tn", "h2": "fp", "h3": "tn", "h4": "tn"}
+    assert rep.per_magnitude == [
+        {"slowdown": "0%-5%", "n": 1, "found": 1, "recall": 1.0},  # c: xid79, no speed effect
+        {"slowdown": "10%-20%", "n": 1, "found": 0, "recall": 0.0},  # b: 0.10 missed
+        {"slowdown": "20%-50%", "n": 1, "found": 1, "recall": 1.0},  # a: 0.20 found
+    ]
     text = rep.table()
     assert "precision 0.667" in text and "thermal" in text
     json.dumps(rep.to_dict())
