@@ -32,6 +32,7 @@ from degrade.verdict import Status, Verdict
 @dataclass
 class _Cfg:
     min_slowdown: float = 0.05
+    persistence: int = 3
 
 
 class _ScriptedEngine:
@@ -392,6 +393,12 @@ def test_enable_disable_and_configure(scripted_engine):
     st = m.status()
     assert (st["action"], st["exit_code"], st["min_slowdown"]) == ("raise", 99, 0.2)
     assert m._judge.engine.config.min_slowdown == 0.2
+    assert m._judge.engine.config.persistence == 3  # max(engine default, every=2)
+
+
+def test_default_persistence_is_one_window(scripted_engine):
+    m = Monitor(every=25, gather=None)
+    assert m._engine_config().persistence == 25
     with pytest.raises(InputError):
         m.configure(action="nope")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from conftest import require
 
 WORLD = 4
-BASE_S = 0.004  # a stand-in GPU kernel time per step
+BASE_S = 0.012  # a stand-in GPU kernel time per step (long enough that scheduler jitter on a busy CI box stays small beside it)
 
 
 def _free_port() -> int:
@@ -62,13 +62,19 @@ def _launch(tmp: Path, *, world: int, args: list[str], env_extra: dict | None = 
 
 def test_slowed_rank_is_flagged_within_bound_and_others_stay_healthy(tmp_path):
     require("torch")
-    slow_rank, slow_from, every, steps = 2, 60, 10, 200
+    slow_rank, slow_from, every, steps = 2, 60, 10, 180
+    # This test checks the plumbing on real processes (timing, gloo exchange,
+    # judgement, agreement, callbacks), not the engine's sensitivity, which the
+    # verdict tests measure on the simulator. Four ranks on a shared 2-core box
+    # really do stall for 10-20 steps at +15-30 % now and then, so the planted
+    # fault is large (2x) and min_slowdown is set to match it.
     codes, outs = _launch(
         tmp_path,
         world=WORLD,
         args=[
             "--slow-rank", str(slow_rank), "--slow-from", str(slow_from),
-            "--slow-factor", "1.5", "--steps", str(steps), "--every", str(every),
+            "--slow-factor", "2.0", "--steps", str(steps), "--every", str(every),
+            "--min-slowdown", "0.5",
         ],
     )  # fmt: skip
     assert codes == [0] * WORLD, outs
@@ -90,21 +96,21 @@ def test_slowed_rank_is_flagged_within_bound_and_others_stay_healthy(tmp_path):
             if ev["device"] != bad:
                 assert ev["status"] not in ("degraded", "failed"), ev
 
-    # flagged within a bounded number of steps after the slowdown began:
-    # one exchange window to fill, one for the async exchange to land, and
-    # the engine's persistence; 6 windows is the bound we promise.
+    # flagged within a bounded number of steps after the slowdown began: the
+    # engine's persistence (one window, see Monitor's default config), the
+    # window to fill and the async exchange to land; 5 windows is the bound.
     flagged = [
         ev["at_step"]
         for ev in results[slow_rank]["changes"]
         if ev["device"] == bad and ev["status"] in ("degraded", "failed")
     ]
     assert flagged, results[slow_rank]["changes"]
-    assert slow_from < flagged[0] <= slow_from + 6 * every, flagged
+    assert slow_from < flagged[0] <= slow_from + 5 * every, flagged
     # on_degraded fired on the slow rank only (act_on="self")
     assert results[slow_rank]["acted"] == [bad]
     assert all(r["acted"] == [] for i, r in enumerate(results) if i != slow_rank)
     v = {v["device"]: v for v in results[0]["verdicts"]}[bad]
-    assert v["slowdown"] is not None and 0.25 < v["slowdown"] < 0.8, v
+    assert v["slowdown"] is not None and 0.6 < v["slowdown"] < 1.5, v
 
 
 def test_degraded_rank_exits_with_configured_code(tmp_path):
@@ -114,7 +120,7 @@ def test_degraded_rank_exits_with_configured_code(tmp_path):
         world=2,
         args=[
             "--slow-rank", "1", "--slow-from", "0", "--slow-factor", "2.0",
-            "--steps", "400", "--every", "10", "--action", "exit",
+            "--steps", "400", "--every", "10", "--action", "exit", "--min-slowdown", "0.5",
         ],
         env_extra={"DEGRADE_LOOP_EXIT_CODE": "77"},
     )  # fmt: skip
@@ -134,6 +140,7 @@ def _worker(argv: list[str]) -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--action", default="none")
+    ap.add_argument("--min-slowdown", type=float, default=0.05)
     a = ap.parse_args(argv)
 
     from datetime import timedelta
@@ -157,12 +164,14 @@ def _worker(argv: list[str]) -> int:
     mon = Monitor(
         every=a.every,
         action=a.action,
+        min_slowdown=a.min_slowdown,
         on_verdict=lambda v: changes.append(
             {"at_step": mon.status()["steps"], "device": v.device, "status": str(v.status)}
         ),
         on_degraded=lambda v: acted.append(v.device),
     )
     g = torch.Generator().manual_seed(rank)
+    compute: list = []  # this rank's compute times, for the failure message
     try:
         for step in range(a.steps):
             x = torch.randn(16, 32, generator=g)
@@ -174,6 +183,7 @@ def _worker(argv: list[str]) -> int:
             opt.step()
             opt.zero_grad()
             mon.step_end()
+            compute.append(mon.status()["last"].get("compute_time"))
         mon.close()
     except RuntimeError as exc:  # the peer that exited: gloo reports the closed connection
         print(f"rank {rank}: peer lost: {exc}", flush=True)
@@ -183,6 +193,7 @@ def _worker(argv: list[str]) -> int:
         "verdicts": [v.to_dict() for v in mon.verdicts()],
         "changes": changes,
         "acted": acted,
+        "compute": compute,
         "status": mon.status(),
     }
     (a.out / f"rank{rank}.json").write_text(json.dumps(result, default=str))

@@ -154,6 +154,8 @@ class Monitor:
         Smallest slowdown worth flagging (0.05 = 5 %), passed to the engine.
     config : EngineConfig or dict, optional
         Full engine configuration; ``min_slowdown`` overrides its field.
+        Default: the engine's defaults with ``persistence`` raised to
+        ``every``, so a rank is flagged only when slow for a whole window.
     action : {"log", "raise", "exit", "none"}
         What to do when this rank's device reaches ``act_at``: log a warning,
         raise :class:`degrade.errors.DeviceDegradedError`, or end the process
@@ -398,7 +400,10 @@ class Monitor:
 
         cfg = self.config
         if cfg is None:
-            return EngineConfig(min_slowdown=self._min_slowdown)
+            # a rank is acted on (possibly evicted) only when slow for a whole exchange
+            # window: shorter bursts are intermittent stalls, not a device to replace
+            persistence = max(EngineConfig.persistence, self.every)
+            return EngineConfig(min_slowdown=self._min_slowdown, persistence=persistence)
         if isinstance(cfg, dict):
             return EngineConfig(**{**cfg, "min_slowdown": self._min_slowdown})
         import dataclasses
