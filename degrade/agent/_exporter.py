@@ -112,10 +112,11 @@ class DegradeCollector:
             "Time of the GPU's last good NVML sample (Unix time)",
             labels=list(_LABELS),
         )
+        # free-text reasons carry changing numbers and would churn series: they stay on /verdicts
         info_m = GaugeMetricFamily(
             "degrade_device_info",
-            "Verdict details: the first reason and the suggested action",
-            labels=[*_LABELS, "reason", "action"],
+            "The suggested action for the GPU's current verdict (reasons are on /verdicts)",
+            labels=[*_LABELS, "action"],
         )
         for v in snap["verdicts"]:
             info = gpus.get(v.device, {})
@@ -129,8 +130,7 @@ class DegradeCollector:
                              (detected, v.detected_time), (last, info.get("last_sample"))):
                 if val is not None and math.isfinite(val):
                     fam.add_metric(lab, float(val))
-            reason = v.reasons[0][:200] if v.reasons else ""
-            info_m.add_metric([*lab, reason, v.action or ""], 1.0)
+            info_m.add_metric([*lab, v.action or ""], 1.0)
         yield from (status, sev, slow, score, onset, detected, present, last, info_m)
 
         errs = CounterMetricFamily(
