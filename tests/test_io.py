@@ -412,3 +412,18 @@ def test_where_filters_on_canonical_columns(tmp_path):
     c = pl.DataFrame({"UUID": ["x", "y"], "Hostname": ["n1", "n2"], "timestamp": [1.0, 1.0],
                       "DCGM_FI_DEV_GPU_TEMP": [50, 60]})
     assert read_counters(c, where=pl.col("host") == "n2").collect()["device"].to_list() == ["y"]
+
+
+def test_fleet_directory_holds_both_kinds(tmp_path):
+    from degrade.simulate import simulate
+
+    res = simulate("tiny")
+    paths = res.write(tmp_path)
+    rep = ReadReport()
+    assert read_timings(str(tmp_path), report=rep).collect().height == res.timings.height
+    assert rep.other_kind_files == [paths["counters"]]
+    rep = ReadReport()
+    assert read_counters(str(tmp_path), report=rep).collect().height == res.counters.height
+    assert rep.other_kind_files == [paths["timings"]]
+    with pytest.raises(SchemaError, match="use read_counters"):
+        read_timings(paths["counters"])  # named explicitly: an error, not a skip

@@ -9,7 +9,8 @@ Validation happens here, once. What is an error and what is dropped:
   seconds are expected), or no rows at all in any input;
 - reported and skipped: empty files (0 bytes or 0 rows), listed in
   :class:`ReadReport` ``.empty_files``; unreadable files only with
-  ``on_bad_file="skip"`` (``.bad_files``);
+  ``on_bad_file="skip"`` (``.bad_files``); in a directory, files of the
+  other kind (counters when reading timings) in ``.other_kind_files``;
 - dropped rows, counted by :meth:`ReadReport.row_issues`: rows without a
   device or step/timestamp, and duplicates of (job, device, step) for timings
   or (device, timestamp) for counters (the first row is kept);
@@ -68,6 +69,7 @@ class ReadReport:
     files: list[str] = field(default_factory=list)
     empty_files: list[str] = field(default_factory=list)
     bad_files: list[str] = field(default_factory=list)
+    other_kind_files: list[str] = field(default_factory=list)
     layouts: dict[str, str] = field(default_factory=dict)
     _raw: list[Any] = field(default_factory=list, repr=False)
     _keys: tuple[str, ...] = field(default=(), repr=False)
@@ -118,6 +120,7 @@ class _Part:
     label: str
     lf: Any
     schema: dict[str, Any]
+    in_dir: bool = False  # found by listing a directory (not named by the caller)
 
 
 def _file_format(path: str) -> str | None:
@@ -258,6 +261,7 @@ def _expand(source, report: ReadReport, on_bad_file: str) -> list[_Part]:
         report.files.append(f)
         part = _scan_one(f, fmt, report, on_bad_file, hive)
         if part is not None and not (_TRUTH_MARKERS & set(part.schema)):
+            part.in_dir = hive_root is not None
             parts.append(part)
     return parts
 
@@ -456,6 +460,9 @@ def read_timings(
     parts = []
     for part in _expand(paths, report, on_bad_file):
         kind = _kind_or_none(part.schema)
+        if kind == "counters" and part.in_dir:
+            report.other_kind_files.append(part.label)  # a fleet directory holds both kinds
+            continue
         if kind == "counters":
             raise SchemaError(
                 f"{part.label}: holds device counters, not step timings; use read_counters for this file"
@@ -637,6 +644,9 @@ def read_counters(
     parts = []
     for part in _expand(paths, report, on_bad_file):
         kind = _kind_or_none(part.schema)
+        if kind == "timings" and part.in_dir:
+            report.other_kind_files.append(part.label)
+            continue
         if kind == "timings":
             raise SchemaError(f"{part.label}: holds step timings, not device counters; use read_timings")
         lf, layout = _counters_part(part)
