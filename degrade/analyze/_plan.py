@@ -151,24 +151,15 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
     job_devices: set = set()
     if tl is not None:
         schema = tl.collect_schema()
-        aggs = [
-            pl.len().alias("rows"),
-            pl.col("step").min().alias("step_min"),
-            pl.col("step").max().alias("step_max"),
-        ]
-        for opt in ("host", "group"):
-            if opt in schema:
-                aggs.append(pl.col(opt).drop_nulls().first().alias(opt))
-        if "group" in schema:
-            aggs.append(pl.col("group").n_unique().alias("n_groups"))
-        if "timestamp" in schema:
-            aggs += [pl.col("timestamp").cast(pl.Float64).min().alias("ts_min"),
-                     pl.col("timestamp").cast(pl.Float64).max().alias("ts_max")]
         tcols = _timing_columns(schema)
-        aggs += [pl.col(c).count().alias(f"_n_{c}") for c in tcols]
-        meta_all = tl.group_by(["job", "device"]).agg(aggs).collect()
+        raw = _raw_timings(sources)
+        if raw is not None:
+            meta_all = _plan_raw(raw, sources, tcols, log)
+        else:
+            meta_all = _plan_read(tl, schema, tcols)
+            _count_dropped(t_reports, int(meta_all.get_column("rows").sum()) if meta_all.height else 0,
+                           log)
         info["timing_rows"] = int(meta_all.get_column("rows").sum()) if meta_all.height else 0
-        _count_dropped(t_reports, info["timing_rows"], log)
         jobs = meta_all.get_column("job").unique().to_list()
         for job in sorted(jobs, key=lambda j: (j is not None, str(j))):
             meta = _indexed(meta_all.filter(_job_filter(job)).drop("job"))
@@ -215,6 +206,85 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
                               rows=int(sub.get_column("rows").sum())))
     info["rows"] = info["timing_rows"] + info["counter_rows"]
     return units, info
+
+
+def _meta_aggs(schema, tcols, *, raw: bool):
+    import polars as pl
+
+    aggs = [pl.col("step").min().alias("step_min"), pl.col("step").max().alias("step_max")]
+    for opt in ("host", "group"):
+        if opt in schema:
+            aggs.append(pl.col(opt).cast(pl.String).drop_nulls().first().alias(opt))
+    if "timestamp" in schema:
+        ts = pl.col("timestamp").cast(pl.Float64)
+        if raw:  # the reader's rule: Prometheus exports are in milliseconds
+            ts = pl.when(ts > 1e14).then(ts / 1e6).when(ts > 1e11).then(ts / 1e3).otherwise(ts)
+        aggs += [ts.min().alias("ts_min"), ts.max().alias("ts_max")]
+    for c in tcols:
+        ok = (pl.col(c).is_finite() & (pl.col(c) > 0)) if raw else pl.col(c).is_not_null()
+        aggs.append(ok.sum().alias(f"_n_{c}"))
+    return aggs
+
+
+def _plan_read(tl, schema, tcols):
+    """Metadata through the reader (any format, any column aliases): one sorted pass."""
+    import polars as pl
+
+    aggs = [pl.len().alias("rows"), *_meta_aggs(schema, tcols, raw=False)]
+    return tl.group_by(["job", "device"]).agg(aggs).collect()
+
+
+def _raw_timings(sources):
+    """Plain Parquet scans of every timing source when their columns are already canonical.
+
+    The reader sorts and de-duplicates the whole source before anything else;
+    the plan only needs per-device counts and ranges, which one hash group-by
+    over the raw columns gives (duplicates are counted as rows minus distinct
+    steps), so big datasets are not sorted just to be planned.
+    """
+    import polars as pl
+
+    frames = []
+    for s in sources:
+        if s.kind != "timings":
+            continue
+        raw = s._raw_parquet()
+        if raw is None:
+            return None
+        sch = raw.collect_schema()
+        if sch.get("device") != pl.String or "step" not in sch or not sch["step"].is_integer():
+            return None
+        if "job" in sch and sch["job"] != pl.String:
+            return None
+        for c in [c for c in sch if c.endswith("_time")] + (["timestamp"] if "timestamp" in sch else []):
+            if not sch[c].is_numeric():
+                return None  # let the reader raise its clear SchemaError
+        frames.append(raw)
+    if not frames:
+        return None
+    lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+    if "job" not in lf.collect_schema():
+        lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias("job"))
+    return lf
+
+
+def _plan_raw(raw, sources, tcols, log: WarningLog):
+    import polars as pl
+
+    schema = raw.collect_schema()
+    tcols = [c for c in tcols if c in schema]
+    aggs = [pl.len().alias("_raw"), pl.col("step").n_unique().alias("rows"),
+            *_meta_aggs(schema, tcols, raw=True)]
+    meta = (raw.filter(pl.col("device").is_not_null() & pl.col("step").is_not_null())
+            .group_by(["job", "device"]).agg(aggs).collect())
+    tsrc = [s for s in sources if s.kind == "timings"]
+    name = tsrc[0].name if len(tsrc) == 1 else "timings"
+    total = sum(r for r in (s.raw_rows() for s in tsrc) if r is not None)
+    kept = int(meta.get_column("_raw").sum()) if meta.height else 0
+    log.add("null_key", total - kept, source=name)
+    log.add("duplicate_rows", kept - (int(meta.get_column("rows").sum()) if meta.height else 0),
+            source=name)
+    return meta.drop("_raw")
 
 
 def _counter_interval(meta) -> float:
@@ -282,10 +352,23 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
                 pending.append((edges[k], order, thunk))
                 order += 1
     pending.sort(key=lambda p: (p[0], p[1]))
-    for _, _, thunk in pending:
-        block = thunk()
+    if len(pending) == 1:
+        block = pending[0][2]()
         if block is not None:
             yield block
+        return
+    # read and pivot the next chunk while the engine runs on this one: polars and the
+    # numba kernel both release the GIL, and at most two chunks are in memory
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="degrade-read") as pool:
+        nxt = pool.submit(pending[0][2])
+        for k in range(len(pending)):
+            block = nxt.result()
+            if k + 1 < len(pending):
+                nxt = pool.submit(pending[k + 1][2])
+            if block is not None:
+                yield block
 
 
 def make_engine(config):
