@@ -538,3 +538,87 @@ def test_background_judge_error_switches_off(monkeypatch, caplog):
         m.close()
     assert m.status()["error"] is not None
     assert sum("internal error" in r.message for r in caplog.records) == 1
+
+
+def test_loop_verdicts_equal_batch_analysis_of_the_same_timings():
+    """The loop judges with the batch engine: same rows in, same verdicts out."""
+    from degrade.verdict.engine import VerdictEngine
+
+    rng = np.random.default_rng(7)
+    T, N, every = 240, 6, 20
+    # heavy-tailed, autocorrelated noise; rank 4 is 12 % slower from step 100
+    eps = rng.standard_t(4, size=(T, N)) * 0.01
+    eps[1:] += 0.5 * eps[:-1]
+    compute = 0.2 * np.exp(eps)
+    compute[100:, 4] *= 1.12
+    wall = compute.max(axis=1, keepdims=True).repeat(N, axis=1) + 0.01
+    steps = np.arange(1, T + 1)
+
+    def gather(s):
+        idx = np.asarray(s["steps"]) - 1
+        return [
+            dict(
+                s,
+                device=f"gpu{r}",
+                rank=r,
+                compute_time=compute[idx, r].tolist(),
+                step_time=wall[idx, r].tolist(),
+            )
+            for r in range(N)
+        ]
+
+    seen = []
+    mon = _Monitor(
+        every=every,
+        gather=gather,
+        device="gpu0",
+        background=False,
+        action="none",
+        on_verdict=seen.append,
+    )
+    for t in range(T):
+        mon.step(step_time=wall[t, 0], compute_time=compute[t, 0])
+    mon.close()
+
+    ref = VerdictEngine(mon._engine_config())
+    devs = [f"gpu{r}" for r in range(N)]
+    ref.run(devs, {"compute_time": compute, "step_time": wall}, steps=steps, groups=["0"] * N)
+
+    def strip(v):
+        d = v.to_dict()
+        return {
+            k: x for k, x in d.items() if not k.endswith("_time") and k != "reasons" and k != "host"
+        }
+
+    got = {v.device: strip(v) for v in mon.verdicts()}
+    want = {v.device: strip(v) for v in ref.verdicts()}
+    assert got == want
+    assert got["gpu4"]["status"] == "degraded"
+    assert all(got[d]["status"] == "healthy" for d in devs if d != "gpu4")
+
+
+def test_elastic_ranks_leave_and_join_without_error():
+    rng = np.random.default_rng(3)
+
+    def gather(s):
+        step = s["steps"][-1] if s["steps"] else 0
+        ranks = range(4) if step <= 100 else (0, 1, 2, 5)  # rank 3 leaves, rank 5 joins
+        return [
+            dict(
+                s,
+                device=f"gpu{r}",
+                rank=r,
+                compute_time=(0.1 * np.exp(rng.normal(0, 0.01, len(s["steps"])))).tolist(),
+            )
+            for r in ranks
+        ]
+
+    mon = _Monitor(
+        every=10, gather=gather, device="gpu0", background=False, strict=True, action="none"
+    )
+    for _ in range(220):
+        mon.step(compute_time=0.1)
+    status = {v.device: str(v.status) for v in mon.verdicts()}
+    assert set(status) == {"gpu0", "gpu1", "gpu2", "gpu3", "gpu5"}
+    assert status["gpu3"] == "unknown"  # its data stopped: never judged healthy by default
+    assert all(status[d] == "healthy" for d in ("gpu0", "gpu1", "gpu2", "gpu5"))
