@@ -32,6 +32,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _dcgm_lookalike(fake):
+    """A /metrics endpoint with dcgm-exporter's series names and labels for the fake's GPUs."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lines = ["# HELP DCGM_FI_DEV_SM_CLOCK SM clock frequency (in MHz).", "# TYPE DCGM_FI_DEV_SM_CLOCK gauge"]
+    for g in range(fake.n_gpus):
+        lines.append(
+            f'DCGM_FI_DEV_SM_CLOCK{{gpu="{g}",UUID="{fake.uuids[g]}",pci_bus_id="{fake.pci_bus_ids[g]}",'
+            f'device="nvidia{g}",modelName="{fake.names[g]}",hostname="{fake.host}"}} 1980'
+        )
+    body = ("\n".join(lines) + "\n").encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
 def _query(port: int, promql: str) -> list[dict]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     doc = json.loads(urllib.request.urlopen(url, timeout=5).read())
@@ -61,12 +89,15 @@ def test_real_prometheus_sees_the_degraded_gpu(prometheus_binary, tmp_path):
     agent.start()
     agent.poll_once()  # engine and kernels ready before Prometheus starts its clock
     server = serve(agent, "127.0.0.1:0")
+    dcgm = _dcgm_lookalike(fake)
     pport = _free_port()
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text(
         "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\n"
         "scrape_configs:\n  - job_name: degrade\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{server.port}']\n"
+        "  - job_name: dcgm\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{dcgm.server_address[1]}']\n"
     )
     proc = subprocess.Popen(
         [prometheus_binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'data'}",
@@ -115,6 +146,10 @@ def test_real_prometheus_sees_the_degraded_gpu(prometheus_binary, tmp_path):
         assert float(polls[0]["value"][1]) == agent.polls_total
         up = _query(pport, 'up{job="degrade"}')
         assert up[0]["value"][1] == "1"
+        # the join docs/agent.md promises: dcgm-exporter's series by UUID, no relabelling
+        joined = _query(pport, 'DCGM_FI_DEV_SM_CLOCK * on(UUID) group_left(status) '
+                               '(degrade_device_status{status="degraded"} == 1)')
+        assert [(j["metric"]["UUID"], j["metric"]["status"]) for j in joined] == [(bad_uuid, "degraded")]
     finally:
         stop.set()
         proc.terminate()
@@ -124,4 +159,6 @@ def test_real_prometheus_sees_the_degraded_gpu(prometheus_binary, tmp_path):
             proc.kill()
             proc.wait(timeout=10)
         server.close()
+        dcgm.shutdown()
+        dcgm.server_close()
         agent.close()
