@@ -714,3 +714,33 @@ def test_simulated_hard_faults_reach_the_right_verdicts(tmp_path):
     want = dict(zip(fake.truth["device"].to_list(), fake.truth["expected_status"].to_list()))
     assert want == {d: got[d] for d in want}
     assert all(s == "healthy" for d, s in got.items() if d not in want)
+
+
+def test_collected_rows_round_trip_through_the_schema(tmp_path):
+    """simulator counters -> fake NVML -> collector rows -> Parquet -> read_counters: the same numbers."""
+    require("pynvml")
+    pl = require("polars")
+    from degrade.agent import FakeNVML, NVMLCollector, rows_to_frame
+    from degrade.io import read_counters
+    from degrade.simulate import load_scenario, simulate
+
+    counters = simulate(load_scenario(SCENARIO)).counters
+    fake = FakeNVML.from_counters(counters)
+    rows = []
+    with NVMLCollector(fake, clock=fake.time, host=fake.host, slow_interval=1e-9, xid_events=False) as col:
+        for _ in range(60):
+            rows.extend(col.poll())
+            fake.advance()
+    path = tmp_path / "agent-counters.parquet"
+    rows_to_frame(rows).write_parquet(path)
+    got = read_counters(str(path)).collect().sort("device", "timestamp")
+    want = counters.filter(pl.col("timestamp") <= got["timestamp"].max()).sort("device", "timestamp")
+    assert got.height == want.height == 60 * 8
+    for c in ("sm_clock_mhz", "mem_clock_max_mhz", "clock_event_reasons", "pcie_link_width", "xid_last",
+              "remap_pending", "ecc_uncorrected_total", "nvlink_crc_errors_total", "device_lost"):
+        np.testing.assert_array_equal(got[c].cast(pl.Float64).to_numpy(), want[c].cast(pl.Float64).to_numpy(), err_msg=c)
+    # NVML's integer units: milliwatts, whole percent, whole degrees
+    np.testing.assert_allclose(got["power_watts"].to_numpy(), want["power_watts"].to_numpy(), atol=5e-4)
+    np.testing.assert_allclose(got["gpu_util_ratio"].to_numpy(), want["gpu_util_ratio"].to_numpy(), atol=5e-3)
+    np.testing.assert_allclose(got["gpu_temp_celsius"].to_numpy(), want["gpu_temp_celsius"].to_numpy(), atol=0.5)
+    assert got["uuid"].to_list() == want["uuid"].to_list() and got["host"].to_list() == want["host"].to_list()

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["Agent", "AgentConfig", "FakeNVML", "NVMLCollector", "serve", "write_textfile"]
+__all__ = ["Agent", "AgentConfig", "FakeNVML", "NVMLCollector", "exposition", "rows_to_frame", "serve",
+           "verdicts_json", "write_textfile"]
 
 _LAZY = {
     "Agent": "degrade.agent._pipeline",
     "AgentConfig": "degrade.agent._pipeline",
     "FakeNVML": "degrade.agent._fake",
     "NVMLCollector": "degrade.agent._collector",
+    "rows_to_frame": "degrade.agent._collector",
+    "exposition": "degrade.agent._exporter",
+    "verdicts_json": "degrade.agent._exporter",
     "serve": "degrade.agent._exporter",
     "write_textfile": "degrade.agent._exporter",
 }

@@ -33,7 +33,9 @@ from typing import Any
 
 from degrade.errors import InputError, NVMLUnavailableError
 
-__all__ = ["GPUInfo", "NVMLCollector", "FAST_METRICS", "SLOW_METRICS", "COUNTER_COLUMNS", "load_nvml"]
+__all__ = [
+    "GPUInfo", "NVMLCollector", "FAST_METRICS", "SLOW_METRICS", "COUNTER_COLUMNS", "load_nvml", "rows_to_frame",
+]
 
 #: every metric column a row may hold (canonical counter names, docs/architecture.md)
 COUNTER_COLUMNS: tuple[str, ...] = (
@@ -553,3 +555,32 @@ class NVMLCollector:
 
 class _Timeout(Exception):
     value = _TIMEOUT
+
+
+_IDENTITY = ("device", "timestamp", "host", "model", "uuid", "gpu", "pci_bus_id")
+
+
+def rows_to_frame(rows: list[dict[str, Any]]):
+    """Collector rows as a polars DataFrame in the canonical counters schema.
+
+    Every counter column is present (null where a metric was missing);
+    integer-valued counters are Int64, the rest Float64. Write it with
+    ``.write_parquet`` and ``degrade analyze`` / ``read_counters`` read it.
+    """
+    from degrade._optional import import_optional
+
+    pl = import_optional("polars", "batch")
+    ints = {"clock_event_reasons", "pcie_link_gen", "pcie_link_gen_max", "pcie_link_width",
+            "pcie_link_width_max", "pcie_replay_total", "ecc_corrected_total", "ecc_uncorrected_total",
+            "remapped_rows_correctable", "remapped_rows_uncorrectable", "remap_pending", "remap_failure",
+            "xid_last", "nvlink_crc_errors_total", "nvlink_replay_errors_total",
+            "nvlink_recovery_errors_total", "device_lost"}
+    schema = {"device": pl.String, "timestamp": pl.Float64, "host": pl.String, "model": pl.String,
+              "uuid": pl.String, "gpu": pl.Int64, "pci_bus_id": pl.String}
+    schema.update({c: (pl.Int64 if c in ints else pl.Float64) for c in COUNTER_COLUMNS})
+    data = {
+        c: [None if (v := r.get(c)) is None or (isinstance(v, float) and math.isnan(v))
+            else (int(v) if schema[c] == pl.Int64 else v) for r in rows]
+        for c in schema
+    }
+    return pl.DataFrame(data, schema=schema)
