@@ -124,6 +124,15 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
         e = _channel_evidence(eng, SS, i, f"{metric} {{pct:.1f}} % above its own baseline (no peers)", latch)
         if e:
             ev.append(e)
+        r = eng._SB[i]
+        if r[K.C_ALARM] != 0.0 or (latch and r[K.C_EPISODES] > 0):
+            since = _at(r[K.C_ONSTEP], r[K.C_ONTIME])
+            ev.append(_Evidence(Status.DEGRADED, float(r[K.C_PEAK] if latch else r[K.C_S] / r[K.C_H]),
+                                f"intermittent stalls of {metric} (steps at least 2x the peers' median) since "
+                                f"{since}: mean {100 * math.expm1(r[K.C_ASUM] / max(r[K.C_AN], 1.0)):.1f} % "
+                                f"above peers; stall CUSUM {r[K.C_PEAK] * r[K.C_H]:.1f} > h {r[K.C_H]:.1f}",
+                                "timing", math.expm1(r[K.C_ASUM] / max(r[K.C_AN], 1.0)), r[K.C_ONSTEP],
+                                r[K.C_ONTIME], r[K.C_DETSTEP], r[K.C_DETTIME]))
         e = _channel_evidence(eng, SC, i, "SM clock {pct:.1f} % below busy peers of the same model", latch)
         if e:
             e.action = "clock"
@@ -155,12 +164,11 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
             if not on:
                 continue
             rate = r[K.HF_RATE]
-            if rate >= cfg.counter_rate_degraded and k != K.H_ECC_CORRECTED:
-                status = Status.DEGRADED
-            elif k == K.H_ECC_CORRECTED and rate < cfg.counter_rate_degraded:
+            # a rising link/ECC counter alone costs little throughput: suspect;
+            # the timing channels make it degraded when it does slow the device
+            if k == K.H_ECC_CORRECTED and rate < cfg.counter_rate_degraded:
                 continue
-            else:
-                status = Status.SUSPECT
+            status = Status.SUSPECT
             ev.append(_Evidence(status, rate / cfg.counter_rate_degraded,
                                 f"{text} (+{int(r[K.HF_TOTAL])}, in {100 * rate:.0f} % of recent samples) since "
                                 f"{_at(r[K.HF_ONSTEP], r[K.HF_ONTIME])}", action, None, r[K.HF_ONSTEP],

@@ -48,7 +48,9 @@ C_LASTX = 25  # last deviation fed in
 C_LASTSTEP = 26
 C_SQ = 27  # running mean square of the winsorised residual
 C_XP = 28  # running mean lag-1 product of the winsorised residual
-C_FIELDS = 29
+C_FSTEP = 29  # first sample of the channel (onset of faults present from the start)
+C_FTIME = 30
+C_FIELDS = 31
 
 # --- hard signals ---------------------------------------------------------
 H_HW_SLOWDOWN = 0
@@ -176,7 +178,11 @@ P_CLAM = 14  # forgetting of counter rise rates
 P_WEAKP = 15
 P_XIDHOLD = 16  # samples a non-fatal XID stays active (<= 0: until restart)
 P_CRECOVER = 17  # samples without a counter rise before it clears
-P_PARAMS = 18
+P_STALL = 18  # log-ratio to peers above which a step counts as a stall
+P_STALL_UP = 19  # Bernoulli CUSUM increments log(p1/p0) and log((1-p1)/(1-p0))
+P_STALL_DOWN = 20
+P_STALL_H = 21  # log(arl0): Lorden's bound makes the in-control ARL at least arl0
+P_PARAMS = 22
 
 NAN = np.nan
 
@@ -251,8 +257,13 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
         S[i, C_SIG] = sig
         S[i, C_H] = h
         if s_prev == 0.0 and s_new > 0.0:
-            S[i, C_CSTEP] = step
-            S[i, C_CTIME] = ts
+            if n == P[P_WARM]:
+                # rising from the first judged sample: the device was off from its first
+                S[i, C_CSTEP] = S[i, C_FSTEP]
+                S[i, C_CTIME] = S[i, C_FTIME]
+            else:
+                S[i, C_CSTEP] = step
+                S[i, C_CTIME] = ts
             S[i, C_SSUM] = 0.0
             S[i, C_SN] = 0.0
         if s_new > 0.0:
@@ -295,6 +306,9 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
     # location/scale learn only while the statistic is low, so a fault cannot
     # teach the detector that it is normal; excluding every sample with S > 0
     # would bias the autocorrelation down (positive runs are what lift S)
+    if n == 0:
+        S[i, C_FSTEP] = step
+        S[i, C_FTIME] = ts
     if S[i, C_ALARM] == 0.0 and (not warm or s_new < 0.5 * S[i, C_H]):
         if n == 0:
             S[i, C_LOC] = x
@@ -332,6 +346,66 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
                 S[i, C_PREV] = rc
     S[i, C_N] = n + 1.0
     S[i, C_LASTX] = dv
+    S[i, C_LASTSTEP] = step
+
+
+@njit
+def _stall_update(S, i, d, step, ts, P):
+    """Bernoulli CUSUM on "this step took far longer than the peers' median".
+
+    Intermittent stalls are clipped away by the winsorised level CUSUM; this
+    channel counts them instead. Increments are the log-likelihood ratio of
+    a stall rate p1 (stalls that add ``min_slowdown`` on average) against a
+    healthy rate p0, so by Lorden's bound ``h = log(arl0)`` keeps the
+    in-control ARL above ``arl0``.
+    """
+    n = S[i, C_N]
+    u = d > P[P_STALL]
+    s_prev = S[i, C_S]
+    h = P[P_STALL_H]
+    s_new = s_prev + (P[P_STALL_UP] if u else P[P_STALL_DOWN])
+    if s_new < 0.0:
+        s_new = 0.0
+    if s_new > P[P_CAP] * h:
+        s_new = P[P_CAP] * h
+    if n >= P[P_WARM]:
+        if s_prev == 0.0 and s_new > 0.0:
+            S[i, C_CSTEP] = step
+            S[i, C_CTIME] = ts
+            S[i, C_SSUM] = 0.0
+            S[i, C_SN] = 0.0
+        if s_new > 0.0:
+            S[i, C_SSUM] += d
+            S[i, C_SN] += 1.0
+        S[i, C_S] = s_new
+        S[i, C_H] = h
+        if S[i, C_ALARM] == 0.0:
+            if s_new > h:
+                S[i, C_ALARM] = 1.0
+                S[i, C_ONSTEP] = S[i, C_CSTEP]
+                S[i, C_ONTIME] = S[i, C_CTIME]
+                S[i, C_DETSTEP] = step
+                S[i, C_DETTIME] = ts
+                S[i, C_ASUM] = S[i, C_SSUM]
+                S[i, C_AN] = S[i, C_SN]
+                S[i, C_CLEAR] = 0.0
+                S[i, C_PEAK] = s_new / h
+                S[i, C_ENDSTEP] = NAN
+                S[i, C_ENDTIME] = NAN
+                S[i, C_EPISODES] += 1.0
+        else:
+            S[i, C_ASUM] += d
+            S[i, C_AN] += 1.0
+            if s_new / h > S[i, C_PEAK]:
+                S[i, C_PEAK] = s_new / h
+            if s_new == 0.0:
+                S[i, C_ALARM] = 0.0
+                S[i, C_ENDSTEP] = step
+                S[i, C_ENDTIME] = ts
+        if u:
+            S[i, C_HIT] += 1.0  # stalls counted since the start
+    S[i, C_N] = n + 1.0
+    S[i, C_LASTX] = d
     S[i, C_LASTSTEP] = step
 
 
@@ -682,6 +756,7 @@ def _engine_block(
     ST,
     SS,
     SC,
+    SB,
     SH,
     SD,
     SJ,
@@ -755,6 +830,7 @@ def _engine_block(
                         SD[i, SD_NPEERS] = m - 1
                         d = vals[r] - _loo_median(vals, m, r)
                         _channel_update(ST, i, d, False, st, ts, P, dz_grid, hz_grid)
+                        _stall_update(SB, i, d, st, ts, P)
                 elif m == 1:
                     j = pos[0]
                     i = dev[j]

@@ -115,8 +115,12 @@ class EngineConfig:
         Samples over which rising error counters (PCIe replay, NVLink) are
         averaged; a rise clears after this many samples without one.
     counter_rate_degraded
-        Fraction of samples with a rise above which a rising counter makes the
-        device degraded rather than suspect.
+        Fraction of recent samples with a rise above which corrected ECC errors
+        make a device suspect. Rising PCIe replay / NVLink counters make it
+        suspect at any rate; the timing channels decide whether it is slower.
+    stall_rate
+        Healthy rate of stalls (steps at least twice the peers' median) per
+        device; intermittent stalls well above it are flagged.
     xid_hold
         Samples a non-fatal XID (and uncorrectable ECC) keeps the device
         degraded; 0 keeps it until the engine is reset.
@@ -149,6 +153,7 @@ class EngineConfig:
     counter_window: int = 30
     counter_rate_degraded: float = 0.2
     xid_hold: int = 0
+    stall_rate: float = 0.005
     data_timeout_steps: int = 50
     data_timeout_s: float = 120.0
     latch: bool = False
@@ -181,6 +186,8 @@ class EngineConfig:
             raise bad("cap", "a number >= 1")
         if not (0.0 <= self.idle_util <= self.busy_util <= 1.0):
             raise bad("busy_util", "0 <= idle_util <= busy_util <= 1")
+        if not (0.0 < self.stall_rate < 0.5):
+            raise bad("stall_rate", "a fraction in (0, 0.5)")
         if not (0.0 < self.counter_rate_degraded <= 1.0):
             raise bad("counter_rate_degraded", "a fraction in (0, 1]")
         if self.timing_metric is not None and not str(self.timing_metric).endswith("_time"):
@@ -337,6 +344,7 @@ class VerdictEngine:
         self._ST = np.empty((0, K.C_FIELDS))
         self._SS = np.empty((0, K.C_FIELDS))
         self._SC = np.empty((0, K.C_FIELDS))
+        self._SB = np.empty((0, K.C_FIELDS))
         self._SH = np.empty((0, K.H_KINDS, K.HF_FIELDS))
         self._SD = np.empty((0, K.SD_FIELDS))
         self._gkeys: dict[tuple, int] = {}
@@ -373,6 +381,14 @@ class VerdictEngine:
         p[K.P_WEAKP] = cfg.weak_persistence
         p[K.P_XIDHOLD] = cfg.xid_hold
         p[K.P_CRECOVER] = cfg.counter_window
+        # stalls: steps at least twice the peers' median; healthy devices have
+        # them at rate p0, a device whose stalls add min_slowdown at rate p1
+        p0 = cfg.stall_rate
+        p1 = max(cfg.min_slowdown, 2.0 * p0)
+        p[K.P_STALL] = math.log(2.0)
+        p[K.P_STALL_UP] = math.log(p1 / p0)
+        p[K.P_STALL_DOWN] = math.log((1.0 - p1) / (1.0 - p0))
+        p[K.P_STALL_H] = math.log(cfg.arl0)
         return p
 
     def _grow(self, need: int) -> None:
@@ -389,6 +405,7 @@ class VerdictEngine:
         self._ST = grow(self._ST, self._fresh_channel())
         self._SS = grow(self._SS, self._fresh_channel())
         self._SC = grow(self._SC, self._fresh_channel())
+        self._SB = grow(self._SB, self._fresh_channel())
         self._SH = grow(self._SH, self._fresh_hard())
         self._SD = grow(self._SD, self._fresh_device())
         self._cap = cap
@@ -397,7 +414,8 @@ class VerdictEngine:
     def _fresh_channel() -> np.ndarray:
         row = np.zeros(K.C_FIELDS)
         for f in (K.C_SCALE, K.C_PREV, K.C_CSTEP, K.C_CTIME, K.C_ONSTEP, K.C_ONTIME, K.C_DETSTEP,
-                  K.C_DETTIME, K.C_H, K.C_SIG, K.C_ENDSTEP, K.C_ENDTIME, K.C_LASTX, K.C_LASTSTEP):
+                  K.C_DETTIME, K.C_H, K.C_SIG, K.C_ENDSTEP, K.C_ENDTIME, K.C_LASTX, K.C_LASTSTEP,
+                  K.C_FSTEP, K.C_FTIME):
             row[f] = np.nan
         return row
 
@@ -624,7 +642,7 @@ class VerdictEngine:
             t, n_ev = K._engine_block(
                 t, float(self.t_), XT, XJ, C, cmap, st, tm, dev, tg_ptr, tg_mem, tg_state,
                 tg_ptr, tg_mem, self._params, self._dz, self._hz,
-                self._ST, self._SS, self._SC, self._SH, self._SD, self._SJ, self._ev,
+                self._ST, self._SS, self._SC, self._SB, self._SH, self._SD, self._SJ, self._ev,
             )
             if n_ev:
                 self._drain_events(n_ev)
@@ -710,6 +728,7 @@ class VerdictEngine:
         self._ST = self._ST[keep].copy()
         self._SS = self._SS[keep].copy()
         self._SC = self._SC[keep].copy()
+        self._SB = self._SB[keep].copy()
         self._SH = self._SH[keep].copy()
         self._SD = self._SD[keep].copy()
         self._cap = len(keep)
@@ -738,6 +757,7 @@ class VerdictEngine:
             "timing_peer": self._ST[:m].copy(),
             "timing_own": self._SS[:m].copy(),
             "clock_peer": self._SC[:m].copy(),
+            "stall_peer": self._SB[:m].copy(),
             "hard": self._SH[:m].copy(),
             "device": self._SD[:m].copy(),
             "job_groups": list(self._gnames),
@@ -756,8 +776,12 @@ class VerdictEngine:
             arrays = {k: np.asarray(d[k], dtype=np.float64) for k in
                       ("timing_peer", "timing_own", "clock_peer", "hard", "device", "job_state")}
             m = len(devices)
+            # states saved before the stall channel existed start it fresh
+            arrays["stall_peer"] = (np.asarray(d["stall_peer"], dtype=np.float64) if "stall_peer" in d
+                                    else np.tile(self._fresh_channel(), (m, 1)))
+            m = len(devices)
             expect = {"timing_peer": (m, K.C_FIELDS), "timing_own": (m, K.C_FIELDS),
-                      "clock_peer": (m, K.C_FIELDS), "hard": (m, K.H_KINDS, K.HF_FIELDS),
+                      "clock_peer": (m, K.C_FIELDS), "stall_peer": (m, K.C_FIELDS), "hard": (m, K.H_KINDS, K.HF_FIELDS),
                       "device": (m, K.SD_FIELDS), "job_state": (len(d["job_groups"]), K.J_FIELDS)}
             for k, shp in expect.items():
                 if arrays[k].shape != shp:
@@ -777,6 +801,7 @@ class VerdictEngine:
         self._ST[:m] = arrays["timing_peer"]
         self._SS[:m] = arrays["timing_own"]
         self._SC[:m] = arrays["clock_peer"]
+        self._SB[:m] = arrays["stall_peer"]
         self._SH[:m] = arrays["hard"]
         self._SD[:m] = arrays["device"]
         gn = [tuple(k) for k in d["job_groups"]]
