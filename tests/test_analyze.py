@@ -151,11 +151,21 @@ def test_chunked_equals_whole(tmp_path):
 
 def test_hive_partitioned_dataset_equals_frame(tmp_path):
     df = fleet(2, jobs=3, n_step=250, slow={1: 5}, onset=100)
+    ct = df["compute_time"].to_numpy().copy()
+    ct[[3, 4000]] = [-1.0, np.inf]
+    # duplicates and bad values: files take the fast raw-Parquet path, frames go through
+    # degrade.io's reader; both must drop, count and judge the same way
+    df = pl.concat([df.with_columns(pl.Series("compute_time", ct)), df.slice(500, 4)])
     root = tmp_path / "hive"
     df.write_parquet(root, partition_by="job")
     from_files = analyze(root, chunk_rows=1000)
     from_frame = analyze(df)
     assert [v.to_dict() for v in from_files.verdicts] == [v.to_dict() for v in from_frame.verdicts]
+    assert [e.to_dict() for e in from_files.jobs] == [e.to_dict() for e in from_frame.jobs]
+    wf = [(w.kind, w.column, w.count) for w in from_files.warnings]
+    assert wf == [(w.kind, w.column, w.count) for w in from_frame.warnings]
+    assert sum(c for k, _, c in wf if k == "duplicate_rows") == 4
+    assert sum(c for k, _, c in wf if k == "invalid_timing") == 2
     assert from_files.stats["peak_block_rows"] <= 2000  # never a whole partition in memory
     assert "job1-gpu5" in {v.device for v in from_files.flagged()}
 

@@ -34,6 +34,7 @@ class Unit:
     host: Any = None  # for counter-only units
     ts_range: tuple[float, float] | None = None  # restrict counters to the job's time span
     value_cols: list[str] = field(default_factory=list)  # timing columns this job has
+    raw: bool = False  # sources are canonical Parquet: chunks read without the reader's sort
     rows: int = 0
 
 
@@ -155,6 +156,7 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
         raw = _raw_timings(sources)
         if raw is not None:
             meta_all = _plan_raw(raw, sources, tcols, log)
+            info["raw"] = True
         else:
             meta_all = _plan_read(tl, schema, tcols)
             _count_dropped(t_reports, int(meta_all.get_column("rows").sum()) if meta_all.height else 0,
@@ -173,6 +175,7 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
                 ts_range = (float(meta.get_column("ts_min").min()), float(meta.get_column("ts_max").max()))
             units.append(Unit(key=f"job {job}" if job is not None else "timings", job=job,
                               timing_meta=meta, ts_range=ts_range, value_cols=value_cols,
+                              raw=bool(info.get("raw")),
                               rows=int(meta.get_column("rows").sum())))
     if cl is not None:
         schema = cl.collect_schema()
@@ -208,6 +211,14 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
     return units, info
 
 
+def _epoch(ts):
+    """degrade.io's rule for numeric timestamps: Prometheus exports are in (milli|micro)seconds."""
+    import polars as pl
+
+    ts = ts.cast(pl.Float64)
+    return pl.when(ts > 1e14).then(ts / 1e6).when(ts > 1e11).then(ts / 1e3).otherwise(ts)
+
+
 def _meta_aggs(schema, tcols, *, raw: bool):
     import polars as pl
 
@@ -216,9 +227,7 @@ def _meta_aggs(schema, tcols, *, raw: bool):
         if opt in schema:
             aggs.append(pl.col(opt).cast(pl.String).drop_nulls().first().alias(opt))
     if "timestamp" in schema:
-        ts = pl.col("timestamp").cast(pl.Float64)
-        if raw:  # the reader's rule: Prometheus exports are in milliseconds
-            ts = pl.when(ts > 1e14).then(ts / 1e6).when(ts > 1e11).then(ts / 1e3).otherwise(ts)
+        ts = _epoch(pl.col("timestamp")) if raw else pl.col("timestamp").cast(pl.Float64)
         aggs += [ts.min().alias("ts_min"), ts.max().alias("ts_max")]
     for c in tcols:
         ok = (pl.col(c).is_finite() & (pl.col(c) > 0)) if raw else pl.col(c).is_not_null()
@@ -315,10 +324,21 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
         meta = unit.timing_meta
         smin, smax = int(meta.get_column("step_min").min()), int(meta.get_column("step_max").max())
         t_lo, t_hi = unit.ts_range if unit.ts_range else (math.nan, math.nan)
+        raw = _raw_timings(sources) if unit.raw else None
         for a, b in step_chunks(smin, smax, unit.rows, chunk_rows):
             start = t_lo + (t_hi - t_lo) * (a - smin) / max(1, smax - smin + 1)
-            tl = scan_kind(sources, "timings", where=_timing_where(unit.job, a, b))
-            q = tl.filter(_job_filter(unit.job) & (pl.col("step") >= a) & (pl.col("step") < b)).select(cols)
+            cond = _job_filter(unit.job) & (pl.col("step") >= a) & (pl.col("step") < b)
+            if raw is not None:
+                # canonical Parquet (checked when planning): read the chunk as it lies on
+                # disk; the block builder drops duplicates (first kept, as the reader does)
+                # and turns non-finite or non-positive timings into missing values, counted
+                q = raw.filter(cond & pl.col("device").is_not_null()).select(
+                    [pl.col("device"), pl.col("step").cast(pl.Int64),
+                     *[pl.col(c).cast(pl.Float64) for c in value_cols],
+                     *([_epoch(pl.col("timestamp")).alias("timestamp")] if "timestamp" in cols else [])])
+            else:
+                tl = scan_kind(sources, "timings", where=_timing_where(unit.job, a, b))
+                q = tl.filter(cond).select(cols)
 
             def thunk(q=q, meta=meta, value_cols=value_cols):
                 return timing_block(q.collect(), meta, value_cols, job=unit.job, log=log,
