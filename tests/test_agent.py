@@ -615,36 +615,29 @@ def test_cli_agent_fake_textfile_replay(tmp_path, capsys):
     from prometheus_client.parser import text_string_to_metric_families
 
     from degrade.cli import main
+    from degrade.io import read_counters
 
     state = tmp_path / "agent.state"
     out = tmp_path / "textfile"
     out.mkdir()
-    assert (
-        main(
-            [
-                "agent",
-                "--fake",
-                SCENARIO,
-                "--speed",
-                "0",
-                "--textfile",
-                str(out),
-                "--state",
-                str(state),
-            ]
-        )
-        == 0
-    )
+    rec = tmp_path / "record"
+    args = ["agent", "--fake", SCENARIO, "--speed", "0", "--textfile", str(out), "--state", str(state),
+            "--record", str(rec), "--record-interval", "600"]
+    assert main(args) == 0
     err = capsys.readouterr().err
-    assert "8 GPU(s)" in err and re.search(r"replay finished after \d{4} polls; exiting", err)
+    m = re.search(r"replay finished after (\d{4}) polls; exiting", err)
+    assert "8 GPU(s)" in err and m, err
     fams = {f.name: f for f in text_string_to_metric_families((out / "degrade.prom").read_text())}
-    bad = [
-        s.labels["gpu"]
-        for s in fams["degrade_device_status"].samples
-        if s.labels["status"] == "degraded" and s.value == 1.0
-    ]
+    bad = [s.labels["gpu"] for s in fams["degrade_device_status"].samples
+           if s.labels["status"] == "degraded" and s.value == 1.0]
     assert bad == ["5"]
     assert state.exists()
+    # the recorded counters: a hive-partitioned Parquet dataset in the canonical schema
+    files = sorted((rec / "host=node-0000").glob("*.parquet"))
+    assert len(files) >= 2 and not list(rec.rglob("*.tmp"))
+    df = read_counters(str(rec)).collect()
+    assert df.height == 8 * int(m.group(1))
+    assert df["device"].n_unique() == 8 and df["sm_clock_mhz"].null_count() == 0
 
 
 def test_fake_loop_keeps_time_moving():

@@ -46,6 +46,11 @@ class AgentConfig:
         Seconds without a good sample after which a GPU is ``unknown``.
     forget_after
         Seconds a GPU may be absent from the node before its state is dropped.
+    record_dir, record_interval
+        If set, the collected counters are also written, every
+        ``record_interval`` seconds, as Parquet files under
+        ``record_dir/host=<host>/`` (the canonical counters schema, read by
+        ``degrade analyze`` and ``read_counters``).
     engine
         Keyword arguments of :class:`degrade.verdict.EngineConfig`.
     """
@@ -57,10 +62,13 @@ class AgentConfig:
     save_interval: float = 60.0
     stale_after: float = 30.0
     forget_after: float = 7 * 86400.0
+    record_dir: str | None = None
+    record_interval: float = 300.0
     engine: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("interval", "slow_interval", "timeout", "save_interval", "stale_after", "forget_after"):
+        for name in ("interval", "slow_interval", "timeout", "save_interval", "stale_after", "forget_after",
+                     "record_interval"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                 raise InputError(f"AgentConfig.{name}={v!r}: expected a positive number of seconds")
@@ -116,6 +124,9 @@ class Agent:
         self._last_save = -math.inf
         self._verdicts_cache: tuple[int, list] | None = None
         self._started = False
+        self._record: list[dict[str, Any]] = []
+        self._last_record = math.nan
+        self.records_written = 0
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -142,7 +153,9 @@ class Agent:
         return self
 
     def close(self) -> None:
-        """Save state (if configured) and stop the collector."""
+        """Flush recorded counters, save state (if configured) and stop the collector."""
+        if self._started and self.config.record_dir:
+            self.flush_record()
         if self._started and self.config.state_path:
             self.save()
         self.collector.close()
@@ -254,12 +267,41 @@ class Agent:
             self.last_poll_seconds = dt
             self.last_poll_time = now
             self._verdicts_cache = None
+        if self.config.record_dir:
+            self._record.extend(good)
+            if math.isnan(self._last_record):
+                self._last_record = now
+            elif now - self._last_record >= self.config.record_interval:
+                self.flush_record()
+                self._last_record = now
         if self.config.state_path and now - self._last_save >= self.config.save_interval:
             self.save()
             self._last_save = now
         if self.advance is not None:
             self.advance()
         return rows
+
+    def flush_record(self) -> str | None:
+        """Write the buffered counters to one Parquet file (temp file + rename); return its path."""
+        if not self._record:
+            return None
+        import os
+        from pathlib import Path
+
+        from ._collector import rows_to_frame
+
+        rows, self._record = self._record, []
+        df = rows_to_frame(rows)
+        host = str(rows[0]["host"] or "unknown").replace("/", "_")
+        d = Path(self.config.record_dir) / f"host={host}"
+        d.mkdir(parents=True, exist_ok=True)
+        t0, t1 = rows[0]["timestamp"], rows[-1]["timestamp"]
+        path = d / f"counters-{t0:.0f}-{t1:.0f}.parquet"
+        tmp = d / f".{path.name}.tmp"
+        df.write_parquet(tmp)
+        os.replace(tmp, path)
+        self.records_written += 1
+        return str(path)
 
     def _forget_absent(self, now: float) -> None:
         gone = [d for d, i in self._gpus.items()

@@ -26,6 +26,11 @@ def register(sub) -> None:
                    "snake_case (uuid, model_name; passes promtool's lint). Default %(default)s")
     p.add_argument("--state", metavar="PATH",
                    help="state file: baselines are saved here and restored at start")
+    p.add_argument("--record", metavar="DIR",
+                   help="also write the collected counters as Parquet under DIR/host=<host>/ "
+                   "(canonical schema, for degrade analyze)")
+    p.add_argument("--record-interval", type=float, default=300.0,
+                   help="seconds of counters per Parquet file with --record (default 300)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
     p.add_argument("--slow-interval", type=float, default=30.0,
                    help="seconds between reads of slow counters: ECC, remaps, NVLink, maxima (default 30)")
@@ -59,6 +64,8 @@ def run(args) -> int:
         timeout=args.timeout,
         state_path=args.state,
         save_interval=args.save_interval,
+        record_dir=args.record,
+        record_interval=args.record_interval,
     )
     if args.speed < 0:
         raise InputError(f"--speed {args.speed}: expected 0 (as fast as possible) or a positive factor")
