@@ -319,6 +319,10 @@ def test_multivariate_and_summaries():
     np.testing.assert_allclose(seg.mean[1], x[100:200].mean(axis=0))
     seg_n = segment(x, cost="normal")
     assert seg_n.breakpoints.tolist() == [100, 200]
+    # columns in very different units (MHz beside degrees) count alike
+    scaled = x * np.array([1000.0, 1.0, 0.01])
+    assert segment(scaled).breakpoints.tolist() == [100, 200]
+    assert segment(scaled, method="binseg").breakpoints.tolist() == [100, 200]
 
 
 def test_normal_cost_finds_variance_change_and_poisson_finds_rate_change():

@@ -32,7 +32,9 @@ class Segmentation:
     mean, var : ndarray, shape (k + 1,) for a 1-D input, (k + 1, d) otherwise
         Per-segment mean and variance (ddof=0) of the finite samples.
     penalty : float
-        Penalty per change point actually used, in the cost's units.
+        Penalty per change point actually used, in the cost's units (for a
+        named L2 rule on several columns: in units of the columns
+        standardised by ``sigma``).
     sigma : ndarray, shape (d,)
         Robust long-run noise scale per column (used by named L2 penalties).
     cost : float
@@ -137,7 +139,8 @@ def segment(
     min_size : int
         Minimum segment length.
     n_bkps : int, optional
-        Number of change points (binseg only).
+        Number of change points (binseg only). The penalty then plays no
+        part and columns are compared in their raw units, as in ruptures.
     jump : int
         Consider only every ``jump``-th index as a change point (ruptures'
         convention), for speed.
@@ -263,15 +266,19 @@ def segment(
         pen = value
     else:
         pen = rule_value(rule, value, cost, n, d, min_size)
-        if cost == "l2":
+        # n_bkps fixes the count: keep raw units, as ruptures does
+        if cost == "l2" and n_bkps is None:
             # RSS is in data units squared and a likelihood rule needs it over
-            # sigma^2: search on the standardised scale, report in data units.
-            # With several columns the RSS adds over columns: use their mean.
-            unit = float(np.mean(sigma**2))
-            if unit <= 0.0:
-                unit = float(np.mean(np.var(xs, axis=0))) or 1.0
-            cs1 = cs1 / math.sqrt(unit)
-            cs2 = cs2 / unit
+            # sigma^2: search on each column's standardised scale. A column
+            # without noise (constant, or quantised) falls back to its variance.
+            var = sigma**2
+            for j in range(d):
+                if var[j] <= 0.0:
+                    var[j] = float(np.var(xs[:, j])) or 1.0
+            cs1 = cs1 / np.sqrt(var)
+            cs2 = cs2 / var
+            # one column: report penalty and cost back in data units
+            unit = float(var[0]) if d == 1 else 1.0
     kind = _COSTS[cost]
     prune_k = -math.log(n) if mbic else 0.0
 
