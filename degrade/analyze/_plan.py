@@ -248,8 +248,8 @@ def _raw_timings(sources):
 
     The reader sorts and de-duplicates the whole source before anything else;
     the plan only needs per-device counts and ranges, which one hash group-by
-    over the raw columns gives (duplicates are counted as rows minus distinct
-    steps), so big datasets are not sorted just to be planned.
+    over the raw columns gives (distinct steps per device = rows kept), so big
+    datasets are not sorted just to be planned.
     """
     import polars as pl
 
@@ -291,8 +291,7 @@ def _plan_raw(raw, sources, tcols, log: WarningLog):
     total = sum(r for r in (s.raw_rows() for s in tsrc) if r is not None)
     kept = int(meta.get_column("_raw").sum()) if meta.height else 0
     log.add("null_key", total - kept, source=name)
-    log.add("duplicate_rows", kept - (int(meta.get_column("rows").sum()) if meta.height else 0),
-            source=name)
+    # duplicates are dropped and counted by the block builder, chunk by chunk
     return meta.drop("_raw")
 
 
