@@ -211,10 +211,22 @@ def _launcher(argv: list[str]) -> int:
     import torch  # noqa: F401 - imported once here, inherited by the forked ranks
     from torch.nn.parallel import DistributedDataParallel  # noqa: F401
 
-    from degrade.verdict.engine import VerdictEngine
+    from degrade.loop._gather import make_summary
+    from degrade.loop._judge import Judge
+    from degrade.verdict.engine import EngineConfig
 
-    # load the engine's compiled kernels once, before forking
-    VerdictEngine().run(["a", "b"], {"compute_time": np.full((3, 2), 0.1)}, steps=np.arange(3))
+    # load the engine's compiled kernels once, before forking, through the very
+    # call the ranks' judges make (same argument types: no compilation per rank)
+    judge = Judge(EngineConfig(), None)
+    k = np.arange(1, 4)
+    judge.feed(
+        [
+            make_summary(
+                {"device": d, "group": "0", "host": "h", "rank": i}, k, k * 0.1, k * 0.1, k * 1.0
+            )
+            for i, d in enumerate("ab")
+        ]
+    )
     pids = []
     for rank in range(world):
         pid = os.fork()
