@@ -136,7 +136,8 @@ class Monitor:
     Parameters
     ----------
     every : int
-        Steps between exchanges (the payload is ~32 bytes per step per rank).
+        Steps between exchanges (payload: 4 float64 per step per rank, sent
+        as a fixed buffer of 2·every steps).
     group : hashable, optional
         Peer-group label of this rank: ranks doing the same work, e.g. the
         data-parallel replicas of one pipeline stage. Default: one group.
@@ -380,7 +381,7 @@ class Monitor:
         if callable(self.gather):
             self._gatherer = CallableGather(self.gather)
         elif self.gather == "auto" and meta["world_size"] > 1:
-            self._gatherer = TorchGather(capacity=2 * self.every + self.max_lag)
+            self._gatherer = TorchGather(capacity=self._capacity())
         else:
             self._gatherer = LocalGather()
         self._gatherer.setup(self._meta)
@@ -389,6 +390,11 @@ class Monitor:
         else:
             self._judge = self._make_judge()
         self._setup_done = True
+
+    def _capacity(self) -> int:
+        # steps sent per exchange: `every` arrive per window on average, so twice
+        # that drains any CUDA backlog while keeping the fixed-size tensor small
+        return 2 * self.every
 
     def _make_judge(self):
         from ._judge import Judge
@@ -527,7 +533,7 @@ class Monitor:
         self._poll_control()
         if not self._setup_done:
             self._start_exchange()
-        cap = 2 * self.every + self.max_lag
+        cap = self._capacity()
         recs, self._ready = self._ready[:cap], self._ready[cap:]
         if not self._on or self._broken:
             recs = []
