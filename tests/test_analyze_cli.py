@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from importlib import resources
@@ -76,15 +75,6 @@ def test_nonexistent_and_unreadable_files_exit_with_one_line(tmp_path):
     assert p.returncode != 0 and "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "broken.parquet" in lines[0]
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read files without permission")
-def test_permission_denied_names_the_file(tmp_path):  # pragma: no cover - CI runs as root
-    f = tmp_path / "secret.parquet"
-    fleet(0, jobs=1, n_step=20).write_parquet(f)
-    f.chmod(0)
-    p = _cli(str(f))
-    assert p.returncode == 2 and "secret.parquet" in p.stderr
 
 
 def test_usage_errors(files, capsys):
