@@ -53,7 +53,7 @@ def step_chunks(step_min: int, step_max: int, rows: int, chunk_rows: int) -> lis
     """Half-open step ranges holding about ``chunk_rows`` rows each (rows spread evenly).
 
     >>> step_chunks(0, 99, 1000, 400)
-    [(0, 34), (34, 67), (67, 100)]
+    [(0, 33), (33, 66), (66, 100)]
     """
     span = int(step_max) - int(step_min) + 1
     n = max(1, min(span, -(-int(rows) // max(1, int(chunk_rows)))))
