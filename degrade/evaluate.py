@@ -98,6 +98,26 @@ def _device_hours(timings) -> dict[str, float]:
     return {d: float(s or 0.0) / 3600.0 for d, s in zip(df["device"].to_list(), df["s"].to_list())}
 
 
+def _poisson_upper(k: int, conf: float = 0.95) -> float:
+    """One-sided upper confidence bound of a Poisson mean after ``k`` events.
+
+    >>> round(_poisson_upper(0), 3)
+    2.996
+    """
+    def cdf(lam):
+        term = total = math.exp(-lam)
+        for i in range(1, k + 1):
+            term *= lam / i
+            total += term
+        return total
+
+    lo, hi = 0.0, k + 10.0 + 10.0 * math.sqrt(k + 1)
+    for _ in range(100):  # bisection on P(X <= k; lam) = 1 - conf
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) > 1.0 - conf else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def _med(x):
     x = [v for v in x if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.median(x)) if x else None
@@ -151,6 +171,7 @@ class EvalReport:
             f"precision {f(s['precision'])}  recall {f(s['recall'])}  F1 {f(s['f1'])}  "
             f"(TP {s['tp']}, FP {s['fp']}, FN {s['fn']})  status exact {f(s['status_accuracy'])}",
             f"false alarms per 1000 device-hours {f(s['false_alarms_per_1000_device_hours'], '{:.2f}')} "
+            f"(95 % upper bound {f(s['false_alarms_per_1000_device_hours_upper95'], '{:.2f}')}) "
             f"over {f(s['healthy_device_hours'], '{:.1f}')} healthy device-hours; suspects on healthy {s['suspect_on_healthy']}",
             f"onset error (steps) median {f(s['onset_error_steps_median'], '{:.1f}')}  |median| {f(s['onset_abs_error_steps_median'], '{:.1f}')}; "
             f"detection delay median {f(s['delay_steps_median'], '{:.1f}')} steps / {f(s['delay_seconds_median'], '{:.1f}')} s",
@@ -277,6 +298,9 @@ def evaluate(verdicts, truth, *, timings=None, device_hours: dict[str, float] | 
         "suspect_on_healthy": suspect_on_healthy,
         "healthy_device_hours": fa_hours if device_hours is not None else None,
         "false_alarms_per_1000_device_hours": (1000.0 * fp / fa_hours) if device_hours is not None and fa_hours > 0 else None,
+        # with few or no alarms the rate alone overstates what was shown
+        "false_alarms_per_1000_device_hours_upper95": (
+            1000.0 * _poisson_upper(fp) / fa_hours if device_hours is not None and fa_hours > 0 else None),
         "onset_error_steps_median": _med([d["onset_error_steps"] for d in hits]),
         "onset_abs_error_steps_median": _med([abs(d["onset_error_steps"]) for d in hits if d["onset_error_steps"] is not None]),
         "onset_error_seconds_median": _med([d["onset_error_seconds"] for d in hits]),

@@ -52,6 +52,8 @@ def test_scores_by_hand():
     assert s["status_accuracy"] == 0.5  # a right (degraded), c wrong (degraded, expected failed)
     assert s["healthy_devices"] == 4 and s["healthy_device_hours"] == 8.0
     assert s["false_alarms_per_1000_device_hours"] == pytest.approx(1000 / 8)
+    # exact Poisson bound for 1 event: P(X <= 1; 4.744) = 0.05
+    assert s["false_alarms_per_1000_device_hours_upper95"] == pytest.approx(1000 * 4.7439 / 8, rel=1e-4)
     assert s["suspect_on_healthy"] == 1 and s["unknown"] == 1 and s["suspect_faults"] == 2
     assert s["onset_error_steps_median"] == pytest.approx(2.0)  # (4 + 0) / 2
     assert s["delay_steps_median"] == pytest.approx(20.5)  # (40 + 1) / 2
