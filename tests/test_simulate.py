@@ -131,6 +131,7 @@ def test_thermal_counters_match_timing_effect():
     assert after["gpu_temp_celsius"].min() > 83 and before["gpu_temp_celsius"].max() < 80
     ratio = before["sm_clock_mhz"].median() / after["sm_clock_mhz"].median()
     assert ratio == pytest.approx(1.25, abs=0.03)
+    assert before["power_watts"].median() / after["power_watts"].median() == pytest.approx(1.25, abs=0.08)
     assert _ratio_to_peers(res.timings, dev, 200, 600) == pytest.approx(1.25, abs=0.05)
 
 

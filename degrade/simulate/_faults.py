@@ -105,14 +105,15 @@ def counter_effect(kind: str, m: float, params: dict, C: dict, on: np.ndarray, d
         bits = SW_THERMAL | (HW_THERMAL if m > 0.2 else 0)
         reasons[on] = (reasons[on] & ~SW_POWER) | bits
         C["sm_clock_mhz"][on] = _snap(spec["sm_max"] / (1.0 + m))
+        C["power_watts"][on] *= 1.0 / (1.0 + m)  # dynamic power falls with the clock
     elif kind in ("hw_slowdown", "power_brake"):
         bits = HW_SLOWDOWN | (HW_POWER_BRAKE if kind == "power_brake" else 0)
         reasons[on] = (reasons[on] & ~SW_POWER) | bits
         C["sm_clock_mhz"][on] = _snap(spec["sm_max"] / 2.0)
-        if kind == "power_brake":
-            C["power_watts"][on] = C["power_watts"][on] * 0.45
+        C["power_watts"][on] *= 0.45 if kind == "power_brake" else 0.6
     elif kind == "silent_clock":
         C["sm_clock_mhz"][on] = _snap(spec["sm_max"] / (1.0 + m))
+        C["power_watts"][on] *= 1.0 / (1.0 + m)
     elif kind == "pcie_downgrade":
         if params.get("gen"):
             C["pcie_link_gen"][on] = int(params["gen"])
