@@ -622,3 +622,28 @@ def test_elastic_ranks_leave_and_join_without_error():
     assert set(status) == {"gpu0", "gpu1", "gpu2", "gpu3", "gpu5"}
     assert status["gpu3"] == "unknown"  # its data stopped: never judged healthy by default
     assert all(status[d] == "healthy" for d in ("gpu0", "gpu1", "gpu2", "gpu5"))
+
+
+def test_judge_fast_path_equals_row_by_row_path():
+    from degrade.loop._judge import Judge
+    from degrade.verdict.engine import EngineConfig
+
+    class RowByRow(Judge):
+        def _feed_aligned(self, summaries):
+            return None
+
+    rng = np.random.default_rng(11)
+    n, k = 5, 10
+    fast, slow = Judge(EngineConfig(), "job"), RowByRow(EngineConfig(), "job")
+    for w in range(12):
+        steps = np.arange(w * k + 1, (w + 1) * k + 1)
+        batch = []
+        for r in range(n):
+            c = 0.1 * np.exp(rng.normal(0, 0.02, k)) * (1.2 if r == 3 and w > 4 else 1.0)
+            c[rng.random(k) < 0.05] = np.nan
+            meta = {"device": f"d{(r * 7) % n}", "group": r % 2, "host": f"h{r // 2}", "rank": r}
+            batch.append(make_summary(meta, steps, c, c + 0.01, steps * 1.5))
+        assert fast.feed(batch) == slow.feed(batch) == k
+    assert fast._rows == {} and set(slow._rows) == {f"d{i}" for i in range(n)}  # both paths taken
+    assert [v.to_dict() for v in fast.verdicts()] == [v.to_dict() for v in slow.verdicts()]
+    assert {v.device: str(v.status) for v in fast.verdicts()}["d1"] == "degraded"  # rank 3 -> "d1"
