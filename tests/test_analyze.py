@@ -60,11 +60,103 @@ def result():
     return analyze(fleet())
 
 
+class _MiniValidator:
+    """The subset of JSON Schema 2020-12 that verdicts.schema.json uses.
+
+    Used when jsonschema is not installed (it is not a dependency of degrade);
+    the tests check it against jsonschema when both are there.
+    """
+
+    _TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+    def __init__(self, schema):
+        self.root = schema
+
+    def _errors(self, x, s, path="$"):
+        if "$ref" in s:
+            node = self.root
+            for part in s["$ref"].lstrip("#/").split("/"):
+                node = node[part]
+            yield from self._errors(x, node, path)
+        types = s.get("type")
+        if types is not None:
+            types = [types] if isinstance(types, str) else types
+            ok = any(
+                (t == "integer" and isinstance(x, int) and not isinstance(x, bool))
+                or (t == "number" and isinstance(x, (int, float)) and not isinstance(x, bool))
+                or (t in self._TYPES and isinstance(x, self._TYPES[t]))
+                for t in types
+            )
+            if not ok:
+                yield f"{path}: {x!r} is not of type {types}"
+                return
+        if "enum" in s and x not in s["enum"]:
+            yield f"{path}: {x!r} not in {s['enum']}"
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            if "minimum" in s and x < s["minimum"]:
+                yield f"{path}: {x} < {s['minimum']}"
+            if "exclusiveMinimum" in s and x <= s["exclusiveMinimum"]:
+                yield f"{path}: {x} <= {s['exclusiveMinimum']}"
+            if "exclusiveMaximum" in s and x >= s["exclusiveMaximum"]:
+                yield f"{path}: {x} >= {s['exclusiveMaximum']}"
+        if isinstance(x, str):
+            if len(x) < s.get("minLength", 0):
+                yield f"{path}: too short"
+            if "pattern" in s and not re.search(s["pattern"], x):
+                yield f"{path}: {x!r} does not match {s['pattern']}"
+        if isinstance(x, dict):
+            for k in s.get("required", []):
+                if k not in x:
+                    yield f"{path}: missing {k!r}"
+            props = s.get("properties", {})
+            for k, v in x.items():
+                if k in props:
+                    yield from self._errors(v, props[k], f"{path}.{k}")
+                elif isinstance(s.get("additionalProperties"), dict):
+                    yield from self._errors(v, s["additionalProperties"], f"{path}.{k}")
+        if isinstance(x, list) and "items" in s:
+            for i, v in enumerate(x):
+                yield from self._errors(v, s["items"], f"{path}[{i}]")
+
+    def is_valid(self, doc) -> bool:
+        return next(self._errors(doc, self.root), None) is None
+
+    def validate(self, doc) -> None:
+        err = next(self._errors(doc, self.root), None)
+        if err is not None:
+            raise AssertionError(err)
+
+
+def _schema():
+    return json.loads(resources.files("degrade").joinpath("schemas/verdicts.schema.json").read_text())
+
+
 def _validator():
-    schema = json.loads(resources.files("degrade").joinpath("schemas/verdicts.schema.json").read_text())
-    jsonschema = require("jsonschema")
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    """jsonschema's Draft 2020-12 validator when installed, else the structural one above."""
+    try:
+        import jsonschema
+    except ImportError:
+        return _MiniValidator(_schema())
+    jsonschema.Draft202012Validator.check_schema(_schema())
+    return jsonschema.Draft202012Validator(_schema())
+
+
+def test_mini_validator_agrees_with_jsonschema(result):
+    jsonschema = pytest.importorskip("jsonschema")
+    full, mini = jsonschema.Draft202012Validator(_schema()), _MiniValidator(_schema())
+    doc = result.to_dict()
+    broken = []
+    for mutate in (lambda d: d["verdicts"][0].update(status="sick"),
+                   lambda d: d["verdicts"][0].pop("onset_step"),
+                   lambda d: d["verdicts"][0].update(slowdown="12 %"),
+                   lambda d: d["summary"].update(devices=-1),
+                   lambda d: d.update(schema_version="2.0"),
+                   lambda d: d["jobs"].append({"job": None})):
+        d = json.loads(json.dumps(doc))
+        mutate(d)
+        broken.append(d)
+    for d in [doc, *broken]:
+        assert full.is_valid(d) == mini.is_valid(d)
 
 
 def test_slow_device_is_flagged_and_nobody_else(result):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -36,17 +35,18 @@ def test_table_lists_the_slow_device_and_a_summary(files, capsys):
 
 
 def test_json_output_follows_the_schema(files, tmp_path, capsys):
-    jsonschema = require("jsonschema")
-    schema = json.loads(resources.files("degrade").joinpath("schemas/verdicts.schema.json").read_text())
+    from test_analyze import _validator
+
+    validator = _validator()
     assert main(["analyze", str(files), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    jsonschema.validate(doc, schema)
+    validator.validate(doc)
     assert doc["summary"]["devices"] == 16
     out = tmp_path / "v.json"
     assert main(["analyze", str(files), "--format", "json", "-o", str(out),
                  "--min-slowdown", "0.1"]) == 0
     doc2 = json.loads(out.read_text())
-    jsonschema.validate(doc2, schema)
+    validator.validate(doc2)
     assert doc2["config"]["min_slowdown"] == 0.1
 
 
