@@ -474,8 +474,10 @@ def _channel_reference(xs, P, dz, hz):
         if n >= P[K.P_WARM]:
             phi = min(max(ac, 0.0), 0.9)
             if s_prev == 0:
-                sig = max(scale, P[K.P_MINSCALE]) * np.sqrt((1 + phi) / (1 - phi))
-                h = float(np.interp(np.log((P[K.P_MU1] - P[K.P_MU0]) / sig), np.log(dz), hz))
+                sig_new = max(scale, P[K.P_MINSCALE]) * np.sqrt((1 + phi) / (1 - phi))
+                if not abs(sig_new - sig) <= 0.01 * sig:
+                    sig = sig_new
+                    h = float(np.interp(np.log((P[K.P_MU1] - P[K.P_MU0]) / sig), np.log(dz), hz))
             z = np.clip((x - 0.5 * (P[K.P_MU0] + P[K.P_MU1])) / sig, -P[K.P_CLIP], P[K.P_CLIP])
             S = min(max(0.0, s_prev + z), P[K.P_CAP] * h)
             hit = hit + 1 if S > h else 0

@@ -261,10 +261,16 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
         if top is not None:
             slow = next((x.slowdown for x in ev if x.slowdown is not None), None)
             v.slowdown = slow
-            v.onset_step = int(top.onset_step) if math.isfinite(top.onset_step) else None
-            v.onset_time = _fin(top.onset_time)
-            v.detected_step = int(top.detected_step) if math.isfinite(top.detected_step) else None
-            v.detected_time = _fin(top.detected_time)
+            # the change began at the earliest onset among evidence of the final severity
+            same = [x for x in ev if x.status is status]
+            first = min(same, key=lambda x: (not math.isfinite(x.onset_step), x.onset_step
+                                             if math.isfinite(x.onset_step) else x.onset_time))
+            seen = min(same, key=lambda x: (not math.isfinite(x.detected_step), x.detected_step
+                                            if math.isfinite(x.detected_step) else x.detected_time))
+            v.onset_step = int(first.onset_step) if math.isfinite(first.onset_step) else None
+            v.onset_time = _fin(first.onset_time)
+            v.detected_step = int(seen.detected_step) if math.isfinite(seen.detected_step) else None
+            v.detected_time = _fin(seen.detected_time)
         out.append(v)
     return out
 

@@ -237,12 +237,16 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
             phi = 0.0
         elif phi > 0.9:
             phi = 0.9
-        sig = max(S[i, C_SCALE], P[P_MINSCALE]) * math.sqrt((1.0 + phi) / (1.0 - phi))
-        if s_prev > 0.0:
-            # the scale is frozen during an excursion; keep the h it started with
-            sig = S[i, C_SIG]
-        dz = (mu1 - mu0) / sig
-        h = _interp_h(dz, dz_grid, hz_grid) if s_prev == 0.0 else S[i, C_H]
+        if s_prev == 0.0:
+            # sigma and h are frozen during an excursion; between excursions h
+            # is re-designed only when sigma moved by more than 1 % (it costs a log)
+            sig_new = max(S[i, C_SCALE], P[P_MINSCALE]) * math.sqrt((1.0 + phi) / (1.0 - phi))
+            sig_old = S[i, C_SIG]
+            if not (abs(sig_new - sig_old) <= 0.01 * sig_old):
+                S[i, C_SIG] = sig_new
+                S[i, C_H] = _interp_h((mu1 - mu0) / sig_new, dz_grid, hz_grid)
+        sig = S[i, C_SIG]
+        h = S[i, C_H]
         z = (dv - 0.5 * (mu0 + mu1)) / sig
         c = P[P_CLIP]
         if z > c:
@@ -254,8 +258,6 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
             s_new = 0.0
         if s_new > P[P_CAP] * h:
             s_new = P[P_CAP] * h
-        S[i, C_SIG] = sig
-        S[i, C_H] = h
         if s_prev == 0.0 and s_new > 0.0:
             if n == P[P_WARM]:
                 # rising from the first judged sample: the device was off from its first
@@ -649,7 +651,10 @@ def _job_update(SJ, g, x, ndev, step, ts, P, ev, n_ev):
         return n_ev
     e = x - SJ[g, J_LOC]
     sig = max(SJ[g, J_SCALE], P[P_MINSCALE])
-    slow = e > P[P_MU1] and e > P[P_JOBZ] * sig
+    thr = max(P[P_MU1], P[P_JOBZ] * sig)
+    if SJ[g, J_OPEN] != 0.0:
+        thr *= 0.5  # hysteresis: an open event ends only when the job is clearly back
+    slow = e > thr
     fast = -e > P[P_MU1] and -e > P[P_JOBZ] * sig
     if slow:
         SJ[g, J_FAST] = 0.0
