@@ -7,10 +7,10 @@ registers forward hooks on the model (``on_train_begin``) and judges the
 forward time, summed over gradient-accumulation micro-batches, as the
 rank's compute time: under DDP the backward's all-reduce would equalise it.
 
-Examples
---------
->>> from degrade.loop.integrations.hf import DegradeCallback  # doctest: +SKIP
->>> trainer = Trainer(model, args, callbacks=[DegradeCallback(every=50)])  # doctest: +SKIP
+Usage (needs transformers, so not a doctest)::
+
+    from degrade.loop.integrations.hf import DegradeCallback
+    trainer = Trainer(model, args, callbacks=[DegradeCallback(every=50)])
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ rank's compute time: it holds no gradient collective, unlike backward under
 DDP, whose all-reduce equalises ranks (it is timed as ``backward_sync`` for
 information only).
 
-Examples
---------
->>> from degrade.loop.integrations.lightning import DegradeCallback  # doctest: +SKIP
->>> trainer = L.Trainer(callbacks=[DegradeCallback(every=50, action="exit")])  # doctest: +SKIP
+Usage (needs Lightning, so not a doctest)::
+
+    from degrade.loop.integrations.lightning import DegradeCallback
+    trainer = L.Trainer(callbacks=[DegradeCallback(every=50, action="exit")])
 """
 
 from __future__ import annotations
