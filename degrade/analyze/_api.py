@@ -205,7 +205,8 @@ def analyze(
         ``True`` draws a progress bar on stderr when it is a terminal; a
         callable receives ``(rows_done, rows_total)``.
     chunk_rows : int, optional
-        Rows read at once (default 4,000,000): the bound on memory.
+        Rows read at once (default 4,000,000). Two jobs are analysed at a
+        time, each holding at most two chunks: the bound on memory.
     client : dask.distributed.Client, optional
         For ``engine="dask"``.
 
@@ -254,10 +255,18 @@ def analyze(
 
         results = run_units_dask(units, sources, cfg, chunk, client=client)
     else:
-        results = []
         with _progress(progress, total) as tick:
-            for unit in units:
-                results.append(run_unit(unit, sources, cfg, chunk, progress=tick))
+            workers = min(len(units), max(1, min(2, os.cpu_count() or 1)))
+            if workers <= 1:
+                results = [run_unit(unit, sources, cfg, chunk, progress=tick) for unit in units]
+            else:
+                # units are independent (one engine each) and the kernels release the GIL:
+                # two at a time keep both cores busy; results keep the units' order
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="degrade-unit") as pool:
+                    results = list(pool.map(
+                        lambda u: run_unit(u, sources, cfg, chunk, progress=tick), units))
 
     verdicts, events = [], []
     for r in results:
@@ -298,11 +307,14 @@ class _progress:
         import sys
 
         if callable(self.progress):
-            cb = self.progress
+            import threading
+
+            cb, lock = self.progress, threading.Lock()
 
             def tick(n):
-                self.done += n
-                cb(self.done, self.total)
+                with lock:  # units may run on two threads
+                    self.done += n
+                    cb(self.done, self.total)
 
             return tick
         if self.progress and sys.stderr.isatty():
