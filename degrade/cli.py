@@ -6,7 +6,9 @@ callable taking the parsed arguments and returning an exit status. Those
 modules import nothing heavy at module level, so ``degrade --help`` is fast.
 
 Exit statuses: 0 success (for ``check``: OK), 1 a problem was found
-(``check``) or an unexpected error, 2 bad input or usage, 3 no NVIDIA driver.
+(``check``) or an unexpected error, 2 bad input or usage (for ``check``:
+unknown, including no driver, as node-problem-detector expects 0/1/2),
+3 no NVIDIA driver (``agent``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `degrade ... | head`: the reader went away; that is not an error of ours.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
