@@ -127,7 +127,11 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
         r = eng._SB[i]
         if r[K.C_ALARM] != 0.0 or (latch and r[K.C_EPISODES] > 0):
             since = _at(r[K.C_ONSTEP], r[K.C_ONTIME])
-            ev.append(_Evidence(Status.DEGRADED, float(r[K.C_PEAK] if latch else r[K.C_S] / r[K.C_H]),
+            # stalls that do not add up to a real slowdown (clusters of healthy
+            # spikes) are only suspect
+            mean_d = r[K.C_ASUM] / max(r[K.C_AN], 1.0)
+            st = Status.DEGRADED if mean_d >= 0.5 * (eng._params[K.P_MU0] + eng._params[K.P_MU1]) else Status.SUSPECT
+            ev.append(_Evidence(st, float(r[K.C_PEAK] if latch else r[K.C_S] / r[K.C_H]),
                                 f"intermittent stalls of {metric} (steps at least 2x the peers' median) since "
                                 f"{since}: mean {100 * math.expm1(r[K.C_ASUM] / max(r[K.C_AN], 1.0)):.1f} % "
                                 f"above peers; stall CUSUM {r[K.C_PEAK] * r[K.C_H]:.1f} > h {r[K.C_H]:.1f}",
