@@ -414,6 +414,17 @@ def test_no_degraded_verdicts_on_healthy_fleets(phi, df):
     assert st.count(Status.SUSPECT) <= 1
 
 
+def test_frequent_heavy_spikes_on_every_rank_are_not_degradation():
+    rng = np.random.default_rng(23)
+    T, N = 4000, 32
+    x = _fleet(rng, T, N, noise=0.04)
+    spikes = rng.random((T, N)) < 0.01  # 1 % of steps, Pareto-sized, on every rank: twice stall_rate
+    x[spikes] *= 1.0 + rng.pareto(1.2, spikes.sum())
+    eng = VerdictEngine()
+    eng.run(_ids(N), {"compute_time": x}, steps=np.arange(T))
+    assert [v.device for v in eng.verdicts() if v.status in (Status.DEGRADED, Status.FAILED)] == []
+
+
 def test_detection_under_heavy_tailed_autocorrelated_noise():
     rng = np.random.default_rng(19)
     T, N = 1500, 8
