@@ -26,9 +26,13 @@ _LAZY: dict[str, str] = {
     "RobustBaseline": "degrade.core",
     "design_cusum": "degrade.core",
     "design_ewma": "degrade.core",
+    "cusum_arl": "degrade.core",
+    "ewma_arl": "degrade.core",
     # offline change points
     "segment": "degrade.changepoint",
     "refine_onset": "degrade.changepoint",
+    "f1_score": "degrade.changepoint",
+    "covering": "degrade.changepoint",
     # data in, simulator, evaluation
     "read_timings": "degrade.io",
     "read_counters": "degrade.io",
@@ -41,6 +45,7 @@ _LAZY: dict[str, str] = {
     "VerdictEngine": "degrade.verdict",
     "EngineConfig": "degrade.verdict",
     "analyze": "degrade.analyze",
+    "AnalysisResult": "degrade.analyze",
     # training loop
     "Monitor": "degrade.loop",
     # errors
@@ -81,16 +86,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .analyze import analyze
-    from .changepoint import refine_onset, segment
+    from .analyze import AnalysisResult, analyze
+    from .changepoint import covering, f1_score, refine_onset, segment
     from .core import (
         BOCPD,
         CUSUM,
         EWMA,
         PeerComparison,
         RobustBaseline,
+        cusum_arl,
         design_cusum,
         design_ewma,
+        ewma_arl,
     )
     from .errors import (
         DegradeError,

@@ -70,3 +70,21 @@ def test_missing_dependency_message():
 
     with pytest.raises(MissingDependencyError, match=r"pip install 'degrade\[batch\]'"):
         import_optional("surely_not_a_module_xyz", "batch")
+
+
+def test_every_public_name_resolves():
+    for name in degrade.__all__:
+        if name == "__version__":
+            continue
+        assert getattr(degrade, name) is not None, name
+
+
+@pytest.mark.parametrize("name", ["analyze", "simulate", "evaluate"])
+def test_function_named_like_its_subpackage_stays_callable(name):
+    # `import degrade.<name>` binds the module to the attribute; it must still
+    # behave as the function users call.
+    out = _run(
+        f"import degrade.{name}, degrade, inspect; "
+        f"f = degrade.{name}; print(callable(f))"
+    ).stdout.strip()
+    assert out == "True"

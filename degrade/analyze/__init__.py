@@ -13,3 +13,8 @@ from ._api import SCHEMA_VERSION, AnalysisResult, analyze
 from ._warnings import AnalysisWarning
 
 __all__ = ["AnalysisResult", "AnalysisWarning", "SCHEMA_VERSION", "analyze"]
+
+# `degrade.analyze(...)` works whether or not the subpackage was imported first.
+from .._callable_module import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "analyze")

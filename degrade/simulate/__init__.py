@@ -25,3 +25,8 @@ __all__ = [
     "MIN_SLOWDOWN",
     "expected_status",
 ]
+
+# `degrade.simulate(...)` works whether or not the subpackage was imported first.
+from .._callable_module import make_callable as _make_callable  # noqa: E402
+
+_make_callable(__name__, "simulate")
