@@ -218,7 +218,7 @@ def main() -> None:
     for scen in ("fault_catalogue", "hard_noise"):
         n = args.seeds if scen == "fault_catalogue" else args.hard_seeds
         print(f"\n## {scen}, seeds 0..{n - 1} (device-level, degraded/failed = positive)\n")
-        print("| method | TP | FP | FN | precision | recall | F1 | median delay (steps) | median |onset error| (steps) |")
+        print("| method | TP | FP | FN | precision | recall | F1 | median delay (steps) | median abs onset error (steps) |")
         print("|---|---|---|---|---|---|---|---|---|")
         agg = {m: _collect(reports[scen][m]) for m in methods}
         for m in methods:
@@ -228,7 +228,7 @@ def main() -> None:
                       if r.summary["onset_abs_error_steps_median"] is not None]
             print(f"| {m} | {a['tp']} | {a['fp']} | {a['fn']} | {a['precision']:.3f} | {a['recall']:.3f} | "
                   f"{a['f1']:.3f} | {_med(delays)} | {_med(onsets)} |")
-        print("\nper fault type: found/positives (median delay, median |onset error|)\n")
+        print("\nper fault type: found/positives (median delay, median abs onset error)\n")
         faults = sorted(set().union(*(agg[m]["per"] for m in methods)))
         print("| fault | " + " | ".join(methods) + " |")
         print("|---|" + "---|" * len(methods))
@@ -244,7 +244,7 @@ def main() -> None:
 
     # slowdown sweep at 2 % noise: delay and onset error by magnitude
     print(f"\n## slowdown sweep: 64 GPUs, noise 2 %, AR(0.4), onsets at step 1000-1600, seeds 0..{args.seeds - 1}\n")
-    print("| slowdown | method | found | median delay (steps) | median |onset error| (steps) |")
+    print("| slowdown | method | found | median delay (steps) | median abs onset error (steps) |")
     print("|---|---|---|---|---|")
     sweep = {m: defaultdict(lambda: {"n": 0, "found": 0, "delay": [], "onset": []}) for m in methods}
     for seed in range(args.seeds):
