@@ -9,7 +9,7 @@ import pytest
 
 from degrade.errors import InputError
 from degrade.verdict import EngineConfig, Status, VerdictEngine
-from degrade.verdict import _kernels as K
+from degrade.verdict import _kernels as K  # constants re-exported from _layout
 
 
 def _ids(n, prefix="gpu"):

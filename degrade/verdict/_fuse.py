@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _kernels as K
+from . import _layout as K
 from ._types import Status, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover

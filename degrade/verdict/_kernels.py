@@ -1,3 +1,4 @@
+# ruff: noqa: F405
 """Numba kernels of the verdict engine.
 
 One kernel, :func:`_engine_block`, processes rows ``t_start..T-1`` of a block
@@ -7,7 +8,7 @@ same code path and give bit-identical state.
 
 State lives in float64 arrays with one row per device (or per job group);
 the column layouts are the ``C_*``, ``HF_*``, ``SD_*`` and ``J_*`` constants
-below. Missing data is NaN and every branch checks for it.
+of ``_layout``. Missing data is NaN and every branch checks for it.
 """
 
 from __future__ import annotations
@@ -18,181 +19,7 @@ import numpy as np
 
 from degrade._config import njit
 
-# --- channel state (one CUSUM evidence stream per device) -----------------
-C_N = 0  # samples seen by this channel
-C_LOC = 1  # robust running location (centre for the scale; baseline for own-history channels)
-C_SCALE = 2  # robust running scale (sigma of one sample)
-C_PREV = 3  # previous winsorised residual (lag-1 autocorrelation)
-C_AC = 4  # lag-1 autocorrelation of the winsorised residual (C_XP / C_SQ)
-C_S = 5  # one-sided CUSUM statistic, in sigma units
-C_SN = 6  # samples since the statistic left zero
-C_SSUM = 7  # sum of the deviation since the statistic left zero
-C_CSTEP = 8  # step at which the statistic left zero (onset candidate)
-C_CTIME = 9
-C_HIT = 10  # consecutive samples above h
-C_ALARM = 11  # 1 while the channel is in alarm (with hysteresis)
-C_ONSTEP = 12  # onset of the current/last alarm episode
-C_ONTIME = 13
-C_DETSTEP = 14  # detection of the current/last alarm episode
-C_DETTIME = 15
-C_ASUM = 16  # sum / count of the deviation since onset (slowdown estimate)
-C_AN = 17
-C_CLEAR = 18  # consecutive samples below h/2 while in alarm
-C_PEAK = 19  # peak S/h of the current/last episode
-C_H = 20  # decision interval in use (sigma units)
-C_SIG = 21  # long-run sigma in use (log units)
-C_ENDSTEP = 22  # when the last episode cleared (NaN while active or never)
-C_ENDTIME = 23
-C_EPISODES = 24
-C_LASTX = 25  # last deviation fed in
-C_LASTSTEP = 26
-C_SQ = 27  # running mean square of the winsorised residual
-C_XP = 28  # running mean lag-1 product of the winsorised residual
-C_FSTEP = 29  # first sample of the channel (onset of faults present from the start)
-C_FTIME = 30
-C_FIELDS = 31
-
-# --- hard signals ---------------------------------------------------------
-H_HW_SLOWDOWN = 0
-H_HW_THERMAL = 1
-H_POWER_BRAKE = 2
-H_SW_THERMAL = 3
-H_SW_POWER = 4
-H_PCIE_WIDTH = 5
-H_PCIE_GEN = 6
-H_PCIE_REPLAY = 7
-H_NVLINK = 8
-H_ECC_UNCORRECTED = 9
-H_ECC_CORRECTED = 10
-H_REMAP_PENDING = 11
-H_REMAP_FAILURE = 12
-H_ROWS_UNCORRECTABLE = 13
-H_XID = 14
-H_KINDS = 15
-
-HF_HIT = 0  # consecutive samples with the signal present
-HF_CLEAR = 1  # consecutive samples without it while active
-HF_ACTIVE = 2
-HF_ONSTEP = 3
-HF_ONTIME = 4
-HF_DETSTEP = 5
-HF_DETTIME = 6
-HF_RATE = 7  # running fraction of samples with a rise (counters)
-HF_VAL = 8  # last value that triggered (link width, XID, counter increase)
-HF_EVER = 9
-HF_CSTEP = 10
-HF_CTIME = 11
-HF_TOTAL = 12  # total increase seen (counters)
-HF_FIELDS = 13
-
-# --- per-device bookkeeping ----------------------------------------------
-SD_LASTSTEP = 0
-SD_LASTTIME = 1
-SD_LASTSEQ = 2  # engine row counter at the last sample with any data
-SD_NT = 3  # valid timing samples
-SD_NC = 4  # counter samples
-SD_NMISS = 5  # missing / non-positive timing samples
-SD_IDLE = 6  # 1 when the last counter sample says idle
-SD_NPEERS = 7  # peers in the last timing sample
-SD_P_REPLAY = 8
-SD_P_NVLINK = 9
-SD_P_ECCU = 10
-SD_P_ECCC = 11
-SD_P_ROWSU = 12
-SD_P_XID = 13
-SD_FAILED = 14  # 0 none; > 0 fatal XID; -1 marked lost; -2 device_lost counter
-SD_FAILSTEP = 15
-SD_FAILTIME = 16
-SD_TSTEP = 17  # step of the last valid timing sample
-SD_FIRSTSTEP = 18
-SD_FIELDS = 19
-
-# --- job groups (timings: one per job x peer group) -----------------------
-J_N = 0
-J_LOC = 1
-J_SCALE = 2
-J_OPEN = 3
-J_SSTEP = 4
-J_STIME = 5
-J_LSTEP = 6  # last slow step of the open event
-J_LTIME = 7
-J_PEAK = 8
-J_SUM = 9
-J_CNT = 10
-J_GAP = 11
-J_NDEV = 12
-J_FAST = 13
-J_LASTX = 14
-J_FIELDS = 15
-
-EV_GROUP = 0
-EV_KIND = 1  # 0 transient job slowdown, 1 sustained (schedule change or job-wide slowdown)
-EV_SSTEP = 2
-EV_ESTEP = 3
-EV_STIME = 4
-EV_ETIME = 5
-EV_MEAN = 6
-EV_PEAK = 7
-EV_NDEV = 8
-EV_FIELDS = 9
-
-# --- counter metrics (planes of the counter cube) --------------------------
-M_SM_CLOCK = 0
-M_SM_CLOCK_MAX = 1
-M_UTIL = 2
-M_REASONS = 3
-M_PCIE_GEN = 4
-M_PCIE_GEN_MAX = 5
-M_PCIE_WIDTH = 6
-M_PCIE_WIDTH_MAX = 7
-M_PCIE_REPLAY = 8
-M_ECC_CORRECTED = 9
-M_ECC_UNCORRECTED = 10
-M_ROWS_CORRECTABLE = 11
-M_ROWS_UNCORRECTABLE = 12
-M_REMAP_PENDING = 13
-M_REMAP_FAILURE = 14
-M_XID = 15
-M_NVLINK_CRC = 16
-M_NVLINK_REPLAY = 17
-M_NVLINK_RECOVERY = 18
-M_DEVICE_LOST = 19
-M_METRICS = 20
-
-# --- parameters vector -----------------------------------------------------
-P_MU0 = 0  # log(1 + healthy_offset): largest healthy static offset to peers
-P_MU1 = 1  # log(1 + min_slowdown)
-P_CLIP = 2  # winsorisation of standardised increments
-P_LAMMIN = 3  # slowest forgetting of location/scale
-P_WARM = 4
-P_PERSIST = 5
-P_RECOVER = 6
-P_MINSCALE = 7
-P_CAP = 8  # statistic capped at CAP * h so recovery is prompt
-P_JOBZ = 9  # per-step z threshold of job-level slow steps
-P_JOBGAP = 10
-P_JOBSUST = 11
-P_BUSY = 12
-P_IDLE = 13
-P_CLAM = 14  # forgetting of counter rise rates
-P_WEAKP = 15
-P_XIDHOLD = 16  # samples a non-fatal XID stays active (<= 0: until restart)
-P_CRECOVER = 17  # samples without a counter rise before it clears
-P_STALL = 18  # log-ratio to peers above which a step counts as a stall
-P_STALL_UP = 19  # Bernoulli CUSUM increments log(p1/p0) and log((1-p1)/(1-p0))
-P_STALL_DOWN = 20
-P_STALL_H = 21  # log(arl0): Lorden's bound makes the in-control ARL at least arl0
-P_PARAMS = 22
-
-NAN = np.nan
-
-# Bits of nvmlClocksEventReasons.
-_B_IDLE = 0x1
-_B_SW_POWER = 0x4
-_B_HW_SLOWDOWN = 0x8
-_B_SW_THERMAL = 0x20
-_B_HW_THERMAL = 0x40
-_B_POWER_BRAKE = 0x80
+from ._layout import *  # noqa: F403
 
 
 @njit
@@ -467,7 +294,7 @@ def _hard_sample(C, t, j, i, pidx, st, ts, SH, SD, P, hits, hvals, hneed, hrec):
         bits = np.int64(rs)
         any_val = True
     idle = -1  # unknown
-    if bits >= 0 and (bits & _B_IDLE) != 0:
+    if bits >= 0 and (bits & B_IDLE) != 0:
         idle = 1
     elif math.isfinite(util):
         idle = 1 if util < P[P_IDLE] else 0
@@ -478,11 +305,11 @@ def _hard_sample(C, t, j, i, pidx, st, ts, SH, SD, P, hits, hvals, hneed, hrec):
     if math.isfinite(util):
         any_val = True
     if bits >= 0:
-        hits[H_HW_SLOWDOWN] = 1.0 if (bits & _B_HW_SLOWDOWN) != 0 else 0.0
-        hits[H_HW_THERMAL] = 1.0 if (bits & _B_HW_THERMAL) != 0 else 0.0
-        hits[H_POWER_BRAKE] = 1.0 if (bits & _B_POWER_BRAKE) != 0 else 0.0
-        hits[H_SW_THERMAL] = 1.0 if (bits & _B_SW_THERMAL) != 0 else 0.0
-        hits[H_SW_POWER] = 1.0 if (bits & _B_SW_POWER) != 0 else 0.0
+        hits[H_HW_SLOWDOWN] = 1.0 if (bits & B_HW_SLOWDOWN) != 0 else 0.0
+        hits[H_HW_THERMAL] = 1.0 if (bits & B_HW_THERMAL) != 0 else 0.0
+        hits[H_POWER_BRAKE] = 1.0 if (bits & B_POWER_BRAKE) != 0 else 0.0
+        hits[H_SW_THERMAL] = 1.0 if (bits & B_SW_THERMAL) != 0 else 0.0
+        hits[H_SW_POWER] = 1.0 if (bits & B_SW_POWER) != 0 else 0.0
         for k in (H_HW_SLOWDOWN, H_HW_THERMAL, H_POWER_BRAKE, H_SW_THERMAL, H_SW_POWER):
             hvals[k] = rs
         hneed[H_SW_THERMAL] = P[P_WEAKP]
@@ -896,7 +723,7 @@ def _engine_block(
                 if math.isfinite(util) and util < P[P_BUSY]:
                     continue
                 rs = _get(C, p_reasons, t, j)
-                if math.isfinite(rs) and rs >= 0.0 and (np.int64(rs) & _B_IDLE) != 0:
+                if math.isfinite(rs) and rs >= 0.0 and (np.int64(rs) & B_IDLE) != 0:
                     continue
                 cm = _get(C, p_sm_clock_max, t, j)
                 ratio = clk / cm if (math.isfinite(cm) and cm > 0.0) else clk

@@ -19,7 +19,7 @@ import numpy as np
 
 from degrade.errors import InputError
 
-from . import _kernels as K
+from . import _layout as K
 from ._types import JobEvent, Verdict
 
 __all__ = ["EngineConfig", "VerdictEngine", "COUNTER_COLUMNS"]
@@ -637,9 +637,11 @@ class VerdictEngine:
                 cmap[COUNTER_COLUMNS[name]] = p
         else:
             C = np.empty((0, T, n))
+        from ._kernels import _engine_block
+
         t = 0
         while t < T:
-            t, n_ev = K._engine_block(
+            t, n_ev = _engine_block(
                 t, float(self.t_), XT, XJ, C, cmap, st, tm, dev, tg_ptr, tg_mem, tg_state,
                 tg_ptr, tg_mem, self._params, self._dz, self._hz,
                 self._ST, self._SS, self._SC, self._SB, self._SH, self._SD, self._SJ, self._ev,
