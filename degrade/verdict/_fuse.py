@@ -91,6 +91,12 @@ def _channel_evidence(eng: VerdictEngine, S: np.ndarray, i: int, what: str, latc
                      row[K.C_DETSTEP], row[K.C_DETTIME])
 
 
+def _order(times_known: bool, step: float, time: float) -> tuple[int, float]:
+    if times_known:
+        return (0, time)
+    return (0, step) if math.isfinite(step) else (1, time if math.isfinite(time) else math.inf)
+
+
 def fuse(eng: VerdictEngine) -> list[Verdict]:
     cfg = eng.config
     latch = cfg.latch
@@ -266,11 +272,12 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
             slow = next((x.slowdown for x in ev if x.slowdown is not None), None)
             v.slowdown = slow
             # the change began at the earliest onset among evidence of the final severity
+            # (by time when every candidate has one: counter evidence has no step)
             same = [x for x in ev if x.status is status]
-            first = min(same, key=lambda x: (not math.isfinite(x.onset_step), x.onset_step
-                                             if math.isfinite(x.onset_step) else x.onset_time))
-            seen = min(same, key=lambda x: (not math.isfinite(x.detected_step), x.detected_step
-                                            if math.isfinite(x.detected_step) else x.detected_time))
+            on_t = all(math.isfinite(x.onset_time) for x in same)
+            det_t = all(math.isfinite(x.detected_time) for x in same)
+            first = min(same, key=lambda x: _order(on_t, x.onset_step, x.onset_time))
+            seen = min(same, key=lambda x: _order(det_t, x.detected_step, x.detected_time))
             v.onset_step = int(first.onset_step) if math.isfinite(first.onset_step) else None
             v.onset_time = _fin(first.onset_time)
             v.detected_step = int(seen.detected_step) if math.isfinite(seen.detected_step) else None
