@@ -352,9 +352,13 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
         meta = unit.counter_meta
         cl = cl.filter(pl.col("device").is_in(meta.get_column("device").to_list()))
         lo, hi = float(meta.get_column("ts_min").min()), float(meta.get_column("ts_max").max())
-        if unit.ts_range is not None:
-            lo, hi = max(lo, unit.ts_range[0]), min(hi, unit.ts_range[1])
         interval = _counter_interval(meta)
+        if unit.ts_range is not None:
+            # A device that dies (XID 79, fell off the bus) stops the job: its last,
+            # decisive counter sample lands just after the last step. Keep a grace
+            # of a few counter intervals past the job's end so it is not cut off.
+            grace = max(5.0 * interval, 30.0)
+            lo, hi = max(lo, unit.ts_range[0] - grace), min(hi, unit.ts_range[1] + grace)
         rows = int(meta.get_column("rows").sum())
         if hi >= lo and metric_cols:
             n = max(1, -(-rows // chunk_rows))
