@@ -223,6 +223,26 @@ def test_run_equals_update_bit_for_bit():
         np.testing.assert_array_equal(sa[k], sc[k], err_msg=k)
 
 
+def test_device_order_and_time_scale_do_not_matter():
+    rng = np.random.default_rng(24)
+    T, N = 300, 7
+    vals = _mixed_block(rng, T, N)
+    groups = np.array([0, 0, 0, 0, 1, 1, 2])
+    perm = rng.permutation(N)
+    a = VerdictEngine()
+    a.run(_ids(N), vals, steps=np.arange(T), groups=groups, job="j")
+    b = VerdictEngine()
+    scaled = {k: (v[:, perm] * 3.7 if k.endswith("_time") else v[:, perm]) for k, v in vals.items()}
+    b.run([_ids(N)[p] for p in perm], scaled, steps=np.arange(T), groups=groups[perm], job="j")
+    va, vb = _by_dev(a), _by_dev(b)
+    for d in va:
+        x, y = va[d].to_dict(), vb[d].to_dict()
+        assert x["status"] == y["status"] and x["onset_step"] == y["onset_step"], d
+        assert x["detected_step"] == y["detected_step"], d
+        if x["slowdown"] is not None:
+            assert abs(x["slowdown"] - y["slowdown"]) < 1e-9
+
+
 def test_mixed_block_verdicts():
     rng = np.random.default_rng(14)
     T, N = 300, 7
