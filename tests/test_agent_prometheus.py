@@ -137,7 +137,7 @@ def test_real_prometheus_sees_the_degraded_gpu(prometheus_binary, tmp_path):
         assert [d["metric"]["UUID"] for d in degraded] == [bad_uuid]
         m = degraded[0]["metric"]
         assert m["job"] == "degrade" and m["hostname"] == fake.host
-        assert m["device"] == f"nvidia{m['gpu']}" and m["modelName"].startswith("NVIDIA")
+        assert m["device"] == f"nvidia{m['gpu']}" and m["model_name"].startswith("NVIDIA")
         healthy = _query(pport, 'degrade_device_status{status="healthy"} == 1')
         assert len(healthy) == 7 and bad_uuid not in {h["metric"]["UUID"] for h in healthy}
         slow = _query(pport, f'degrade_device_slowdown_ratio{{UUID="{bad_uuid}"}}')

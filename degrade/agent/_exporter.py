@@ -2,13 +2,13 @@
 
 Metrics come from a custom prometheus_client collector that reads one
 :meth:`Agent.snapshot` per scrape (no global gauges to keep in sync). Every
-per-GPU series carries dcgm-exporter's labels — ``gpu``, ``UUID``,
-``pci_bus_id``, ``device`` (``nvidia<N>``), ``modelName`` and ``hostname``
-(dcgm-exporter's spelling since its PR #655; ``Hostname`` before) — so a
-PromQL join with ``DCGM_FI_*`` series needs no relabelling. promtool's lint
-flags the camelCase names ``UUID`` and ``modelName`` (as it does for
-dcgm-exporter itself); ``labels="snake"`` uses ``uuid`` and ``model_name``
-instead and passes the lint.
+per-GPU series carries dcgm-exporter's join labels — ``gpu``, ``UUID``,
+``pci_bus_id``, ``device`` (``nvidia<N>``) and ``hostname`` (dcgm-exporter's
+spelling since its PR #655; ``Hostname`` before) — so a PromQL join with
+``DCGM_FI_*`` series needs no relabelling. The GPU model is ``model_name``,
+not dcgm-exporter's camelCase ``modelName``, so the exposition passes
+promtool's lint (``UUID`` does); nobody joins on the model name.
+``labels="snake"`` also writes ``uuid``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ __all__ = ["DegradeCollector", "exposition", "serve", "write_textfile", "verdict
 
 _STATUSES = ("healthy", "suspect", "degraded", "failed", "unknown")
 LABEL_SCHEMES = {
-    "dcgm": ("hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName"),
+    "dcgm": ("hostname", "gpu", "UUID", "pci_bus_id", "device", "model_name"),
     "snake": ("hostname", "gpu", "uuid", "pci_bus_id", "device", "model_name"),
 }
 DEFAULT_PORT = 9835

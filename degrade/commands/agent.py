@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--textfile", metavar="DIR",
                    help="write node_exporter's textfile format into DIR instead of serving HTTP")
     p.add_argument("--labels", choices=("dcgm", "snake"), default="dcgm",
-                   help="label names: dcgm-exporter's (UUID, modelName; joins with DCGM_FI_* series) or "
+                   help="label names: dcgm-exporter's join labels (UUID, gpu, pci_bus_id; joins with DCGM_FI_* series) or "
                    "snake_case (uuid, model_name; passes promtool's lint). Default %(default)s")
     p.add_argument("--state", metavar="PATH",
                    help="state file: baselines are saved here and restored at start")
