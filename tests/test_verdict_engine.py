@@ -582,3 +582,59 @@ def test_bad_input_raises_input_error():
     # bad values are missing data, not errors
     eng.update(["a", "b"], {"compute_time": np.array([np.inf, -1.0])}, step=0)
     assert eng.verdicts()[0].signals["timing_missing"] == 1
+
+
+# ---------------------------------------------------------------- wave 2: accuracy follow-ups
+@pytest.mark.parametrize(("shift", "min_slowdown", "expect"), [
+    (0.037, 0.05, Status.SUSPECT),
+    (0.16, 0.20, Status.SUSPECT),
+    (0.26, 0.20, Status.DEGRADED),
+    (0.07, 0.05, Status.DEGRADED),
+])
+def test_min_slowdown_is_a_floor_for_degraded(shift, min_slowdown, expect):
+    rng = np.random.default_rng(23)
+    T, N = 2000, 16
+    x = _fleet(rng, T, N, noise=0.02, offset=0.0)
+    x[500:, 5] *= 1.0 + shift
+    eng = VerdictEngine(min_slowdown=min_slowdown, healthy_offset=min(0.03, 0.6 * min_slowdown), latch=True)
+    eng.run(_ids(N), {"compute_time": x}, steps=np.arange(T))
+    v = _by_dev(eng)["gpu5"]
+    assert v.status is expect, (v.slowdown, v.reasons)
+    if v.status is Status.DEGRADED:
+        assert v.slowdown >= min_slowdown - 0.01
+
+
+def test_reason_states_the_statistic_that_crossed_h():
+    import re
+
+    rng = np.random.default_rng(24)
+    T, N = 3000, 8
+    x = _fleet(rng, T, N)
+    x[400:700, 2] *= 1.12  # first episode, recovers
+    x[2000:2300, 2] *= 1.08  # second, smaller episode
+    x[1000:, 6] *= 1.10
+    for latch in (False, True):
+        eng = VerdictEngine(latch=latch)
+        for lo in range(0, T, 250):  # block by block, as after restarts
+            eng.run(_ids(N), {"compute_time": x[lo : lo + 250]}, steps=np.arange(lo, lo + 250))
+            eng = pickle.loads(pickle.dumps(eng))
+        seen = 0
+        for v in eng.verdicts():
+            for r in v.reasons:
+                for a, b in re.findall(r"CUSUM ([0-9.]+) > h ([0-9.]+)", r):
+                    assert float(a) > float(b), r
+                    seen += 1
+        assert seen >= 1
+
+
+def test_old_state_without_crossing_fields_loads():
+    rng = np.random.default_rng(25)
+    eng = VerdictEngine()
+    eng.run(_ids(4), {"compute_time": _fleet(rng, 50, 4)}, steps=np.arange(50))
+    d = eng.state_dict()
+    for k in ("timing_peer", "timing_own", "clock_peer", "stall_peer"):
+        d[k] = d[k][:, : K.C_FIELDS_V1]
+    eng2 = VerdictEngine()
+    eng2.load_state_dict(d)
+    assert eng2.state_dict()["timing_peer"].shape == (4, K.C_FIELDS)
+    assert np.isnan(eng2.state_dict()["timing_peer"][:, K.C_XS]).all()

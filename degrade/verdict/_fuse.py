@@ -71,21 +71,57 @@ def _fin(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _channel_evidence(eng: VerdictEngine, S: np.ndarray, i: int, what: str, latch: bool) -> _Evidence | None:
+def _timing_status(eng: VerdictEngine, mean: float, n: float, sig: float) -> Status:
+    """Degraded only when the slowdown estimate reaches ``min_slowdown``.
+
+    ``mean`` (log units) is the mean deviation over ``n`` samples since onset,
+    ``sig`` the channel's long-run (autocorrelation-inflated) sigma. The floor
+    allows for the estimate's own uncertainty: degraded needs the point
+    estimate past the midpoint between ``healthy_offset`` and ``min_slowdown``
+    *and* ``min_slowdown`` within two standard errors (``sig/sqrt(n)``) of it,
+    so a long, well-measured 3.7 % (or 16 % at ``min_slowdown=0.2``) episode
+    is suspect, while a short episode at about ``min_slowdown`` keeps its
+    benefit of the doubt.
+    """
+    p = eng._params
+    if mean < 0.5 * (p[K.P_MU0] + p[K.P_MU1]):
+        return Status.SUSPECT
+    se = sig / math.sqrt(max(n, 1.0)) if math.isfinite(sig) else 0.0
+    return Status.DEGRADED if mean + 2.0 * se >= p[K.P_MU1] else Status.SUSPECT
+
+
+def _crossing(row: np.ndarray, chart: str = "CUSUM") -> str:
+    """The statistic that raised the alarm, at the sample it crossed h."""
+    xs, xh = row[K.C_XS], row[K.C_XH]
+    if not (math.isfinite(xs) and math.isfinite(xh)):
+        return ""
+    return f"; {chart} {xs:.1f} > h {xh:.1f}"
+
+
+def _channel_evidence(eng: VerdictEngine, S: np.ndarray, i: int, what: str, latch: bool,
+                      peers: bool = False) -> _Evidence | None:
     row = S[i]
     active = row[K.C_ALARM] != 0.0
     if not active and not (latch and row[K.C_EPISODES] > 0):
         return None
-    p = eng._params
     mean = row[K.C_ASUM] / max(row[K.C_AN], 1.0)
+    desc = what.format(pct=100.0 * math.expm1(mean))
+    loc = row[K.C_LOC]
+    if peers and math.isfinite(loc) and loc < 0.0:
+        # a device that ran faster than its peers before the change: its
+        # slowdown is measured against its own level before onset (the peers'
+        # gap understates it by its healthy offset)
+        desc = what.format(pct=100.0 * math.expm1(mean - loc)).replace(
+            "above peers", f"above its own level before onset, {100.0 * math.expm1(mean):.1f} % above peers")
+        mean -= loc
     slowdown = math.expm1(mean)
-    status = Status.DEGRADED if mean >= 0.5 * (p[K.P_MU0] + p[K.P_MU1]) else Status.SUSPECT
+    status = _timing_status(eng, mean, row[K.C_AN], row[K.C_SIG])
     h = row[K.C_H]
     s = row[K.C_S]
     score = row[K.C_PEAK] if (latch or not active) else s / h
     since = _at(row[K.C_ONSTEP], row[K.C_ONTIME])
-    text = f"{what.format(pct=100.0 * slowdown)} since {since}; CUSUM {row[K.C_PEAK] * h:.1f} > h {h:.1f}" if active else (
-        f"{what.format(pct=100.0 * slowdown)} from {since} until {_at(row[K.C_ENDSTEP], row[K.C_ENDTIME])} (recovered)"
+    text = f"{desc} since {since}{_crossing(row)}" if active else (
+        f"{desc} from {since} until {_at(row[K.C_ENDSTEP], row[K.C_ENDTIME])} (recovered){_crossing(row)}"
     )
     return _Evidence(status, float(score), text, "timing", slowdown, row[K.C_ONSTEP], row[K.C_ONTIME],
                      row[K.C_DETSTEP], row[K.C_DETTIME])
@@ -124,7 +160,7 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
         ev: list[_Evidence] = []
         where = f"job {job} group {group}" if group is not None else f"job {job}"
 
-        e = _channel_evidence(eng, ST, i, f"{metric} {{pct:.1f}} % above peers ({where})", latch)
+        e = _channel_evidence(eng, ST, i, f"{metric} {{pct:.1f}} % above peers ({where})", latch, peers=True)
         if e:
             ev.append(e)
         e = _channel_evidence(eng, SS, i, f"{metric} {{pct:.1f}} % above its own baseline (no peers)", latch)
@@ -136,11 +172,11 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
             # stalls that do not add up to a real slowdown (clusters of healthy
             # spikes) are only suspect
             mean_d = r[K.C_ASUM] / max(r[K.C_AN], 1.0)
-            st = Status.DEGRADED if mean_d >= 0.5 * (eng._params[K.P_MU0] + eng._params[K.P_MU1]) else Status.SUSPECT
+            st = _timing_status(eng, mean_d, r[K.C_AN], ST[i, K.C_SIG])
             ev.append(_Evidence(st, float(r[K.C_PEAK] if latch else r[K.C_S] / r[K.C_H]),
                                 f"intermittent stalls of {metric} (steps at least 2x the peers' median) since "
                                 f"{since}: mean {100 * math.expm1(r[K.C_ASUM] / max(r[K.C_AN], 1.0)):.1f} % "
-                                f"above peers; stall CUSUM {r[K.C_PEAK] * r[K.C_H]:.1f} > h {r[K.C_H]:.1f}",
+                                f"above peers{_crossing(r, 'stall CUSUM')}",
                                 "timing", math.expm1(r[K.C_ASUM] / max(r[K.C_AN], 1.0)), r[K.C_ONSTEP],
                                 r[K.C_ONTIME], r[K.C_DETSTEP], r[K.C_DETTIME]))
         e = _channel_evidence(eng, SC, i, "SM clock {pct:.1f} % below busy peers of the same model", latch)
@@ -269,7 +305,9 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
             signals=signals,
         )
         if top is not None:
-            slow = next((x.slowdown for x in ev if x.slowdown is not None), None)
+            # the slowdown of the evidence that set the status, so that the two agree
+            slow = next((x.slowdown for x in ev if x.slowdown is not None and x.status is status),
+                        next((x.slowdown for x in ev if x.slowdown is not None), None))
             v.slowdown = slow
             # the change began at the earliest onset among evidence of the final severity
             # (by time when every candidate has one: counter evidence has no step)

@@ -108,10 +108,14 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
                 S[i, C_ALARM] = 1.0
                 S[i, C_ONSTEP] = S[i, C_CSTEP]
                 S[i, C_ONTIME] = S[i, C_CTIME]
-                S[i, C_DETSTEP] = step
-                S[i, C_DETTIME] = ts
                 S[i, C_ASUM] = S[i, C_SSUM]
                 S[i, C_AN] = S[i, C_SN]
+                # the statistic and h at the crossing: h is re-designed between
+                # excursions, so the reason must not pair a later h with it
+                S[i, C_XS] = s_new
+                S[i, C_XH] = h
+                S[i, C_DETSTEP] = step
+                S[i, C_DETTIME] = ts
                 S[i, C_CLEAR] = 0.0
                 S[i, C_PEAK] = s_new / h
                 S[i, C_ENDSTEP] = NAN
@@ -219,6 +223,8 @@ def _stall_update(S, i, d, step, ts, P):
                 S[i, C_AN] = S[i, C_SN]
                 S[i, C_CLEAR] = 0.0
                 S[i, C_PEAK] = s_new / h
+                S[i, C_XS] = s_new
+                S[i, C_XH] = h
                 S[i, C_ENDSTEP] = NAN
                 S[i, C_ENDTIME] = NAN
                 S[i, C_EPISODES] += 1.0

@@ -39,7 +39,10 @@ C_SQ = 27  # running mean square of the winsorised residual
 C_XP = 28  # running mean lag-1 product of the winsorised residual
 C_FSTEP = 29  # first sample of the channel (onset of faults present from the start)
 C_FTIME = 30
-C_FIELDS = 31
+C_XS = 31  # the CUSUM statistic that raised the current/last alarm, at the crossing
+C_XH = 32  # the h it crossed
+C_FIELDS = 33
+C_FIELDS_V1 = 31  # rows saved before the crossing fields existed
 
 # --- hard signals ---------------------------------------------------------
 H_HW_SLOWDOWN = 0

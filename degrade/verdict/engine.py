@@ -415,7 +415,7 @@ class VerdictEngine:
         row = np.zeros(K.C_FIELDS)
         for f in (K.C_SCALE, K.C_PREV, K.C_CSTEP, K.C_CTIME, K.C_ONSTEP, K.C_ONTIME, K.C_DETSTEP,
                   K.C_DETTIME, K.C_H, K.C_SIG, K.C_ENDSTEP, K.C_ENDTIME, K.C_LASTX, K.C_LASTSTEP,
-                  K.C_FSTEP, K.C_FTIME):
+                  K.C_FSTEP, K.C_FTIME, K.C_XS, K.C_XH):
             row[f] = np.nan
         return row
 
@@ -781,7 +781,12 @@ class VerdictEngine:
             # states saved before the stall channel existed start it fresh
             arrays["stall_peer"] = (np.asarray(d["stall_peer"], dtype=np.float64) if "stall_peer" in d
                                     else np.tile(self._fresh_channel(), (m, 1)))
-            m = len(devices)
+            fresh = self._fresh_channel()
+            for k in ("timing_peer", "timing_own", "clock_peer", "stall_peer"):
+                a = arrays[k]
+                if a.ndim == 2 and a.shape == (m, K.C_FIELDS_V1):
+                    # saved before the crossing fields existed: they start unknown
+                    arrays[k] = np.concatenate([a, np.tile(fresh[K.C_FIELDS_V1:], (m, 1))], axis=1)
             expect = {"timing_peer": (m, K.C_FIELDS), "timing_own": (m, K.C_FIELDS),
                       "clock_peer": (m, K.C_FIELDS), "stall_peer": (m, K.C_FIELDS), "hard": (m, K.H_KINDS, K.HF_FIELDS),
                       "device": (m, K.SD_FIELDS), "job_state": (len(d["job_groups"]), K.J_FIELDS)}
