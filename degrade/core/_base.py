@@ -169,6 +169,16 @@ class StreamDetector:
             side=check_side(side),
         )
 
+    def _design_warmup(self) -> int | None:
+        """Warm-up length a threshold design must allow for, or None (baseline known).
+
+        Only a frozen learned baseline is corrected: an adaptive one keeps
+        moving, so its error is not that of a fixed ``warmup``-sample estimate.
+        """
+        if getattr(self, "mu", None) is not None or float(self.adapt) != 0.0:
+            return None
+        return int(check_number("warmup", self.warmup, lo=3, integer=True))
+
     def _given_baseline(self, n: int) -> tuple[Any, Any]:
         mu = getattr(self, "mu", None)
         if mu is None:

@@ -8,6 +8,8 @@ import numpy as np
 
 from degrade._config import njit
 
+from ._kernels_common import _robust_mu_sigma
+
 
 @njit
 def _ncdf(x):
@@ -126,3 +128,13 @@ def _ewma_exact_head(Q, centers, start, lam, L, sd, upper, lower):
             p[c] = q[c]
             total += q[c]
     return total, p
+
+
+@njit
+def _bootstrap_baseline(Z, P, mu, sigma):
+    """The warm-up estimator (``_robust_mu_sigma``) applied to each row of ``Z``."""
+    W = Z.shape[1]
+    for i in range(Z.shape[0]):
+        m, s = _robust_mu_sigma(Z[i].copy(), W, P)
+        mu[i] = m
+        sigma[i] = s

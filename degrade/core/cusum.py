@@ -37,6 +37,10 @@ class CUSUM(StreamDetector):
         ``arl0`` to derive them with :func:`design_cusum`.
     arl0 : float, optional
         In-control average run length wanted (samples between false alarms).
+        With a learned, frozen baseline (no ``mu``/``sigma``, ``adapt=0``),
+        ``h`` is widened for the estimation error of a ``warmup``-sample
+        baseline (``design_cusum(..., warmup=warmup)``), so the false-alarm
+        rate averaged over streams stays ``1 / arl0``.
     shift : float, default 1.0
         Smallest shift worth detecting, in sigmas (used with ``arl0``).
     fir : float, default 0.0
@@ -149,7 +153,7 @@ class CUSUM(StreamDetector):
                 raise InputError("give either arl0 (and shift) or k and h, not both")
             from .design import design_cusum
 
-            k, h = design_cusum(self.arl0, self.shift, side=self.side)
+            k, h = design_cusum(self.arl0, self.shift, side=self.side, warmup=self._design_warmup())
         else:
             k = 0.5 if self.k is None else self.k
             h = 5.0 if self.h is None else self.h

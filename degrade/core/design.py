@@ -29,6 +29,10 @@ from ._kernels_design import _cusum_system, _ewma_exact_head, _ewma_transition, 
 
 __all__ = ["cusum_arl", "design_cusum", "design_ewma", "ewma_arl"]
 
+# quadrature points over the warm-up's estimation error (mean x log-scale)
+_N_MEAN_NODES = 10
+_N_SCALE_NODES = 5
+
 
 @lru_cache(maxsize=64)
 def _gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,13 +145,106 @@ def _solve_increasing(f, target: float, lo: float, hi: float, tol: float = 1e-9)
     return x
 
 
+@lru_cache(maxsize=64)
+def _estimation_error(warmup: int) -> tuple[float, float, float]:
+    """How far a baseline learned from ``warmup`` samples lands from the truth.
+
+    Returns ``(var_a, mean_log_s, var_log_s)`` for ``a = (mu_hat - mu) / sigma``
+    and ``s = sigma_hat / sigma``. Obtained by a parametric bootstrap of the very
+    estimator the detectors use (median/MAD, then the 3-sigma trimmed mean and
+    variance, ``_robust_mu_sigma``) on Gaussian warm-ups, with a fixed seed so
+    designs are reproducible. This catches its small-sample bias (sigma is
+    under-estimated by about ``0.6 / W`` in log units) and its efficiency loss
+    (variance of ``log s`` about ``1.2 / (2 W)`` instead of ``1 / (2 W)``),
+    which a chi-square approximation would miss.
+    """
+    from ._kernels_common import common_params
+    from ._kernels_design import _bootstrap_baseline
+
+    P = np.array(
+        common_params(
+            positive=False,
+            log=False,
+            warmup=warmup,
+            relearn=False,
+            adapt=0.0,
+            clip=3.0,
+            floor_abs=1e-12,
+            floor_rel=0.0,
+            side=SIDE_BOTH,
+        )
+    )
+    reps = int(max(1000, min(8000, 4_000_000 // warmup)))
+    Z = np.random.default_rng(20040101).standard_normal((reps, warmup))
+    mu = np.empty(reps)
+    sigma = np.empty(reps)
+    _bootstrap_baseline(Z, P, mu, sigma)
+    ls = np.log(sigma)
+    return float(np.mean(mu * mu)), float(np.mean(ls)), float(np.var(ls))
+
+
+def _estimation_nodes(warmup: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes ``(a, s, weight)`` over the warm-up estimation error.
+
+    ``a`` is taken as Gaussian with mean 0 (the estimator is symmetric) and
+    ``log s`` as Gaussian with the bootstrap's mean and variance; the two are
+    uncorrelated for a symmetric noise distribution.
+    """
+    var_a, m_ls, var_ls = _estimation_error(warmup)
+    xa, wa = np.polynomial.hermite_e.hermegauss(_N_MEAN_NODES)
+    xs, ws = np.polynomial.hermite_e.hermegauss(_N_SCALE_NODES)
+    a = np.repeat(xa * math.sqrt(var_a), xs.size)
+    s = np.tile(np.exp(m_ls + xs * math.sqrt(var_ls)), xa.size)
+    w = np.outer(wa / wa.sum(), ws / ws.sum()).ravel()
+    return a, s, w
+
+
+def _rate(arl: float) -> float:
+    # a numerically singular system means an astronomically long run: rate 0
+    return 1.0 / arl if math.isfinite(arl) and arl > 0.0 else 0.0
+
+
+@lru_cache(maxsize=4096)
+def _cusum_arl_learned(k: float, h: float, side: int, fir: float, warmup: int) -> float:
+    """In-control ARL of a CUSUM whose baseline was learned from ``warmup`` samples.
+
+    With ``mu_hat = mu + a sigma`` and ``sigma_hat = s sigma`` the chart sees
+    ``z' = (e - a) / s``; multiplying the sums by ``s`` shows it is the
+    known-baseline chart with ``k' = s k``, ``h' = s h`` and a shift of ``-a``
+    (upper side) or ``+a`` (lower side). The returned value is ``1 / E[1 /
+    ARL(a, s)]``: the reciprocal of the false-alarm rate averaged over streams
+    (the mean of the conditional ARLs would be dominated by the lucky streams
+    that almost never alarm).
+    """
+    a, s, w = _estimation_nodes(warmup)
+    rate = 0.0
+    nodes = 64  # ample here: 64 and 256 nodes agree to 1e-5 up to h = 32
+    for ai, si, wi in zip(a, s, w):
+        hi = si * h
+        r = 0.0
+        if side & SIDE_UPPER:
+            r += _rate(_one_sided_cusum_arl(si * k, hi, -ai, fir * hi, nodes))
+        if side & SIDE_LOWER:
+            r += _rate(_one_sided_cusum_arl(si * k, hi, ai, fir * hi, nodes))
+        rate += wi * r
+    return math.inf if rate == 0.0 else 1.0 / rate
+
+
+def _check_warmup(warmup: int | None) -> int | None:
+    if warmup is None:
+        return None
+    return int(check_number("warmup", warmup, lo=3, integer=True))
+
+
 def _check_target(arl0: float, shift: float) -> tuple[float, float]:
     arl0 = check_number("arl0", arl0, lo=2.0, hi=1e12)
     shift = check_number("shift", shift, lo=0.0, lo_open=True, hi=100.0)
     return arl0, shift
 
 
-def design_cusum(arl0: float, shift: float = 1.0, *, side: str = "both") -> tuple[float, float]:
+def design_cusum(
+    arl0: float, shift: float = 1.0, *, side: str = "both", warmup: int | None = None
+) -> tuple[float, float]:
     """CUSUM ``(k, h)`` with in-control ARL ``arl0``, tuned to a shift of ``shift`` sigmas.
 
     ``k = shift / 2`` is optimal for that shift (Moustakides 1986); ``h`` is
@@ -156,19 +253,68 @@ def design_cusum(arl0: float, shift: float = 1.0, *, side: str = "both") -> tupl
     in-control run than ``arl0``; then ``h = 0.0`` is returned (fewer false
     alarms than asked, detection within about one sample).
 
+    ``warmup``: the baseline is not known but learned from this many samples
+    (what the detectors do unless given ``mu`` and ``sigma``). Estimation
+    error then raises the false-alarm rate well above the design (Jones,
+    Champ & Rigdon 2004), so ``h`` is solved instead so that the false-alarm
+    rate *averaged over the warm-up's estimation error* is ``1 / arl0`` (see
+    docs/thresholds.md). ``None`` (default): a known baseline.
+
     Examples
     --------
     >>> from degrade.core import design_cusum
     >>> k, h = design_cusum(465.0, 1.0)
     >>> k, round(h, 2)
     (0.5, 5.0)
+    >>> k, h_learned = design_cusum(465.0, 1.0, warmup=100)  # learned baseline
+    >>> round(h_learned, 2)
+    5.71
     """
     arl0, shift = _check_target(arl0, shift)
     s = check_side(side)
+    warmup = _check_warmup(warmup)
     k = shift / 2.0
     h = _solve_increasing(lambda hh: cusum_arl(k, hh, 0.0, side=side), arl0, 0.5, 8.0)
-    del s
+    if warmup is not None and h > 0.0:
+        _check_feasible(
+            "CUSUM",
+            lambda f, w: _cusum_arl_learned(k, f * h, s, 0.0, w),
+            arl0,
+            shift,
+            warmup,
+        )
+        h = _solve_increasing(
+            lambda hh: _cusum_arl_learned(k, hh, s, 0.0, warmup), arl0, h, 1.25 * h, 1e-7
+        )
     return k, float(h)
+
+
+# how far a learned-baseline design may widen the known-baseline limit
+_MAX_WIDENING = 3.0
+
+
+def _check_feasible(chart: str, arl_at, arl0: float, shift: float, warmup: int) -> None:
+    """Raise when no sensible limit reaches ``arl0`` with a learned baseline.
+
+    A stream whose learned mean is off by more than about ``shift / 2`` sigmas
+    drifts towards the limit whatever its width, so the averaged false-alarm
+    rate only falls like ``1 / h``: the warm-up is too short for that shift.
+    """
+    if arl_at(_MAX_WIDENING, warmup) >= arl0:
+        return
+    sd = math.sqrt(_estimation_error(warmup)[0])
+    need = warmup
+    for _ in range(8):
+        need *= 2
+        if arl_at(_MAX_WIDENING, need) >= arl0:
+            break
+    raise InputError(
+        f"a baseline learned from warmup={warmup} samples is too uncertain for a "
+        f"{chart} tuned to shift={shift:g} sigmas at arl0={arl0:g}: its mean is off by "
+        f"{sd:.2g} sigmas (1 sd), so some healthy streams look shifted whatever the "
+        f"limit. Use warmup={need} or more, a larger shift, a smaller arl0, or give a "
+        f"known mu and sigma"
+    )
 
 
 def _ewma_width(lam: float, L: float, side: int) -> float:
@@ -263,9 +409,31 @@ def ewma_arl(
 _LAMBDAS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75)
 
 
+# cells per lam-width of the chains behind the learned-baseline correction:
+# about 2 % off, but the same error in the known- and learned-baseline chains
+_COARSE = 4.0
+
+
+@lru_cache(maxsize=4096)
+def _ewma_arl_learned(lam: float, L: float, side: int, exact: bool, warmup: int) -> float:
+    """In-control ARL of an EWMA chart whose baseline was learned from ``warmup`` samples.
+
+    As for :func:`_cusum_arl_learned`: with ``mu_hat = mu + a sigma`` and
+    ``sigma_hat = s sigma`` the chart is the known-baseline one with limit
+    ``s L`` and a shift of ``-a``; the result is ``1 / E[1 / ARL(a, s)]``. The
+    chains are the coarse ones (about 2 % off); callers use the result as a
+    ratio to the coarse known-baseline chart, so that error cancels.
+    """
+    a, s, w = _estimation_nodes(warmup)
+    rate = 0.0
+    for ai, si, wi in zip(a, s, w):
+        rate += wi * _rate(_ewma_arl(lam, float(si * L), float(-ai), side, exact, _COARSE, False))
+    return math.inf if rate == 0.0 else 1.0 / rate
+
+
 @lru_cache(maxsize=256)
 def _design_ewma(
-    arl0: float, shift: float, side: str, limits: str, lam_min: float
+    arl0: float, shift: float, side: str, limits: str, lam_min: float, warmup: int | None = None
 ) -> tuple[float, float]:
     s = check_side(side)
     # choose lam on a coarse grid with asymptotic limits (cheap, and the choice
@@ -285,6 +453,27 @@ def _design_ewma(
     L = _solve_increasing(
         lambda x: _ewma_arl(lam, x, 0.0, s, exact), arl0, best[2] * 0.98, best[2] * 1.02, 1e-8
     )
+    if warmup is not None:
+        # widen L by the factor that gives the coarse chain the same ARL0 with
+        # a learned baseline as without (the chains' own error cancels)
+        L0 = _solve_increasing(
+            lambda x: _ewma_arl(lam, x, 0.0, s, exact, _COARSE, False),
+            arl0,
+            L * 0.98,
+            L * 1.02,
+            1e-7,
+        )
+        _check_feasible(
+            "EWMA",
+            lambda f, w: _ewma_arl_learned(lam, f * L0, s, exact, w),
+            arl0,
+            shift,
+            warmup,
+        )
+        L1 = _solve_increasing(
+            lambda x: _ewma_arl_learned(lam, x, s, exact, warmup), arl0, L0, 1.25 * L0, 1e-7
+        )
+        L *= L1 / L0
     return lam, float(L)
 
 
@@ -295,6 +484,7 @@ def design_ewma(
     side: str = "both",
     limits: str = "asymptotic",
     lam_min: float = 0.05,
+    warmup: int | None = None,
 ) -> tuple[float, float]:
     """EWMA ``(lam, L)`` with in-control ARL ``arl0`` and the shortest delay for ``shift``.
 
@@ -309,6 +499,10 @@ def design_ewma(
     chart then raises far more false alarms than designed. Lower it only with
     a known baseline or a warm-up of several times ``2 / lam`` samples.
 
+    ``warmup``: the baseline is learned from this many samples; ``L`` is then
+    widened so that the false-alarm rate averaged over the warm-up's
+    estimation error is ``1 / arl0`` (as for :func:`design_cusum`).
+
     Examples
     --------
     >>> from degrade.core import design_ewma
@@ -321,4 +515,4 @@ def design_ewma(
     if limits not in ("exact", "asymptotic"):
         raise InputError(f"limits must be 'exact' or 'asymptotic'; got {limits!r}")
     lam_min = check_number("lam_min", lam_min, lo=0.0, hi=0.75)
-    return _design_ewma(arl0, shift, side, limits, lam_min)
+    return _design_ewma(arl0, shift, side, limits, lam_min, _check_warmup(warmup))

@@ -32,7 +32,8 @@ class EWMA(StreamDetector):
         give ``arl0`` to derive them with :func:`design_ewma`.
     arl0, shift : float, optional
         In-control average run length wanted and smallest shift (sigmas)
-        worth detecting.
+        worth detecting. With a learned, frozen baseline ``L`` is widened for
+        the warm-up's estimation error, as for :class:`CUSUM`.
     limits : {"exact", "asymptotic"}, default "exact"
         Exact limits catch a change present from the first samples sooner
         and lower ARL0 by a few percent.
@@ -112,7 +113,13 @@ class EWMA(StreamDetector):
                 raise InputError("give either arl0 (and shift) or lam and L, not both")
             from .design import design_ewma
 
-            lam, L = design_ewma(self.arl0, self.shift, side=self.side, limits=self.limits)
+            lam, L = design_ewma(
+                self.arl0,
+                self.shift,
+                side=self.side,
+                limits=self.limits,
+                warmup=self._design_warmup(),
+            )
         else:
             lam = 0.1 if self.lam is None else self.lam
             L = 2.814 if self.L is None else self.L
