@@ -241,12 +241,37 @@ def test_chunked_equals_whole(tmp_path):
     assert [e.to_dict() for e in chunked.jobs] == [e.to_dict() for e in whole.jobs]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_chunks_of_aliased_input_filter_in_the_scan(tmp_path, fmt):
+    from degrade.analyze._inputs import resolve_inputs
+    from degrade.analyze._plan import _timing_where, scan_kind
+    from degrade.analyze._warnings import WarningLog
+
+    df = fleet(4, jobs=2, n_step=300, slow={1: 6}, onset=120)
+    # column aliases and a row order of (job, step, device) then shuffled, with duplicates
+    aliased = pl.concat([df, df.slice(700, 5)]).sample(fraction=1.0, shuffle=True, seed=2).rename(
+        {"device": "uuid", "step": "iteration", "compute_time": "compute_seconds", "job": "job_id"})
+    path = tmp_path / f"t.{fmt}"
+    getattr(aliased, f"write_{fmt}")(path)
+    sources = resolve_inputs([str(path)], WarningLog())
+    plan = scan_kind(sources, "timings", where=_timing_where("job1", 100, 200), rows=True).explain()
+    assert "SORT" not in plan and "OPAQUE" not in plan  # nothing between the filter and the scan
+    selection = plan.split("SCAN")[1]
+    assert '"job1"' in selection and "100" in selection and "200" in selection
+    chunked = analyze(str(path), chunk_rows=700)
+    whole = analyze(df)
+    assert chunked.stats["peak_block_rows"] <= 1400 and chunked.stats["blocks"] > 4
+    assert [v.to_dict() for v in chunked.verdicts] == [v.to_dict() for v in whole.verdicts]
+    assert {(w.kind, w.count) for w in chunked.warnings} == {("duplicate_rows", 5)}
+    assert "job1-gpu6" in {v.device for v in chunked.flagged()}
+
+
 def test_hive_partitioned_dataset_equals_frame(tmp_path):
     df = fleet(2, jobs=3, n_step=250, slow={1: 5}, onset=100)
     ct = df["compute_time"].to_numpy().copy()
     ct[[3, 4000]] = [-1.0, np.inf]
-    # duplicates and bad values: files take the fast raw-Parquet path, frames go through
-    # degrade.io's reader; both must drop, count and judge the same way
+    # duplicates and bad values in a hive dataset read in chunks and in one frame: both
+    # must drop, count and judge the same way
     df = pl.concat([df.with_columns(pl.Series("compute_time", ct)), df.slice(500, 4)])
     root = tmp_path / "hive"
     df.write_parquet(root, partition_by="job")

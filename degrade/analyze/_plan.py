@@ -34,7 +34,6 @@ class Unit:
     host: Any = None  # for counter-only units
     ts_range: tuple[float, float] | None = None  # restrict counters to the job's time span
     value_cols: list[str] = field(default_factory=list)  # timing columns this job has
-    raw: bool = False  # sources are canonical Parquet: chunks read without the reader's sort
     rows: int = 0
 
 
@@ -51,7 +50,7 @@ class UnitResult:
 
 
 def _timing_where(job, a=None, b=None):
-    """Filter on (job, step range) for :meth:`Source.scan`, given a schema (raw or canonical)."""
+    """Filter on (job, step range) for :func:`scan_kind`, given a schema (raw or canonical)."""
     import polars as pl
 
     def where(schema):
@@ -73,22 +72,33 @@ def _timing_where(job, a=None, b=None):
     return where
 
 
-def scan_kind(sources: list[Source], kind: str, reports: list | None = None, where=None):
+def scan_kind(sources: list[Source], kind: str, reports: list | None = None, where=None,
+              rows: bool = False):
     """One LazyFrame over every source of ``kind`` (columns unioned), or None.
 
     ``reports``, when given, receives one ``(source, ReadReport)`` per source;
-    ``where`` is passed to :meth:`Source.scan`.
+    ``where(schema) -> expr | None`` filters on canonical columns. With
+    ``rows=True`` timings come validated and typed but neither sorted nor
+    de-duplicated (input order, duplicates kept: the block builder drops them,
+    first kept, as the reader would), so ``where`` reaches the Parquet/CSV/IPC
+    scan whatever the format or column aliases, and no chunk sorts the source.
     """
     import polars as pl
 
     from ..io import ReadReport
+    from ..io._readers import _read_timings
 
     frames = []
     for s in sources:
         if s.kind != kind:
             continue
         rep = ReadReport()
-        frames.append(s.scan(report=rep, where=where))
+        if rows and kind == "timings":
+            lf = _read_timings(s.target, report=rep, sort=False)
+            expr = where(lf.collect_schema()) if where is not None else None
+            frames.append(lf if expr is None else lf.filter(expr))
+        else:
+            frames.append(s.scan(report=rep, where=where))
         if reports is not None:
             reports.append((s, rep))
     if not frames:
@@ -147,20 +157,13 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
     units: list[Unit] = []
     t_reports: list = []
     c_reports: list = []
-    tl = scan_kind(sources, "timings", t_reports)
+    tl = scan_kind(sources, "timings", t_reports, rows=True)
     cl = scan_kind(sources, "counters", c_reports)
     job_devices: set = set()
     if tl is not None:
         schema = tl.collect_schema()
         tcols = _timing_columns(schema)
-        raw = _raw_timings(sources)
-        if raw is not None:
-            meta_all = _plan_raw(raw, sources, tcols, log)
-            info["raw"] = True
-        else:
-            meta_all = _plan_read(tl, schema, tcols)
-            _count_dropped(t_reports, int(meta_all.get_column("rows").sum()) if meta_all.height else 0,
-                           log)
+        meta_all = _plan_timings(tl, schema, tcols, t_reports, log)
         info["timing_rows"] = int(meta_all.get_column("rows").sum()) if meta_all.height else 0
         jobs = meta_all.get_column("job").unique().to_list()
         for job in sorted(jobs, key=lambda j: (j is not None, str(j))):
@@ -175,7 +178,6 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
                 ts_range = (float(meta.get_column("ts_min").min()), float(meta.get_column("ts_max").max()))
             units.append(Unit(key=f"job {job}" if job is not None else "timings", job=job,
                               timing_meta=meta, ts_range=ts_range, value_cols=value_cols,
-                              raw=bool(info.get("raw")),
                               rows=int(meta.get_column("rows").sum())))
     if cl is not None:
         schema = cl.collect_schema()
@@ -211,88 +213,36 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
     return units, info
 
 
-def _epoch(ts):
-    """degrade.io's rule for numeric timestamps: Prometheus exports are in (milli|micro)seconds."""
-    import polars as pl
+def _plan_timings(tl, schema, tcols, reports, log: WarningLog):
+    """Per (job, device): rows kept, step range, host, group, time span; one hash group-by.
 
-    ts = ts.cast(pl.Float64)
-    return pl.when(ts > 1e14).then(ts / 1e6).when(ts > 1e11).then(ts / 1e3).otherwise(ts)
-
-
-def _meta_aggs(schema, tcols, *, raw: bool):
-    import polars as pl
-
-    aggs = [pl.col("step").min().alias("step_min"), pl.col("step").max().alias("step_max")]
-    for opt in ("host", "group"):
-        if opt in schema:
-            aggs.append(pl.col(opt).cast(pl.String).drop_nulls().first().alias(opt))
-    if "timestamp" in schema:
-        ts = _epoch(pl.col("timestamp")) if raw else pl.col("timestamp").cast(pl.Float64)
-        aggs += [ts.min().alias("ts_min"), ts.max().alias("ts_max")]
-    for c in tcols:
-        ok = (pl.col(c).is_finite() & (pl.col(c) > 0)) if raw else pl.col(c).is_not_null()
-        aggs.append(ok.sum().alias(f"_n_{c}"))
-    return aggs
-
-
-def _plan_read(tl, schema, tcols):
-    """Metadata through the reader (any format, any column aliases): one sorted pass."""
-    import polars as pl
-
-    aggs = [pl.len().alias("rows"), *_meta_aggs(schema, tcols, raw=False)]
-    return tl.group_by(["job", "device"]).agg(aggs).collect()
-
-
-def _raw_timings(sources):
-    """Plain Parquet scans of every timing source when their columns are already canonical.
-
-    The reader sorts and de-duplicates the whole source before anything else;
-    the plan only needs per-device counts and ranges, which one hash group-by
-    over the raw columns gives (distinct steps per device = rows kept), so big
-    datasets are not sorted just to be planned.
+    ``tl`` holds the validated rows in input order with duplicates (see
+    :func:`scan_kind`), so nothing is sorted to be planned: distinct steps per
+    device are the rows kept. Rows without device or step were dropped by the
+    reader and are counted here; duplicates are counted by the block builder,
+    chunk by chunk.
     """
     import polars as pl
 
-    frames = []
-    for s in sources:
-        if s.kind != "timings":
-            continue
-        raw = s._raw_parquet()
-        if raw is None:
-            return None
-        sch = raw.collect_schema()
-        if sch.get("device") != pl.String or "step" not in sch or not sch["step"].is_integer():
-            return None
-        if "job" in sch and sch["job"] != pl.String:
-            return None
-        for c in [c for c in sch if c.endswith("_time")] + (["timestamp"] if "timestamp" in sch else []):
-            if not sch[c].is_numeric():
-                return None  # let the reader raise its clear SchemaError
-        frames.append(raw)
-    if not frames:
-        return None
-    lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
-    if "job" not in lf.collect_schema():
-        lf = lf.with_columns(pl.lit(None, dtype=pl.String).alias("job"))
-    return lf
-
-
-def _plan_raw(raw, sources, tcols, log: WarningLog):
-    import polars as pl
-
-    schema = raw.collect_schema()
-    tcols = [c for c in tcols if c in schema]
-    aggs = [pl.len().alias("_raw"), pl.col("step").n_unique().alias("rows"),
-            *_meta_aggs(schema, tcols, raw=True)]
-    meta = (raw.filter(pl.col("device").is_not_null() & pl.col("step").is_not_null())
-            .group_by(["job", "device"]).agg(aggs).collect())
-    tsrc = [s for s in sources if s.kind == "timings"]
-    name = tsrc[0].name if len(tsrc) == 1 else "timings"
-    total = sum(r for r in (s.raw_rows() for s in tsrc) if r is not None)
-    kept = int(meta.get_column("_raw").sum()) if meta.height else 0
-    log.add("null_key", total - kept, source=name)
-    # duplicates are dropped and counted by the block builder, chunk by chunk
-    return meta.drop("_raw")
+    aggs = [pl.len().alias("_n"), pl.col("step").n_unique().alias("rows")]
+    aggs += [pl.col("step").min().alias("step_min"), pl.col("step").max().alias("step_max")]
+    for opt in ("host", "group"):
+        if opt in schema:
+            aggs.append(pl.col(opt).drop_nulls().first().alias(opt))
+    if "timestamp" in schema:
+        aggs += [pl.col("timestamp").min().alias("ts_min"), pl.col("timestamp").max().alias("ts_max")]
+    aggs += [pl.col(c).is_not_null().sum().alias(f"_n_{c}") for c in tcols]
+    meta = tl.group_by(["job", "device"]).agg(aggs).collect()
+    valid = int(meta.get_column("_n").sum()) if meta.height else 0
+    total = 0
+    for s, rep in reports:
+        n = s.raw_rows()  # Parquet footers, a frame's height: free
+        if n is None:
+            n = pl.concat(rep._raw, how="diagonal_relaxed").select(pl.len()).collect().item()
+        total += n
+    tsrc = [s for s, _ in reports]
+    log.add("null_key", total - valid, source=tsrc[0].name if len(tsrc) == 1 else "timings")
+    return meta.drop("_n")
 
 
 def _counter_interval(meta) -> float:
@@ -315,7 +265,7 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
     pending: list[tuple[float, int, Any]] = []  # (start time, order, thunk)
     order = 0
     if unit.timing_meta is not None:
-        schema = scan_kind(sources, "timings").collect_schema()
+        schema = scan_kind(sources, "timings", rows=True).collect_schema()
         value_cols = list(unit.value_cols)
         cols = ["device", "step", *value_cols]
         if "timestamp" in schema:
@@ -323,21 +273,11 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
         meta = unit.timing_meta
         smin, smax = int(meta.get_column("step_min").min()), int(meta.get_column("step_max").max())
         t_lo, t_hi = unit.ts_range if unit.ts_range else (math.nan, math.nan)
-        raw = _raw_timings(sources) if unit.raw else None
         for a, b in step_chunks(smin, smax, unit.rows, chunk_rows):
             start = t_lo + (t_hi - t_lo) * (a - smin) / max(1, smax - smin + 1)
             cond = _job_filter(unit.job) & (pl.col("step") >= a) & (pl.col("step") < b)
-            if raw is not None:
-                # canonical Parquet (checked when planning): read the chunk as it lies on
-                # disk; the block builder drops duplicates (first kept, as the reader does)
-                # and turns non-finite or non-positive timings into missing values, counted
-                q = raw.filter(cond & pl.col("device").is_not_null()).select(
-                    [pl.col("device"), pl.col("step").cast(pl.Int64),
-                     *[pl.col(c).cast(pl.Float64) for c in value_cols],
-                     *([_epoch(pl.col("timestamp")).alias("timestamp")] if "timestamp" in cols else [])])
-            else:
-                tl = scan_kind(sources, "timings", where=_timing_where(unit.job, a, b))
-                q = tl.filter(cond).select(cols)
+            tl = scan_kind(sources, "timings", where=_timing_where(unit.job, a, b), rows=True)
+            q = tl.filter(cond).select(cols)
 
             def thunk(q=q, meta=meta, value_cols=value_cols):
                 return timing_block(q.collect(), meta, value_cols, job=unit.job, log=log,

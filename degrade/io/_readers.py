@@ -381,7 +381,7 @@ def _timings_part(part: _Part):
     return lf.select(out_cols)
 
 
-def _finish(parts, keys, sort_keys, report: ReadReport, what: str, label: str):
+def _finish(parts, keys, sort_keys, report: ReadReport, what: str, label: str, *, sort: bool = True):
     pl = _pl()
     if not parts:
         raise SchemaError(f"{label}: no {what} rows (empty files: {len(report.empty_files)}); nothing to analyse")
@@ -391,6 +391,8 @@ def _finish(parts, keys, sort_keys, report: ReadReport, what: str, label: str):
     report._keys = tuple(have)
     need = [k for k in have if k != "job"]
     lf = lf.filter(pl.all_horizontal([pl.col(k).is_not_null() for k in need]))
+    if not sort:
+        return lf
     sk = [k for k in sort_keys if k in have]
     # eager on purpose: data already in key order (a training job's own log, a file we
     # wrote) needs no sort at all, and otherwise an eager stable sort costs about half
@@ -486,6 +488,16 @@ def read_timings(
     >>> read_timings(df).collect().to_dicts()[0]
     {'device': 'a', 'step': 0, 'step_time': 0.1}
     """
+    return _read_timings(paths, jobs=jobs, where=where, report=report, on_bad_file=on_bad_file)
+
+
+def _read_timings(paths, *, jobs=None, where=None, report=None, on_bad_file="raise", sort=True):
+    """:func:`read_timings`; with ``sort=False``, rows stay in input order and duplicates stay.
+
+    The unsorted frame is what a caller that drops duplicates itself (first
+    kept, in input order: the same rows the sort keeps) wants: no sort stands
+    between its filters and the scan, and nothing is sorted twice.
+    """
     if on_bad_file not in ("raise", "skip"):
         raise InputError(f"on_bad_file={on_bad_file!r}; expected 'raise' or 'skip'")
     pl = _pl()
@@ -510,7 +522,8 @@ def read_timings(
         parts = [p.filter(pl.col("job").is_in(jobs)) for p in parts]
     if where is not None:
         parts = [p.filter(where) for p in parts]
-    return _finish(parts, ("job", "device", "step"), ("job", "device", "step"), report, "timing", _label(paths))
+    return _finish(parts, ("job", "device", "step"), ("job", "device", "step"), report, "timing", _label(paths),
+                   sort=sort)
 
 
 def _kind_or_none(schema) -> str | None:
