@@ -638,3 +638,32 @@ def test_old_state_without_crossing_fields_loads():
     eng2.load_state_dict(d)
     assert eng2.state_dict()["timing_peer"].shape == (4, K.C_FIELDS)
     assert np.isnan(eng2.state_dict()["timing_peer"][:, K.C_XS]).all()
+
+
+def test_recurring_job_events_are_merged_with_a_count():
+    rng = np.random.default_rng(26)
+    T, N = 3000, 8
+    c = _fleet(rng, T, N)
+    stalls = list(range(300, 1300, 50))  # 20 checkpoints, every 50 steps
+    for s0 in stalls:
+        c[s0 : s0 + 2] *= 3.0
+    c[2500:2503] *= 3.0  # a lone stall, far from the others
+    ids = _ids(N)
+    groups = [0] * 4 + [1] * 4  # two peer groups see every stall
+    raw = VerdictEngine(job_merge_gap=0)
+    raw.run(ids, {"compute_time": c}, steps=np.arange(T), job="j", groups=groups)
+    assert len([e for e in raw.job_events() if e.kind == "job_slowdown"]) == 2 * (len(stalls) + 1)
+    eng = VerdictEngine()
+    eng.run(ids, {"compute_time": c}, steps=np.arange(T), job="j", groups=groups)
+    ev = [e for e in eng.job_events() if e.kind == "job_slowdown"]
+    assert [(e.start_step, e.end_step, e.count, e.devices) for e in ev] == [
+        (300, stalls[-1] + 1, len(stalls), 8), (2500, 2502, 1, 8)]
+    assert "every 50 steps" in ev[0].reason and ev[0].slowdown == pytest.approx(2.0, rel=0.1)
+    assert {str(v.status) for v in eng.verdicts()} == {"healthy"}
+    # merging is a view: streaming gives the same list, and the state keeps every event
+    s = VerdictEngine()
+    for lo in range(0, T, 100):
+        s.run(ids, {"compute_time": c[lo : lo + 100]}, steps=np.arange(lo, lo + 100), job="j", groups=groups)
+    assert [e.to_dict() for e in s.job_events()] == [e.to_dict() for e in eng.job_events()]
+    with pytest.raises(InputError, match="job_merge_gap"):
+        EngineConfig(job_merge_gap=-1)

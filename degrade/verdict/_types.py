@@ -116,6 +116,7 @@ class JobEvent:
     slowdown: float | None = None
     devices: int | None = None
     reason: str = ""
+    count: int = 1  # occurrences merged into this event (see EngineConfig.job_merge_gap)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _clean(v) if not isinstance(v, str) else v for k, v in asdict(self).items()}

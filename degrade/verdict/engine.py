@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -106,6 +106,12 @@ class EngineConfig:
     job_gap, job_sustained
         Quiet samples that end a job event; slow samples after which a job
         event counts as a lasting level change and the baseline follows it.
+    job_merge_gap
+        :meth:`VerdictEngine.job_events` merges events of the same job and
+        kind (across its peer groups) that start at most this many steps after
+        the previous one ended into one event with a ``count`` (checkpoints,
+        evaluations and data stalls recur; one line per occurrence is noise).
+        0 turns merging off.
     busy_util, idle_util
         Utilisation above which clocks are compared with peers; below which a
         device counts as idle (never degraded on clock or PCIe generation).
@@ -158,6 +164,7 @@ class EngineConfig:
     data_timeout_s: float = 120.0
     latch: bool = False
     timing_metric: str | None = None
+    job_merge_gap: int = 100
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> InputError:
@@ -176,6 +183,9 @@ class EngineConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise bad(name, "a positive integer")
+        if not isinstance(self.job_merge_gap, (int, np.integer)) or isinstance(self.job_merge_gap, bool) \
+                or self.job_merge_gap < 0:
+            raise bad("job_merge_gap", "an integer >= 0 (0 = no merging)")
         if not isinstance(self.xid_hold, (int, np.integer)) or self.xid_hold < 0:
             raise bad("xid_hold", "an integer >= 0 (0 = until reset)")
         for name in ("winsor", "min_scale", "scale_halflife", "cap", "data_timeout_s"):
@@ -690,7 +700,11 @@ class VerdictEngine:
         )
 
     def job_events(self) -> list[JobEvent]:
-        """Job-wide slowdowns so far (closed ones, then the ones still open)."""
+        """Job-wide slowdowns so far, recurring ones merged (``EngineConfig.job_merge_gap``)."""
+        return _merge_events(self._raw_job_events(), self.config.job_merge_gap)
+
+    def _raw_job_events(self) -> list[JobEvent]:
+        """Every job event as detected (closed ones, then the ones still open)."""
         out = list(self._events)
         SJ = self._SJ
         for g in range(len(self._gnames)):
@@ -835,6 +849,79 @@ class VerdictEngine:
     @property
     def devices_(self) -> list[str]:
         return list(self._names)
+
+
+def _merge_events(events: list[JobEvent], gap: int) -> list[JobEvent]:
+    """Merge events of one job and kind that follow each other within ``gap`` steps.
+
+    Peer groups of one job (pipeline stages) usually see the same stall, so
+    they are merged too. Events without steps are left as they are.
+    """
+    if gap <= 0 or len(events) < 2:
+        return list(events)
+    keep = [e for e in events if e.start_step is None or e.end_step is None]
+    runs: dict[tuple, list[list[JobEvent]]] = {}
+    order: list[tuple] = []
+    for e in sorted((e for e in events if e.start_step is not None and e.end_step is not None),
+                    key=lambda e: (e.start_step, e.end_step)):
+        key = (e.job, e.kind)
+        if key not in runs:
+            runs[key] = []
+            order.append(key)
+        cur = runs[key][-1] if runs[key] else None
+        if cur is not None and e.start_step <= max(x.end_step for x in cur) + gap:
+            cur.append(e)
+        else:
+            runs[key].append([e])
+    out = list(keep)
+    for key in order:
+        for run in runs[key]:
+            out.append(run[0] if len(run) == 1 else _merged(run))
+    out.sort(key=lambda e: (e.start_step if e.start_step is not None else math.inf, str(e.job), e.kind))
+    return out
+
+
+def _merged(run: list[JobEvent]) -> JobEvent:
+    first = run[0]
+    # the same stall seen by several peer groups counts once
+    starts = sorted({e.start_step for e in run})
+    end = max(e.end_step for e in run)
+    t_end = [e.end_time for e in run if e.end_time is not None]
+    w = [max(e.end_step - e.start_step + 1, 1) for e in run]
+    sl = [(e.slowdown, k) for e, k in zip(run, w) if e.slowdown is not None]
+    mean = sum(x * k for x, k in sl) / sum(k for _, k in sl) if sl else None
+    peak = max((x for x, _ in sl), default=None)
+    slow_steps = len({s for e in run for s in range(e.start_step, e.end_step + 1)})
+    ongoing = any(e.reason.endswith("; ongoing") for e in run)
+    if len(starts) == 1:
+        # one event seen by several peer groups (pipeline stages)
+        body = first.reason.split(": ", 1)[-1]
+        return replace(first, end_step=end, end_time=max(t_end) if t_end else None,
+                       devices=sum(e.devices or 0 for e in run) or None,
+                       reason=f"job {first.job} ({len(run)} peer groups): {body}")
+    what = ("lasting level changes for all peers" if first.kind == "sustained_job_slowdown"
+            else "transient slowdowns of all peers (checkpoints, evaluations or data stalls)")
+    every = ""
+    if len(starts) >= 3:
+        d = sorted(b - a for a, b in zip(starts, starts[1:]))
+        every = f", every {d[len(d) // 2]} steps (median)"
+    reason = (f"job {first.job}: {len(starts)} {what} from step {starts[0]} to step {end}{every}, "
+              f"{slow_steps} slow steps in all; mean {100 * (mean or 0.0):.1f} % slower, "
+              f"worst {100 * (peak or 0.0):.1f} %")
+    if ongoing:
+        reason += "; ongoing"
+    return JobEvent(
+        job=first.job,
+        kind=first.kind,
+        start_step=starts[0],
+        end_step=end,
+        start_time=min((e.start_time for e in run if e.start_time is not None), default=None),
+        end_time=max(t_end) if t_end else None,
+        slowdown=mean,
+        devices=max((sum(e.devices or 0 for e in run if e.start_step == s0) for s0 in starts), default=0) or None,
+        reason=reason,
+        count=len(starts),
+    )
 
 
 def _int_or_none(x: float) -> int | None:
