@@ -42,9 +42,17 @@ P_HEAD = N_PCOMMON + 2  # headstart (FIR) value, in sigmas
 N_PARAMS = N_PCOMMON + 3
 
 
-@njit
+@njit(error_model="numpy")
 def _cusum_pass1(S, x, W, k, h, notpos, up_on, down_on, out, stat):
-    """The common case for every stream, branch-free (vectorised by LLVM)."""
+    """The common case for every stream, branch-free (vectorised by LLVM).
+
+    ``error_model="numpy"``: with Python's, every division carries a
+    zero-divisor check that raises, and that branch stops LLVM vectorising
+    the loop (3.0 -> 0.9 ns per stream). sigma is never zero (floored), and
+    where it is NaN (learning) the result is discarded. Folding the second
+    pass in here was tried: with ten row pointers into one matrix LLVM gives
+    up on its alias checks and the loop runs scalar again (2x slower).
+    """
     n = x.size
     U = S[COL_UP]
     D = S[COL_DOWN]

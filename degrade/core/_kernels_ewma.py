@@ -39,9 +39,13 @@ P_EXACT = N_PCOMMON + 2  # 1: exact time-varying limits, 0: asymptotic
 N_PARAMS = N_PCOMMON + 3
 
 
-@njit
+@njit(error_model="numpy")
 def _ewma_pass1(S, x, W, lo, lam, L, exact, upf, downf, out, stat):
-    """The common case for every stream, branch-free (vectorised by LLVM)."""
+    """The common case for every stream, branch-free (vectorised by LLVM).
+
+    ``error_model="numpy"`` drops the zero-divisor check that would stop
+    LLVM vectorising the division (see ``_cusum_pass1``).
+    """
     E = S[COL_E]
     Q = S[COL_Q]
     MU = S[COL_MU]
