@@ -10,6 +10,7 @@ import pytest
 from degrade.errors import InputError
 from degrade.verdict import EngineConfig, Status, VerdictEngine
 from degrade.verdict import _kernels as K  # constants re-exported from _layout
+from tests.conftest import require
 
 
 def _ids(n, prefix="gpu"):
@@ -667,3 +668,65 @@ def test_recurring_job_events_are_merged_with_a_count():
     assert [e.to_dict() for e in s.job_events()] == [e.to_dict() for e in eng.job_events()]
     with pytest.raises(InputError, match="job_merge_gap"):
         EngineConfig(job_merge_gap=-1)
+
+
+# ---------------------------------------------------------------- large-shift rule (PAI straggler)
+def _ar_fleet(rng, T, N, noise, phi, df=None, offset=0.015):
+    """AR(1) noise of marginal std ``noise``; Student-t innovations when ``df`` is given."""
+    e = rng.standard_normal((T, N)) if df is None else rng.standard_t(df, (T, N)) * np.sqrt((df - 2) / df)
+    e *= noise * np.sqrt(1 - phi * phi)
+    z = np.empty((T, N))
+    z[0] = e[0] / np.sqrt(1 - phi * phi)
+    for t in range(1, T):
+        z[t] = phi * z[t - 1] + e[t]
+    return 0.2 * np.exp(rng.uniform(-offset, offset, N) + z)
+
+
+def test_pai_job1_straggler_worker6_is_reported():
+    # real data, Alibaba PAI cluster trace (cluster-trace-gpu-v2020), AntMan OSDI 2020,
+    # CC BY 4.0: worker 6 is 1.2-2.4x its peers for ~14 logged steps from step 181
+    pl = require("polars")
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "datasets" / "pai" / "timings.parquet"
+    d = pl.read_parquet(path).filter(pl.col("job") == "pai-job1")
+    w = d.pivot(on="device", index="step", values="compute_time").sort("step")
+    ids = [c for c in w.columns if c != "step"]
+    eng = VerdictEngine(latch=True)
+    eng.run(ids, {"compute_time": w.select(ids).to_numpy()}, steps=w["step"].to_numpy(), job="pai-job1")
+    v = _by_dev(eng)["pai-job1/worker6"]
+    assert v.status is Status.SUSPECT and "large-shift rule" in v.reasons[0]
+    assert 180 <= v.onset_step <= 183 and 181 <= v.detected_step <= 190
+    assert v.slowdown >= 0.10
+
+
+def test_short_large_burst_in_autocorrelated_noise_is_suspect():
+    rng = np.random.default_rng(21)
+    T, N = 800, 10
+    x = _ar_fleet(rng, T, N, noise=0.05, phi=0.7)
+    x[400:414, 4] *= 1.6  # 14 steps: the CUSUM's h is tens of sigmas here
+    eng = VerdictEngine(latch=True)
+    eng.run(_ids(N), {"compute_time": x}, steps=np.arange(T))
+    vs = _by_dev(eng)
+    assert vs["gpu4"].status is Status.SUSPECT and 400 <= vs["gpu4"].onset_step <= 403
+    assert vs["gpu4"].detected_step <= 410
+    assert all(u.status is Status.HEALTHY for d, u in vs.items() if d != "gpu4")
+    plain = VerdictEngine(latch=True)  # the same fleet without the burst stays healthy
+    x[400:414, 4] /= 1.6
+    plain.run(_ids(N), {"compute_time": x}, steps=np.arange(T))
+    assert {str(v.status) for v in plain.verdicts()} == {"healthy"}
+
+
+@pytest.mark.parametrize("df", [None, 3])
+def test_large_shift_rule_false_alarms_latched(df):
+    # 32 x 4000 latched device-samples of AR(0.6) noise. Gaussian: the rule's
+    # design (z for RING / arl0 per window) leaves an expected ~0.1 episode.
+    # Student-t(3): heavy-tailed runs can cross it, which is why the rule alone
+    # only makes a device suspect, never degraded.
+    rng = np.random.default_rng(22)
+    x = _ar_fleet(rng, 4000, 32, noise=0.03, phi=0.6, df=df)
+    eng = VerdictEngine(latch=True)
+    eng.run(_ids(32), {"compute_time": x}, steps=np.arange(4000))
+    st = [v.status for v in eng.verdicts()]
+    assert st.count(Status.DEGRADED) == 0
+    assert st.count(Status.SUSPECT) <= (0 if df is None else 3)

@@ -95,6 +95,8 @@ def _crossing(row: np.ndarray, chart: str = "CUSUM") -> str:
     xs, xh = row[K.C_XS], row[K.C_XH]
     if not (math.isfinite(xs) and math.isfinite(xh)):
         return ""
+    if chart == "CUSUM" and row[K.C_XBIG] != 0.0:
+        return f"; median of the last {K.RING} deviations {xs:.1f} sigma > {xh:.1f} (large-shift rule)"
     return f"; {chart} {xs:.1f} > h {xh:.1f}"
 
 
@@ -116,6 +118,10 @@ def _channel_evidence(eng: VerdictEngine, S: np.ndarray, i: int, what: str, latc
         mean -= loc
     slowdown = math.expm1(mean)
     status = _timing_status(eng, mean, row[K.C_AN], row[K.C_SIG])
+    if row[K.C_XBIG] != 0.0:
+        # the window-median rule's arl0 holds for Gaussian AR(1) noise; a few
+        # steps of heavy-tailed noise can mimic it, so it alone makes a suspect
+        status = Status.SUSPECT
     h = row[K.C_H]
     s = row[K.C_S]
     score = row[K.C_PEAK] if (latch or not active) else s / h

@@ -103,9 +103,51 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
             S[i, C_HIT] += 1.0
         else:
             S[i, C_HIT] = 0.0
+        # large-shift rule: the median of the last RING deviations, whose
+        # standard error is ~1.25 sigma_lr / sqrt(RING) (median efficiency,
+        # long-run sigma for the autocorrelation); the median ignores single
+        # heavy-tailed spikes and their short AR echoes, a plateau of large
+        # deviations (a straggler for ten steps) crosses it
+        k = int(S[i, C_RN]) % RING
+        S[i, C_RING + k] = dv
+        S[i, C_RING + RING + k] = step
+        S[i, C_RING + 2 * RING + k] = ts
+        S[i, C_RN] = S[i, C_RN] + 1.0
+        wm = NAN
+        if S[i, C_RN] >= RING:
+            buf = np.sort(S[i, C_RING : C_RING + RING])
+            wm = 0.5 * (buf[RING // 2 - 1] + buf[RING // 2])
+        big_h = P[P_BIGZ] * 1.2533 * sig / math.sqrt(RING)
+        big = (not math.isnan(wm)) and wm - mu0 > big_h and (mu1 - mu0) < big_h
         if S[i, C_ALARM] == 0.0:
-            if S[i, C_HIT] >= P[P_PERSIST]:
+            if big and S[i, C_HIT] < P[P_PERSIST]:
                 S[i, C_ALARM] = 1.0
+                # onset: the first sample of the window above the threshold;
+                # the slowdown: the mean from there
+                S[i, C_ASUM] = 0.0
+                S[i, C_AN] = 0.0
+                for q in range(RING):
+                    o = (int(S[i, C_RN]) - RING + q) % RING
+                    if S[i, C_AN] == 0.0 and S[i, C_RING + o] - mu0 <= big_h:
+                        continue
+                    if S[i, C_AN] == 0.0:
+                        S[i, C_ONSTEP] = S[i, C_RING + RING + o]
+                        S[i, C_ONTIME] = S[i, C_RING + 2 * RING + o]
+                    S[i, C_ASUM] += S[i, C_RING + o]
+                    S[i, C_AN] += 1.0
+                S[i, C_XS] = (wm - mu0) / sig
+                S[i, C_XH] = big_h / sig
+                S[i, C_XBIG] = 1.0
+                S[i, C_DETSTEP] = step
+                S[i, C_DETTIME] = ts
+                S[i, C_CLEAR] = 0.0
+                S[i, C_PEAK] = max(s_new / h, (wm - mu0) / big_h)
+                S[i, C_ENDSTEP] = NAN
+                S[i, C_ENDTIME] = NAN
+                S[i, C_EPISODES] += 1.0
+            elif S[i, C_HIT] >= P[P_PERSIST]:
+                S[i, C_ALARM] = 1.0
+                S[i, C_XBIG] = 0.0
                 S[i, C_ONSTEP] = S[i, C_CSTEP]
                 S[i, C_ONTIME] = S[i, C_CTIME]
                 S[i, C_ASUM] = S[i, C_SSUM]
@@ -121,12 +163,25 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
                 S[i, C_ENDSTEP] = NAN
                 S[i, C_ENDTIME] = NAN
                 S[i, C_EPISODES] += 1.0
+        elif S[i, C_XBIG] != 0.0 and S[i, C_HIT] >= P[P_PERSIST]:
+            # the CUSUM confirms an alarm the window-median rule raised: from
+            # here on the episode is the CUSUM's (its onset, mean and crossing)
+            S[i, C_XBIG] = 0.0
+            S[i, C_ONSTEP] = S[i, C_CSTEP]
+            S[i, C_ONTIME] = S[i, C_CTIME]
+            S[i, C_ASUM] = S[i, C_SSUM]
+            S[i, C_AN] = S[i, C_SN]
+            S[i, C_XS] = s_new
+            S[i, C_XH] = h
+            S[i, C_CLEAR] = 0.0
+            if s_new / h > S[i, C_PEAK]:
+                S[i, C_PEAK] = s_new / h
         else:
             S[i, C_ASUM] += dv
             S[i, C_AN] += 1.0
             if s_new / h > S[i, C_PEAK]:
                 S[i, C_PEAK] = s_new / h
-            if s_new < 0.5 * h:
+            if s_new < 0.5 * h and not big:
                 S[i, C_CLEAR] += 1.0
             else:
                 S[i, C_CLEAR] = 0.0

@@ -41,7 +41,13 @@ C_FSTEP = 29  # first sample of the channel (onset of faults present from the st
 C_FTIME = 30
 C_XS = 31  # the CUSUM statistic that raised the current/last alarm, at the crossing
 C_XH = 32  # the h it crossed
-C_FIELDS = 33
+# large-shift rule: median of the last RING deviations against its own
+# (autocorrelation-aware) standard error; a ring of deviations and their steps
+C_XBIG = 33  # 1 when the window-median rule raised it
+C_RN = 34  # deviations put in the ring so far
+C_RING = 35  # RING deviations, then RING steps, then RING times
+RING = 8
+C_FIELDS = C_RING + 3 * RING
 C_FIELDS_V1 = 31  # rows saved before the crossing fields existed
 
 # --- hard signals ---------------------------------------------------------
@@ -174,7 +180,8 @@ P_STALL = 18  # log-ratio to peers above which a step counts as a stall
 P_STALL_UP = 19  # Bernoulli CUSUM increments log(p1/p0) and log((1-p1)/(1-p0))
 P_STALL_DOWN = 20
 P_STALL_H = 21  # log(arl0): Lorden's bound makes the in-control ARL at least arl0
-P_PARAMS = 22
+P_BIGZ = 22  # z threshold of the window-median rule (from arl0)
+P_PARAMS = 23
 
 NAN = np.nan
 

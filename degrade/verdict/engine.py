@@ -399,6 +399,9 @@ class VerdictEngine:
         p[K.P_STALL_UP] = math.log(p1 / p0)
         p[K.P_STALL_DOWN] = math.log((1.0 - p1) / (1.0 - p0))
         p[K.P_STALL_H] = math.log(cfg.arl0)
+        # window-median rule: about one independent window every RING samples,
+        # so the per-window tail probability is RING / arl0
+        p[K.P_BIGZ] = NormalDist().inv_cdf(1.0 - K.RING / cfg.arl0)
         return p
 
     def _grow(self, need: int) -> None:
