@@ -178,11 +178,65 @@ def _sorted_mad(s, c, med):
 
 
 @njit
+def _select(a, n, k):
+    """The k-th smallest of ``a[:n]`` (Hoare's FIND); leaves ``a[:k] <= a[k] <= a[k+1:n]``."""
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        x = a[lo]
+        y = a[(lo + hi) // 2]
+        z = a[hi]
+        # median of three as pivot: sorted or reversed input stays linear
+        pivot = max(min(x, y), min(max(x, y), z))
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit
+def _median_inplace(a, n):
+    """Median of ``a[:n]`` by selection (reorders ``a``); O(n) instead of a sort."""
+    h = n // 2
+    upper = _select(a, n, h)
+    if n % 2 == 1:
+        return upper
+    lower = a[0]
+    for i in range(1, h):
+        if a[i] > lower:
+            lower = a[i]
+    return 0.5 * (lower + upper)
+
+
+@njit
 def _robust_mu_sigma(buf, W, P):
-    """Median/MAD, then a 3-sigma trimmed mean and variance (consistency-corrected)."""
-    s = np.sort(buf[:W])
-    med = _sorted_median(s, W)
-    s0 = MAD_TO_SIGMA * _sorted_mad(s, W, med)
+    """Median/MAD, then a 3-sigma trimmed mean and variance (consistency-corrected).
+
+    Median and MAD by selection rather than a sort: numba's NaN-aware sort
+    of 100 values costs ~4 us, a third of a 4096-stream batch run's time.
+    """
+    s = buf[:W]
+    a = s.copy()
+    med = _median_inplace(a, W)
+    for i in range(W):
+        a[i] = abs(s[i] - med)
+    s0 = MAD_TO_SIGMA * _median_inplace(a, W)
     fl = _sigma_floor(med, P)
     if s0 < fl:
         s0 = fl
