@@ -7,7 +7,9 @@ one device per job slowed by 20 % halfway), then times, in the same run:
 * ``polars``: ``scan_parquet → sort(job, device, step) → group_by(job, device)
   .agg(median, len)`` — the plain pass any analysis of this file needs;
 * ``degrade``: ``degrade.analyze.analyze(file)`` — read, validate, plan,
-  pivot into blocks, run the verdict engine, collect verdicts.
+  pivot into blocks, run the verdict engine, collect verdicts;
+* ``degrade read + plan + blocks``: the same minus the verdict engine, to
+  tell the data path's cost from the engine's.
 
 and prints rows per second for both and their ratio (the target: degrade
 costs at most 2x the plain polars pass). Numba kernels are compiled (or
@@ -72,14 +74,19 @@ def write_dataset(path: str, devices: int, steps: int, job_size: int, seed: int 
     return rows
 
 
+ALIASES = {"job": "job_id", "device": "uuid", "step": "iteration", "compute_time": "compute_seconds"}
+
+
 def plain_polars(path: str) -> tuple[float, float]:
     import polars as pl
 
+    lf = pl.scan_parquet(path)
+    if "uuid" in lf.collect_schema():
+        lf = lf.rename({v: k for k, v in ALIASES.items()})
     c0 = time.process_time()
     t0 = time.perf_counter()
     out = (
-        pl.scan_parquet(path)
-        .sort(["job", "device", "step"])
+        lf.sort(["job", "device", "step"])
         .group_by(["job", "device"])
         .agg(pl.col("compute_time").median(), pl.len())
         .collect()
@@ -98,6 +105,25 @@ def run_degrade(path: str, chunk_rows: int | None, engine: str = "polars"):
     return time.perf_counter() - t0, time.process_time() - c0, res
 
 
+def run_io(path: str, chunk_rows: int | None) -> tuple[float, float]:
+    """degrade's own data path without the verdict engine: resolve, plan, read, pivot into blocks."""
+    from degrade.analyze._inputs import resolve_inputs
+    from degrade.analyze._plan import DEFAULT_CHUNK_ROWS, iter_blocks, plan_units
+    from degrade.analyze._warnings import WarningLog
+
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    log = WarningLog()
+    sources = resolve_inputs([path], log)
+    units, _ = plan_units(sources, log)
+    cells = 0
+    for unit in units:
+        for block in iter_blocks(unit, sources, log, int(chunk_rows or DEFAULT_CHUNK_ROWS)):
+            cells += block.shape[0] * block.shape[1]
+    assert cells > 0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=2000)
@@ -107,15 +133,23 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each; the best is kept")
     ap.add_argument("--dir", default=None, help="where to write the Parquet file (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the file")
+    ap.add_argument("--aliases", action="store_true",
+                    help="write uuid/iteration/compute_seconds/job_id instead of the canonical names "
+                         "(read through degrade.io's aliases; the polars pass sorts the same columns)")
     args = ap.parse_args()
 
     import polars as pl
 
     d = args.dir or tempfile.mkdtemp(prefix="degrade-bench-")
-    path = os.path.join(d, f"timings_{args.devices}x{args.steps}.parquet")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, f"timings_{args.devices}x{args.steps}{'_aliases' if args.aliases else ''}.parquet")
     t0 = time.perf_counter()
     if not os.path.exists(path):
         rows = write_dataset(path, args.devices, args.steps, args.job_size)
+        if args.aliases:
+            tmp = path + ".tmp"
+            pl.scan_parquet(path).rename(ALIASES).sink_parquet(tmp)
+            os.replace(tmp, path)
     else:
         rows = pl.scan_parquet(path).select(pl.len()).collect().item()
     print(f"data: {rows:,} rows ({args.devices:,} devices x {args.steps:,} steps, jobs of "
@@ -128,15 +162,18 @@ def main() -> None:
     analyze(pl.DataFrame({"device": ["a", "b", "c"] * 30, "step": np.repeat(np.arange(30), 3),
                           "compute_time": 0.1, "step_time": 0.1}))
 
-    tp, td, cp, cd, res = [], [], [], [], None
-    for _ in range(args.repeat):  # interleaved, so both see the same machine load
+    tp, td, cp, cd, ti, ci, res = [], [], [], [], [], [], None
+    for _ in range(args.repeat):  # interleaved, so all see the same machine load
         w, c = plain_polars(path)
         tp.append(w)
         cp.append(c)
         w, c, res = run_degrade(path, args.chunk_rows)
         td.append(w)
         cd.append(c)
-    bp, bd, bcp, bcd = min(tp), min(td), min(cp), min(cd)
+        w, c = run_io(path, args.chunk_rows)
+        ti.append(w)
+        ci.append(c)
+    bp, bd, bcp, bcd, bi, bci = min(tp), min(td), min(cp), min(cd), min(ti), min(ci)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print()
     print("| pass | wall s | rows/s (wall) | CPU s | rows per CPU-s | ratio (wall) | ratio (CPU) |")
@@ -145,6 +182,8 @@ def main() -> None:
           f"{rows / bcp:,.0f} | 1.00 | 1.00 |")
     print(f"| degrade analyze (whole analysis) | {bd:.2f} | {rows / bd:,.0f} | {bcd:.2f} | "
           f"{rows / bcd:,.0f} | {bd / bp:.2f} | {bcd / bcp:.2f} |")
+    print(f"| degrade read + plan + blocks (no engine, one thread) | {bi:.2f} | {rows / bi:,.0f} | {bci:.2f} | "
+          f"{rows / bci:,.0f} | {bi / bp:.2f} | {bci / bcp:.2f} |")
     print(f"\nbest of {args.repeat} interleaved runs; load average at the end: "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     flagged = sorted(v.device for v in res.flagged() if str(v.status) in ("degraded", "failed"))
