@@ -77,7 +77,8 @@ def scan_kind(sources: list[Source], kind: str, reports: list | None = None, whe
     """One LazyFrame over every source of ``kind`` (columns unioned), or None.
 
     ``reports``, when given, receives one ``(source, ReadReport)`` per source;
-    ``where(schema) -> expr | None`` filters on canonical columns. With
+    ``where(schema) -> expr | None`` filters on canonical columns (for
+    counters, a plain expression on device and timestamp is accepted too). With
     ``rows=True`` timings come validated and typed but neither sorted nor
     de-duplicated (input order, duplicates kept: the block builder drops them,
     first kept, as the reader would), so ``where`` reaches the Parquet/CSV/IPC
@@ -85,7 +86,7 @@ def scan_kind(sources: list[Source], kind: str, reports: list | None = None, whe
     """
     import polars as pl
 
-    from ..io import ReadReport
+    from ..io import ReadReport, read_counters
     from ..io._readers import _read_timings
 
     frames = []
@@ -97,6 +98,11 @@ def scan_kind(sources: list[Source], kind: str, reports: list | None = None, whe
             lf = _read_timings(s.target, report=rep, sort=False)
             expr = where(lf.collect_schema()) if where is not None else None
             frames.append(lf if expr is None else lf.filter(expr))
+        elif kind == "counters" and where is not None and not callable(where):
+            # an expression on (device, timestamp), the de-duplication keys: applied before
+            # the reader's sort (same rows kept), so it reaches the scan and a chunk does
+            # not sort every counter of the dataset
+            frames.append(read_counters(s.target, report=rep, where=where))
         else:
             frames.append(s.scan(report=rep, where=where))
         if reports is not None:
@@ -286,11 +292,10 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
             pending.append((start if math.isfinite(start) else -math.inf, order, thunk))
             order += 1
     if unit.counter_meta is not None:
-        cl = scan_kind(sources, "counters")
-        schema = cl.collect_schema()
+        schema = scan_kind(sources, "counters").collect_schema()
         metric_cols = _counter_columns(schema)
         meta = unit.counter_meta
-        cl = cl.filter(pl.col("device").is_in(meta.get_column("device").to_list()))
+        mine = pl.col("device").is_in(meta.get_column("device").to_list())
         lo, hi = float(meta.get_column("ts_min").min()), float(meta.get_column("ts_max").max())
         interval = _counter_interval(meta)
         if unit.ts_range is not None:
@@ -305,8 +310,8 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
             edges = [lo + (hi - lo) * k / n for k in range(n + 1)]
             for k in range(n):
                 ts = pl.col("timestamp").cast(pl.Float64)
-                cond = (ts >= edges[k]) & ((ts < edges[k + 1]) if k < n - 1 else (ts <= hi))
-                q = cl.filter(cond).select(["device", "timestamp", *metric_cols])
+                cond = mine & (ts >= edges[k]) & ((ts < edges[k + 1]) if k < n - 1 else (ts <= hi))
+                q = scan_kind(sources, "counters", where=cond).select(["device", "timestamp", *metric_cols])
 
                 def thunk(q=q, meta=meta, lo=lo, interval=interval):
                     return counter_block(q.collect(), meta, metric_cols, t0=lo, interval=interval,
