@@ -95,12 +95,14 @@ class Scenario:
 
 
 def scenario_dirs() -> list[Path]:
-    """Where scenario names are looked up: ``$DEGRADE_SCENARIOS`` then datasets/scenarios."""
+    """Where scenario names are looked up: ``$DEGRADE_SCENARIOS``, the scenarios
+    shipped in the package (``degrade/data/scenarios``, which the repository's
+    ``datasets/scenarios`` links to), then ``./datasets/scenarios``."""
     dirs = []
     env = os.environ.get("DEGRADE_SCENARIOS")
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
-    dirs.append(Path(__file__).resolve().parents[2] / "datasets" / "scenarios")
+    dirs.append(Path(__file__).resolve().parents[1] / "data" / "scenarios")
     dirs.append(Path.cwd() / "datasets" / "scenarios")
     return dirs
 
