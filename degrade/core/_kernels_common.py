@@ -267,36 +267,12 @@ def _standardise(S, B, j, v, P):
     The residual is computed against the baseline *before* ``v`` adapts it, so
     it is a one-step-ahead prediction error.
     """
-    W = int(P[P_WARMUP])
-    n = int(S[COL_NWARM, j])
-    if n < W:
-        B[j, n] = v
-        n += 1
-        S[COL_NWARM, j] = n
-        if n == W:
-            mu, sigma = _robust_mu_sigma(B[j], W, P)
-            S[COL_MU, j] = mu
-            S[COL_SIGMA, j] = sigma
+    if S[COL_NWARM, j] < P[P_WARMUP]:
+        _learn(S, B, j, v, P)
         return math.nan
-    mu = S[COL_MU, j]
-    sigma = S[COL_SIGMA, j]
-    z = (v - mu) / sigma
-    a = P[P_ADAPT]
-    if a > 0.0:
-        c = P[P_CLIP]
-        zc = z
-        if zc > c:
-            zc = c
-        elif zc < -c:
-            zc = -c
-        mu = mu + a * sigma * zc
-        var = (1.0 - a) * sigma * sigma + a * sigma * sigma * zc * zc / P[P_WIN_K]
-        sigma = math.sqrt(var)
-        fl = _sigma_floor(mu, P)
-        if sigma < fl:
-            sigma = fl
-        S[COL_MU, j] = mu
-        S[COL_SIGMA, j] = sigma
+    z = (v - S[COL_MU, j]) / S[COL_SIGMA, j]
+    if P[P_ADAPT] > 0.0:
+        _adapt(S, j, z, P)
     return z
 
 
