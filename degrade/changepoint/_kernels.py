@@ -40,6 +40,24 @@ COST_POISSON = 2
 _PRUNE_EVERY = 4
 
 
+
+@njit
+def _backtrack(last, n):
+    """Segment ends (the change points plus ``n``) from the optimal-partition links ``last``."""
+    cnt = 0
+    e = n
+    while e > 0:
+        cnt += 1
+        e = last[e]
+    bkps = np.empty(cnt, dtype=np.int64)
+    e = n
+    i = cnt - 1
+    while e > 0:
+        bkps[i] = e
+        i -= 1
+        e = last[e]
+    return bkps
+
 @njit
 def _prefix_sums(x, center, kind, full_cov):
     """Prefix sums of ``x - center`` (n, d); ``csx`` is filled only if ``full_cov``."""
@@ -189,20 +207,7 @@ def _pelt(kind, cs1, cs2, csx, pen, min_size, jump, eps, mbic, prune_k):
             k += 1
         n_adm = k
         s += jump
-    # backtrack
-    cnt = 0
-    e = n
-    while e > 0:
-        cnt += 1
-        e = last[e]
-    bkps = np.empty(cnt, dtype=np.int64)
-    e = n
-    i = cnt - 1
-    while e > 0:
-        bkps[i] = e
-        i -= 1
-        e = last[e]
-    return bkps, f[n]
+    return _backtrack(last, n), f[n]
 
 
 @njit
@@ -314,19 +319,7 @@ def _fpop_l2(cs1, cs2, pen, min_size, mbic):
             death[k] = death[i]
             k += 1
         nc = k
-    cnt = 0
-    e = n
-    while e > 0:
-        cnt += 1
-        e = last[e]
-    bkps = np.empty(cnt, dtype=np.int64)
-    e = n
-    i = cnt - 1
-    while e > 0:
-        bkps[i] = e
-        i -= 1
-        e = last[e]
-    return bkps, f[n]
+    return _backtrack(last, n), f[n]
 
 
 @njit
@@ -461,19 +454,7 @@ def _fpop_l2_1d(c1, c2, pen, min_size, mbic):
             death[k] = di
             k += 1
         nc = k
-    cnt = 0
-    e = n
-    while e > 0:
-        cnt += 1
-        e = last[e]
-    bkps = np.empty(cnt, dtype=np.int64)
-    e = n
-    i = cnt - 1
-    while e > 0:
-        bkps[i] = e
-        i -= 1
-        e = last[e]
-    return bkps, f[n]
+    return _backtrack(last, n), f[n]
 
 
 @njit
