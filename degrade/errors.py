@@ -13,6 +13,7 @@ __all__ = [
     "NVMLUnavailableError",
     "DeviceDegradedError",
     "StateFileError",
+    "PeerDegradedError",
 ]
 
 
@@ -71,3 +72,22 @@ class StateFileError(InputError):
     def __init__(self, message: str, *, missing: bool = False):
         super().__init__(message)
         self.missing = missing
+
+
+class PeerDegradedError(DegradeError):
+    """Raised on a healthy rank when a peer's device is judged degraded.
+
+    Every rank of the job learns the verdict at the same exchange step, so
+    the degraded rank and its healthy peers leave the training loop at the
+    same step and none is left waiting in a collective. ``verdict`` holds the
+    peer's :class:`degrade.verdict.Verdict`; ``exit_code`` is the peer exit
+    code the monitor was configured with (see docs/training-loop.md).
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, verdict=None, exit_code: int | None = None):
+        super().__init__(message)
+        self.verdict = verdict
+        if exit_code is not None:
+            self.exit_code = exit_code

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -124,10 +125,14 @@ def test_degraded_rank_exits_with_configured_code(tmp_path):
         ],
         env_extra={"DEGRADE_LOOP_EXIT_CODE": "77"},
     )  # fmt: skip
-    # rank 1 exits with the configured code; rank 0 loses its peer and stops (3)
+    # coordinated: rank 1 exits with the configured code and rank 0, healthy, leaves at
+    # the same step with the peer code (87) instead of losing its peer in a collective (3)
     assert codes[1] == 77, out
     assert "exiting with code 77" in out
-    assert codes[0] in (0, 3), out
+    assert codes[0] == 87, out
+    steps = {int(m) for m in re.findall(r"detected by every rank at step (\d+)", out)}
+    steps |= {int(m) for m in re.findall(r"leaves with it at step (\d+)", out)}
+    assert len(steps) == 1, out  # the same step on both ranks
 
 
 # ------------------------------------------------------------------ the worker

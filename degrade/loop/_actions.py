@@ -1,9 +1,20 @@
-"""What the monitor does when this rank's device is judged degraded.
+"""What the monitor does when a device of the job is judged degraded.
 
-``exit`` ends the process with :data:`DEFAULT_EXIT_CODE` (86, configurable)
-so that a Kubernetes Job's ``podFailurePolicy`` (``onExitCodes``) or a
-container's ``restartPolicyRules`` can tell "this GPU is degraded" apart
-from an ordinary crash (exit 1) or an OOM kill (137). See docs/kubernetes.md.
+Every rank learns the verdict at the same exchange step (see
+``Monitor``), and each one acts on it in its role:
+
+- the **degraded** rank carries out ``action``: ``exit`` ends the process
+  with :data:`DEFAULT_EXIT_CODE` (86, configurable), ``raise`` raises
+  :class:`~degrade.errors.DeviceDegradedError`;
+- every **healthy peer** carries out ``peer_action`` at the same step:
+  ``exit`` with :data:`DEFAULT_PEER_EXIT_CODE` (87, configurable), ``raise``
+  raises :class:`~degrade.errors.PeerDegradedError`; by default it mirrors
+  ``action`` so that no rank is left waiting in a collective of a rank
+  that has gone.
+
+86 and 87 let a Kubernetes Job's ``podFailurePolicy`` (``onExitCodes``)
+tell "this GPU is degraded" from "a peer's GPU was" and from an ordinary
+crash (exit 1) or an OOM kill (137). See docs/training-loop-kubernetes.md.
 """
 
 from __future__ import annotations
@@ -12,18 +23,32 @@ import logging
 import os
 import sys
 
-from ..errors import DeviceDegradedError, InputError
+from ..errors import DeviceDegradedError, InputError, PeerDegradedError
 from ..verdict import Status, Verdict
 
-__all__ = ["ACTIONS", "DEFAULT_EXIT_CODE", "check_action", "check_exit_code", "act"]
+__all__ = [
+    "ACTIONS",
+    "PEER_ACTIONS",
+    "DEFAULT_EXIT_CODE",
+    "DEFAULT_PEER_EXIT_CODE",
+    "check_action",
+    "check_peer_action",
+    "check_exit_code",
+    "act",
+    "describe",
+]
 
 log = logging.getLogger("degrade.loop")
 
 #: Exit status of ``action="exit"``: outside the shell's 126-165 range and the
 #: codes Python and torchrun use themselves, so a failure policy can match it alone.
 DEFAULT_EXIT_CODE = 86
+#: Exit status of ``peer_action="exit"`` on the healthy ranks of a job whose
+#: degraded rank exits: a policy can ``Ignore`` it (the pod was not at fault).
+DEFAULT_PEER_EXIT_CODE = 87
 
 ACTIONS = ("log", "raise", "exit", "none")
+PEER_ACTIONS = ("auto", "log", "raise", "exit", "none")
 
 
 def check_action(action: str | None) -> str:
@@ -33,38 +58,79 @@ def check_action(action: str | None) -> str:
     return a
 
 
-def check_exit_code(code: int) -> int:
+def check_peer_action(action: str | None) -> str:
+    a = "none" if action is None else str(action).lower()
+    if a not in PEER_ACTIONS:
+        raise InputError(
+            f"peer_action={action!r} is not one of {', '.join(PEER_ACTIONS)} (or None)"
+        )
+    return a
+
+
+def resolve_peer_action(peer_action: str, action: str) -> str:
+    """``auto``: the peers leave the way the degraded rank does (or stay when it stays)."""
+    return action if peer_action == "auto" else peer_action
+
+
+def check_exit_code(code: int, name: str = "exit_code") -> int:
     if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
-        raise InputError(f"exit_code={code!r}: expected an integer from 1 to 255 (0 means success)")
+        raise InputError(f"{name}={code!r}: expected an integer from 1 to 255 (0 means success)")
     return code
 
 
-def describe(v: Verdict) -> str:
+def describe(v: Verdict, rank: int | None = None) -> str:
     slow = f"{100 * v.slowdown:.1f} % slower" if v.slowdown is not None else "slowdown unknown"
     onset = f", since step {v.onset_step}" if v.onset_step is not None else ""
     why = f" ({'; '.join(v.reasons)})" if v.reasons else ""
-    return f"device {v.device} is {Status(v.status).value}: {slow}{onset}{why}"
+    where = []
+    if rank is not None:
+        where.append(f"rank {rank}")
+    if v.host:
+        where.append(f"host {v.host}")
+    at = f" [{', '.join(where)}]" if where else ""
+    return f"device {v.device}{at} is {Status(v.status).value}: {slow}{onset}{why}"
 
 
-def act(action: str, verdict: Verdict, exit_code: int) -> None:
-    """Carry out ``action`` for ``verdict`` (this rank's own device)."""
-    msg = describe(verdict)
+def _flush_and_exit(msg: str, code: int) -> None:
+    log.error("degrade: %s; exiting with code %d", msg, code)
+    print(f"degrade: {msg}; exiting with code {code}", file=sys.stderr, flush=True)
+    for h in logging.getLogger().handlers + log.handlers:
+        try:
+            h.flush()
+        except Exception:  # noqa: BLE001 - a broken handler must not block the exit
+            pass
+    sys.stdout.flush()
+    # os._exit, not sys.exit: Python's teardown of a process group whose peers
+    # are leaving at the same moment can hang; every rank exits at this step.
+    os._exit(code)
+
+
+def act(
+    action: str,
+    verdict: Verdict,
+    exit_code: int,
+    *,
+    role: str = "degraded",
+    rank: int | None = None,
+    step: int | None = None,
+) -> None:
+    """Carry out ``action`` for ``verdict`` in ``role`` ``"degraded"`` (own device) or ``"peer"``."""
+    msg = describe(verdict, rank)
+    at = f" at step {step}" if step is not None else ""
+    if role == "peer":
+        msg = f"peer {msg}; this rank leaves with it{at}"
+    elif at:
+        msg = f"{msg}; detected by every rank{at}"
     if action == "none":
         return
     if action == "log":
         log.warning("degrade: %s", msg)
         return
     if action == "raise":
-        raise DeviceDegradedError(f"degrade: {msg}", verdict=verdict)
+        if role == "peer":
+            raise PeerDegradedError(f"degrade: {msg}", verdict=verdict, exit_code=exit_code)
+        err = DeviceDegradedError(f"degrade: {msg}", verdict=verdict)
+        err.exit_code = exit_code
+        raise err
     if action == "exit":
-        log.error("degrade: %s; exiting with code %d", msg, exit_code)
-        print(f"degrade: {msg}; exiting with code {exit_code}", file=sys.stderr, flush=True)
-        for h in logging.getLogger().handlers + log.handlers:
-            try:
-                h.flush()
-            except Exception:  # noqa: BLE001 - a broken handler must not block the exit
-                pass
-        sys.stdout.flush()
-        # os._exit, not sys.exit: peers are usually inside a collective with this
-        # rank, and Python's teardown of the process group can hang on them.
-        os._exit(exit_code)
+        _flush_and_exit(msg, exit_code)

@@ -17,6 +17,8 @@ starts it; its result is picked up on a later step.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -37,11 +39,15 @@ def make_summary(
     *,
     enabled: bool = True,
     broken: bool = False,
+    judged: int = 0,
 ) -> dict:
     """The public summary dict of one rank for one exchange window.
 
     ``enabled``/``broken`` carry the rank's control state, so that all ranks
     switch the monitor on, off, or stop exchanging at the same exchange.
+    ``judged`` is how many judgement rounds the rank had finished when it
+    sent the summary: the smallest over the ranks is the round whose
+    verdicts every rank acts on, at the same step (see ``Monitor``).
     """
     ok = np.isfinite(compute) & (compute > 0)
     n = int(ok.sum())
@@ -55,6 +61,7 @@ def make_summary(
         "timestamp": [float(v) for v in stamp],
         "enabled": bool(enabled),
         "broken": bool(broken),
+        "judged": int(judged),
         "n": n,
         "median_log_compute": med,
         "last_compute": last,
@@ -86,6 +93,7 @@ class LocalGather:
     kind = "local"
     world_size = 1
     rank = 0
+    sync = True
 
     def setup(self, meta: dict) -> list[dict]:
         return [meta]
@@ -98,20 +106,60 @@ class LocalGather:
 
 
 class CallableGather:
-    """A user-supplied ``gather(local_summary) -> list_of_summaries`` (synchronous)."""
+    """A user-supplied ``gather(local_summary) -> list_of_summaries`` (synchronous).
+
+    The callable runs in a daemon thread of its own and is waited for at most
+    ``timeout_s`` seconds: a gather that hangs (a peer that is gone, a
+    key-value store that does not answer) raises :class:`TimeoutError` in
+    the monitor, which then switches itself off (or raises, ``strict=True``)
+    instead of blocking the training loop for ever.
+    """
 
     kind = "callable"
+    sync = True
 
-    def __init__(self, fn: Callable[[dict], list[dict]]):
+    def __init__(self, fn: Callable[[dict], list[dict]], timeout_s: float | None = 300.0):
         self.fn = fn
+        self.timeout_s = timeout_s
         self.world_size = 0
         self.rank = 0
+        self._q: queue.SimpleQueue | None = None
+        self._done = threading.Event()
+        self._box: list = [None, None]
+
+    def _serve(self) -> None:
+        while True:
+            summary = self._q.get()
+            try:
+                self._box[0] = self.fn(summary)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._box[1] = exc
+            finally:
+                self._done.set()
+
+    def _call(self, summary: dict) -> Any:
+        if self.timeout_s is None:
+            return self.fn(summary)
+        if self._q is None:
+            self._q = queue.SimpleQueue()
+            threading.Thread(target=self._serve, name="degrade-gather", daemon=True).start()
+        self._box[0] = self._box[1] = None
+        self._done.clear()
+        self._q.put(summary)
+        if not self._done.wait(self.timeout_s):
+            raise TimeoutError(
+                f"the gather callable {getattr(self.fn, '__name__', self.fn)!r} did not return "
+                f"within gather_timeout={self.timeout_s} s; the monitor stops exchanging"
+            )
+        if self._box[1] is not None:
+            raise self._box[1]
+        return self._box[0]
 
     def setup(self, meta: dict) -> list[dict]:
-        return []  # identities travel inside every summary
+        return []  # identities (and restored verdicts) travel inside every summary
 
     def start(self, summary: dict) -> Any:
-        out = check_summaries(self.fn(summary), "gather callable")
+        out = check_summaries(self._call(summary), "gather callable")
         self.world_size = len(out)
         return out
 
@@ -128,6 +176,7 @@ class TorchGather:
     """
 
     kind = "torch"
+    sync = False
 
     def __init__(self, capacity: int, timeout_s: float = 300.0):
         from .._optional import import_optional
@@ -144,7 +193,7 @@ class TorchGather:
     def setup(self, meta: dict) -> list[dict]:
         metas: list = [None] * self.world_size
         self.dist.all_gather_object(metas, meta, group=self.group)
-        self._metas = metas
+        self._metas = [{k: v for k, v in m.items() if k != "restored"} for m in metas]
         return metas
 
     def start(self, summary: dict) -> Any:
@@ -163,6 +212,7 @@ class TorchGather:
         buf[3, :k] = summary["timestamp"]
         buf[0, cap] = float(summary["enabled"])
         buf[1, cap] = float(summary["broken"])
+        buf[2, cap] = float(summary["judged"])
         t = self.torch.from_numpy(buf)
         outs = [self.torch.empty_like(t) for _ in range(self.world_size)]
         work = self.dist.all_gather(outs, t, group=self.group, async_op=True)
@@ -187,6 +237,7 @@ class TorchGather:
                     a[3, :k],
                     enabled=bool(a[0, cap]),
                     broken=bool(a[1, cap]),
+                    judged=int(a[2, cap]) if np.isfinite(a[2, cap]) else 0,
                 )
             )
         return result
