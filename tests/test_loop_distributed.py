@@ -130,7 +130,7 @@ def test_degraded_rank_exits_with_configured_code(tmp_path):
     assert codes[1] == 77, out
     assert "exiting with code 77" in out
     assert codes[0] == 87, out
-    steps = {int(m) for m in re.findall(r"detected by every rank at step (\d+)", out)}
+    steps = {int(m) for m in re.findall(r"decided by every rank at step (\d+)", out)}
     steps |= {int(m) for m in re.findall(r"leaves with it at step (\d+)", out)}
     assert len(steps) == 1, out  # the same step on both ranks
 

@@ -78,23 +78,37 @@ def check_exit_code(code: int, name: str = "exit_code") -> int:
     return code
 
 
-def describe(v: Verdict, rank: int | None = None) -> str:
+def describe(v: Verdict) -> str:
     slow = f"{100 * v.slowdown:.1f} % slower" if v.slowdown is not None else "slowdown unknown"
     onset = f", since step {v.onset_step}" if v.onset_step is not None else ""
     why = f" ({'; '.join(v.reasons)})" if v.reasons else ""
-    where = []
-    if rank is not None:
-        where.append(f"rank {rank}")
-    if v.host:
-        where.append(f"host {v.host}")
-    at = f" [{', '.join(where)}]" if where else ""
+    at = f" on host {v.host}" if v.host else ""
     return f"device {v.device}{at} is {Status(v.status).value}: {slow}{onset}{why}"
 
 
+def _to_stderr(h: logging.Handler) -> bool:
+    return isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (
+        sys.stderr,
+        sys.__stderr__,
+    )
+
+
+def _handlers(logger: logging.Logger) -> list:
+    out, lg = [], logger
+    while lg is not None:
+        out += lg.handlers
+        lg = lg.parent if lg.propagate else None
+    return out
+
+
 def _flush_and_exit(msg: str, code: int) -> None:
-    log.error("degrade: %s; exiting with code %d", msg, code)
-    print(f"degrade: {msg}; exiting with code {code}", file=sys.stderr, flush=True)
-    for h in logging.getLogger().handlers + log.handlers:
+    line = f"{msg}; exiting with code {code}"
+    handlers = _handlers(log)
+    if handlers:
+        log.error("%s", line)
+    if not any(_to_stderr(h) for h in handlers):  # always one line on stderr, never two
+        print(line, file=sys.stderr, flush=True)
+    for h in handlers:
         try:
             h.flush()
         except Exception:  # noqa: BLE001 - a broken handler must not block the exit
@@ -114,22 +128,25 @@ def act(
     rank: int | None = None,
     step: int | None = None,
 ) -> None:
-    """Carry out ``action`` for ``verdict`` in ``role`` ``"degraded"`` (own device) or ``"peer"``."""
-    msg = describe(verdict, rank)
+    """Carry out ``action`` for ``verdict`` in ``role`` ``"degraded"`` (own device) or ``"peer"``.
+
+    ``rank`` is this process's rank, named in the message.
+    """
+    who = "degrade" if rank is None else f"degrade (rank {rank})"
     at = f" at step {step}" if step is not None else ""
     if role == "peer":
-        msg = f"peer {msg}; this rank leaves with it{at}"
-    elif at:
-        msg = f"{msg}; detected by every rank{at}"
+        msg = f"{who}: peer {describe(verdict)}; this rank leaves with it{at}"
+    else:
+        msg = f"{who}: {describe(verdict)}; decided by every rank{at}"
     if action == "none":
         return
     if action == "log":
-        log.warning("degrade: %s", msg)
+        log.warning("%s", msg)
         return
     if action == "raise":
         if role == "peer":
-            raise PeerDegradedError(f"degrade: {msg}", verdict=verdict, exit_code=exit_code)
-        err = DeviceDegradedError(f"degrade: {msg}", verdict=verdict)
+            raise PeerDegradedError(msg, verdict=verdict, exit_code=exit_code)
+        err = DeviceDegradedError(msg, verdict=verdict)
         err.exit_code = exit_code
         raise err
     if action == "exit":

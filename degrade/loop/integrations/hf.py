@@ -7,6 +7,14 @@ registers forward hooks on the model (``on_train_begin``) and judges the
 forward time, summed over gradient-accumulation micro-batches, as the
 rank's compute time: under DDP the backward's all-reduce would equalise it.
 
+Every rank reaches the same decision at the same optimizer step (see
+:class:`~degrade.loop.Monitor`). With ``stop_on_degraded=True`` every rank
+sets ``control.should_training_stop`` (and ``should_save``, so a checkpoint
+is written) at that step, the Trainer leaves its loop the same way on all
+ranks, and the action (``exit``/``raise``) is carried out in
+``on_train_end``. Without it, the action is carried out at that step on
+every rank (the degraded one and its peers, each in its role).
+
 Usage (needs transformers, so not a doctest)::
 
     from degrade.loop.integrations.hf import DegradeCallback
@@ -42,8 +50,11 @@ def _build():
             A monitor to use; otherwise one is built from ``monitor_kwargs`` at
             ``on_train_begin``.
         stop_on_degraded : bool
-            Also set ``control.should_training_stop`` when this rank is judged
-            degraded, so the Trainer saves and ends cleanly.
+            When any rank's device is judged degraded, set
+            ``control.should_training_stop`` and ``control.should_save`` on
+            every rank at the same step, so the Trainer saves and ends
+            cleanly everywhere, then carry out the monitor's action in
+            ``on_train_end``.
         **monitor_kwargs
             Passed to :class:`~degrade.loop.Monitor`.
         """
@@ -59,28 +70,30 @@ def _build():
             self.stop_on_degraded = stop_on_degraded
             self.monitor_kwargs = monitor_kwargs
             self._hooks: tuple = ()
-            self._stop = False
 
         def _on_degraded(self, verdict) -> None:
             user = self.monitor_kwargs.get("on_degraded")
             if user is not None:
                 user(verdict)
-            if self.stop_on_degraded:
-                self._stop = True
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if self.monitor is None:
-                self.monitor = Monitor(**{**self.monitor_kwargs, "on_degraded": self._on_degraded})
+                kw = {**self.monitor_kwargs, "on_degraded": self._on_degraded}
+                if self.stop_on_degraded:
+                    kw["defer_action"] = True
+                self.monitor = Monitor(**kw)
             elif self.stop_on_degraded:
-                self.monitor.on_degraded = self._on_degraded
+                self.monitor.defer_action = True
             if model is not None:
                 self._hooks = self.monitor.watch(model, "forward")
             return control
 
         def on_step_end(self, args, state, control, **kwargs):
             self.monitor.step_end(step=int(state.global_step))
-            if self._stop:
+            if self.stop_on_degraded and self.monitor.stop_requested:
+                # the same optimizer step on every rank: all leave the loop together
                 control.should_training_stop = True
+                control.should_save = True
             return control
 
         def on_train_end(self, args, state, control, **kwargs):
@@ -89,6 +102,8 @@ def _build():
             self._hooks = ()
             if self.monitor is not None:
                 self.monitor.close()
+                if self.stop_on_degraded:
+                    self.monitor.carry_out()
             return control
 
     return DegradeCallback

@@ -9,6 +9,14 @@ rank's compute time: it holds no gradient collective, unlike backward under
 DDP, whose all-reduce equalises ranks (it is timed as ``backward_sync`` for
 information only).
 
+Every rank reaches the same decision at the same batch (see
+:class:`~degrade.loop.Monitor`), so with ``stop_on_degraded=True`` every
+rank sets ``trainer.should_stop`` at that batch, ``fit`` ends the same way
+on all of them (checkpoint callbacks and their barriers included), and the
+action (``exit``/``raise``) is carried out in ``on_fit_end``, after
+Lightning's teardown. Without it, the action is carried out at that batch
+on every rank (the degraded one and its peers, each in its role).
+
 Usage (needs Lightning, so not a doctest)::
 
     from degrade.loop.integrations.lightning import DegradeCallback
@@ -54,8 +62,10 @@ def _build():
             A monitor to use; otherwise one is built from ``monitor_kwargs``
             when training starts (after the process group exists).
         stop_on_degraded : bool
-            Also set ``trainer.should_stop`` when this rank is judged degraded,
-            so ``fit`` ends after the current step (checkpoint callbacks run).
+            When any rank's device is judged degraded, set
+            ``trainer.should_stop`` on every rank at the same batch, so
+            ``fit`` ends cleanly everywhere (checkpoint callbacks run), and
+            carry out the monitor's action in ``on_fit_end``.
         **monitor_kwargs
             Passed to :class:`~degrade.loop.Monitor`.
         """
@@ -79,16 +89,16 @@ def _build():
             user = self.monitor_kwargs.get("on_degraded")
             if user is not None:
                 user(verdict)
-            if self.stop_on_degraded and self._trainer is not None:
-                self._trainer.should_stop = True
 
         def on_train_start(self, trainer, pl_module) -> None:
             self._trainer = trainer
             if self.monitor is None:
                 kw = {**self.monitor_kwargs, "on_degraded": self._on_degraded}
+                if self.stop_on_degraded:
+                    kw["defer_action"] = True
                 self.monitor = Monitor(**kw)
             elif self.stop_on_degraded:
-                self.monitor.on_degraded = self._on_degraded
+                self.monitor.defer_action = True
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             self._fwd = self.monitor.section("forward")
@@ -111,10 +121,17 @@ def _build():
                 self._fwd.__exit__(None, None, None)
                 self._fwd = None
             self.monitor.step_end()
+            if self.stop_on_degraded and self.monitor.stop_requested:
+                trainer.should_stop = True  # the same batch on every rank
 
         def on_train_end(self, trainer, pl_module) -> None:
             if self.monitor is not None:
                 self.monitor.close()
+
+        def on_fit_end(self, trainer, pl_module) -> None:
+            # after teardown: every rank has left fit's collectives at the same batch
+            if self.monitor is not None and self.stop_on_degraded:
+                self.monitor.carry_out()
 
         def on_exception(self, trainer, pl_module, exception) -> None:
             if self.monitor is not None:
