@@ -37,11 +37,33 @@ def base_env(extra: dict | None = None) -> dict:
         "HF_DATASETS_OFFLINE": "1",
         "WANDB_DISABLED": "true",
         "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        # not on PYTHONPATH: the repository root holds a `datasets/` folder that would
+        # shadow Hugging Face's `datasets` (transformers probes for it); see use_worktree
+        "DEGRADE_TEST_ROOT": str(ROOT),
     }
     env.pop("DEGRADE_LOOP_STATE_DIR", None)
+    keep = [
+        p
+        for p in env.get("PYTHONPATH", "").split(os.pathsep)
+        if p and Path(p).resolve() != ROOT
+    ]
+    env["PYTHONPATH"] = os.pathsep.join(keep)
     env.update(extra or {})
     return env
+
+
+def use_worktree() -> None:
+    """In a worker: import this checkout's ``degrade``, then take the root off ``sys.path``."""
+    import sys
+
+    root = os.environ.get("DEGRADE_TEST_ROOT")
+    if not root:
+        return
+    sys.path.insert(0, root)
+    try:
+        import degrade  # noqa: F401 - cached in sys.modules from here on
+    finally:
+        sys.path.remove(root)
 
 
 def _kill(procs: list[subprocess.Popen]) -> None:

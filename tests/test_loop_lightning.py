@@ -98,6 +98,9 @@ def _worker(argv: list[str]) -> int:
 
     import os
 
+    from _loop_launch import use_worktree
+
+    use_worktree()
     import lightning.pytorch as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
