@@ -79,6 +79,24 @@ def _kill(procs: list[subprocess.Popen]) -> None:
             pass
 
 
+def start_procs(cmds: list[tuple[list[str], dict]], out_dir: Path, tag: str = "proc"):
+    """Start every ``(argv, env)`` in its own session, output to ``out_dir/<tag><i>.log``."""
+    procs = []
+    for i, (argv, env) in enumerate(cmds):
+        with open(out_dir / f"{tag}{i}.log", "w") as log:
+            procs.append(
+                subprocess.Popen(
+                    argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+    return procs
+
+
+def kill(procs: list[subprocess.Popen]) -> None:
+    """SIGKILL every process group (the ranks and anything they started)."""
+    _kill(procs)
+
+
 def run_procs(
     cmds: list[tuple[list[str], dict]], timeout: float, out_dir: Path
 ) -> tuple[list, str]:

@@ -146,6 +146,8 @@ def _worker(argv: list[str]) -> int:
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--action", default="none")
     ap.add_argument("--min-slowdown", type=float, default=0.05)
+    ap.add_argument("--state-dir", default=None)
+    ap.add_argument("--replace-rank", type=int, default=-1, help="this rank runs on a new device")
     a = ap.parse_args(argv)
 
     from datetime import timedelta
@@ -168,6 +170,8 @@ def _worker(argv: list[str]) -> int:
     acted: list[str] = []
     mon = Monitor(
         every=a.every,
+        state_dir=a.state_dir,
+        device=f"replaced-gpu{rank}" if rank == a.replace_rank else None,
         action=a.action,
         min_slowdown=a.min_slowdown,
         on_verdict=lambda v: changes.append(

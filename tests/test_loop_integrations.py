@@ -1,18 +1,16 @@
-"""Lightning and Hugging Face callbacks, driven through their documented hook order.
+"""Lightning and Hugging Face callbacks on the real libraries, in one process.
 
-Neither framework is a test dependency, so minimal stand-ins for their base
-classes (``lightning.pytorch.Callback``, ``transformers.TrainerCallback``)
-are injected into ``sys.modules``; the hook logic is degrade's and is
-exercised for real, including torch forward hooks on a real module. With
-``pip install lightning transformers`` the same callbacks run in the real
-trainers (see docs/training-loop.md).
+The multi-process jobs (Lightning DDP, HF Trainer under torchrun) are in
+test_loop_lightning.py and test_loop_hf.py; here the callbacks run inside a
+real single-process ``lightning.pytorch.Trainer.fit`` and against the real
+``transformers`` callback classes (``TrainerCallback``, ``TrainerControl``,
+``TrainerState``) with torch forward hooks on a real module.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-import types
 
 import pytest
 from conftest import require
@@ -26,75 +24,127 @@ def _fresh(modname: str):
     return importlib.import_module(modname)
 
 
-@pytest.fixture
-def fake_lightning(monkeypatch):
-    class Callback:  # lightning.pytorch.Callback: hooks are no-ops by default
-        pass
-
-    pkg = types.ModuleType("lightning")
-    sub = types.ModuleType("lightning.pytorch")
-    sub.Callback = Callback
-    pkg.pytorch = sub
-    monkeypatch.setitem(sys.modules, "lightning", pkg)
-    monkeypatch.setitem(sys.modules, "lightning.pytorch", sub)
-    monkeypatch.setitem(sys.modules, "pytorch_lightning", None)
-    yield Callback
-    sys.modules.pop("degrade.loop.integrations.lightning", None)
-
-
-@pytest.fixture
-def fake_transformers(monkeypatch):
-    class TrainerCallback:
-        pass
-
-    mod = types.ModuleType("transformers")
-    mod.TrainerCallback = TrainerCallback
-    monkeypatch.setitem(sys.modules, "transformers", mod)
-    yield TrainerCallback
-    sys.modules.pop("degrade.loop.integrations.hf", None)
-
-
-def test_lightning_callback_times_forward_as_compute(fake_lightning):
+def test_lightning_callback_in_a_real_fit_times_forward_as_compute(tmp_path):
+    torch = require("torch")
+    L = require("lightning.pytorch")
     mod = _fresh("degrade.loop.integrations.lightning")
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            (x,) = batch
+            return self.net(x).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e-3)
+
     cb = mod.DegradeCallback(every=1000, gather=None, timer="cpu", stop_on_degraded=True)
-    assert isinstance(cb, fake_lightning)
-    trainer = types.SimpleNamespace(should_stop=False)
-    cb.on_train_start(trainer, None)
-    for i in range(5):
-        cb.on_train_batch_start(trainer, None, None, i)
-        cb.on_before_backward(trainer, None, None)
-        cb.on_after_backward(trainer, None)
-        cb.on_train_batch_end(trainer, None, None, None, i)
+    assert isinstance(cb, L.Callback)
+    data = torch.utils.data.TensorDataset(torch.randn(40, 4))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=7,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[cb],
+    )
+    trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=4))
     st = cb.monitor.status()
-    assert st["steps"] == 5
+    assert st["steps"] == 7 and st["outcome"] is None
     last = st["last"]
     assert set(last) >= {"forward", "backward_sync", "compute_time"}
-    assert last["compute_time"] == last["forward"]  # backward under DDP is not compute
-    cb._on_degraded(None)
-    assert trainer.should_stop is True
-    cb.on_train_end(trainer, None)
+    assert last["compute_time"] == last["forward"] > 0  # backward under DDP is not compute
+    assert trainer.should_stop is False
 
 
-def test_lightning_manual_optimisation_closes_forward(fake_lightning):
-    mod = _fresh("degrade.loop.integrations.lightning")
-    cb = mod.DegradeCallback(every=1000, gather=None, timer="cpu")
-    cb.on_train_start(None, None)
-    cb.on_train_batch_start(None, None, None, 0)
-    cb.on_train_batch_end(None, None, None, None, 0)  # no backward hooks at all
-    assert cb.monitor.status()["last"]["forward"] >= 0
-
-
-def test_hf_callback_times_model_forward_and_stops(fake_transformers):
+def test_lightning_stop_on_degraded_stops_at_the_decided_batch(tmp_path):
+    """A restored degraded verdict is decided at the first batch: fit stops there, then acts."""
     torch = require("torch")
-    mod = _fresh("degrade.loop.integrations.hf")
-    user_seen = []
-    cb = mod.DegradeCallback(
-        every=1000, gather=None, timer="cpu", stop_on_degraded=True, on_degraded=user_seen.append
+    L = require("lightning.pytorch")
+    from degrade.loop._state import save_device
+    from degrade.verdict import Status, Verdict
+
+    mod = _fresh("degrade.loop.integrations.lightning")
+    save_device(
+        tmp_path,
+        Verdict(device="gpu-x", status=Status.DEGRADED, slowdown=0.4),
+        rank=0,
+        step=5,
+        history=[],
     )
-    assert isinstance(cb, fake_transformers)
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+    from degrade.errors import DeviceDegradedError
+
+    cb = mod.DegradeCallback(
+        every=1000,
+        gather=None,
+        timer="cpu",
+        device="gpu-x",
+        state_dir=str(tmp_path),
+        action="raise",
+        stop_on_degraded=True,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=50,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[cb],
+    )
+    data = torch.utils.data.TensorDataset(torch.randn(400, 4))
+    with pytest.raises(DeviceDegradedError, match="gpu-x") as info:
+        trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=4))
+    assert trainer.global_step == 1  # stopped after the first batch, raised after fit's teardown
+    assert info.value.verdict.device == "gpu-x"
+    assert cb.monitor.outcome()["role"] == "degraded"
+
+
+def test_hf_callback_times_model_forward_and_stops_every_rank():
+    torch = require("torch")
+    transformers = require("transformers")
+    mod = _fresh("degrade.loop.integrations.hf")
+    seen = []
+    peers = {"n": 0}
+
+    def gather(summary):  # this rank plus a healthy simulated peer
+        peers["n"] += 1
+        peer = dict(summary, device="peer", rank=1, compute_time=list(summary["compute_time"]))
+        return [summary, peer]
+
+    cb = mod.DegradeCallback(
+        every=1000,
+        gather=gather,
+        timer="cpu",
+        stop_on_degraded=True,
+        on_degraded=seen.append,
+        action="log",
+    )
+    assert isinstance(cb, transformers.TrainerCallback)
     model = torch.nn.Linear(4, 4)
-    control = types.SimpleNamespace(should_training_stop=False)
-    state = types.SimpleNamespace(global_step=0)
+    control = transformers.TrainerControl()
+    state = transformers.TrainerState()
     cb.on_train_begin(None, state, control, model=model)
     for step in range(1, 4):
         for _ in range(2):  # gradient accumulation: two micro-batches
@@ -104,19 +154,59 @@ def test_hf_callback_times_model_forward_and_stops(fake_transformers):
     last = cb.monitor.status()["last"]
     assert last["step"] == 3 and last["compute_time"] == last["forward"] > 0
     assert control.should_training_stop is False
-    cb._on_degraded("verdict")
-    cb.on_step_end(None, state, control)
-    assert control.should_training_stop is True and user_seen == ["verdict"]
     cb.on_train_end(None, state, control)
     assert not model._forward_hooks and not model._forward_pre_hooks  # hooks removed
+    assert seen == [] and peers["n"] == 0  # no exchange in 3 steps at every=1000
 
 
-def test_existing_monitor_is_used(fake_transformers):
+def test_hf_stop_on_degraded_sets_stop_and_save_on_the_peer(tmp_path):
+    """The healthy rank of a job whose peer is degraded stops at the same step and saves."""
+    require("torch")
+    transformers = require("transformers")
     mod = _fresh("degrade.loop.integrations.hf")
+    from degrade.loop._gather import make_summary
+    from degrade.loop._state import _verdict_tree
+    from degrade.verdict import Status, Verdict
+
+    bad = _verdict_tree(Verdict(device="peer", status=Status.DEGRADED, slowdown=0.5))
+
+    def gather(summary):
+        import numpy as np
+
+        e = np.empty(0)
+        peer = make_summary(
+            {"device": "peer", "group": "0", "host": "h", "rank": 1, "restored": bad},
+            e.astype(np.int64),
+            e,
+            e,
+            e,
+            judged=summary["judged"],
+        )
+        return [summary, peer]
+
+    cb = mod.DegradeCallback(
+        every=2, gather=gather, timer="cpu", stop_on_degraded=True, action="exit"
+    )
+    control = transformers.TrainerControl()
+    state = transformers.TrainerState()
+    cb.on_train_begin(None, state, control)
+    for step in range(1, 3):
+        state.global_step = step
+        cb.on_step_end(None, state, control)
+    assert control.should_training_stop is True and control.should_save is True
+    o = cb.monitor.outcome()
+    assert (o["role"], o["device"], o["action"], o["exit_code"]) == ("peer", "peer", "exit", 87)
+
+
+def test_existing_monitor_is_used():
+    require("transformers")
+    mod = _fresh("degrade.loop.integrations.hf")
+    import transformers
+
     mon = Monitor(every=1000, gather=None)
-    cb = mod.DegradeCallback(mon)
-    cb.on_train_begin(None, types.SimpleNamespace(global_step=0), None)
-    assert cb.monitor is mon
+    cb = mod.DegradeCallback(mon, stop_on_degraded=True)
+    cb.on_train_begin(None, transformers.TrainerState(), transformers.TrainerControl())
+    assert cb.monitor is mon and mon.defer_action is True
 
 
 def test_missing_framework_names_the_extra(monkeypatch):

@@ -814,7 +814,7 @@ class Monitor:
     def _apply_due(self) -> list:
         """Act on the round every rank has finished: the same round, at the same step, everywhere."""
         due = self._due
-        if due <= self._applied or due not in self._rounds:
+        if due < self._applied or due not in self._rounds:
             return []
         self._applied = due
         flagged = self._rounds[due]

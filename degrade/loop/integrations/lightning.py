@@ -1,7 +1,8 @@
 """PyTorch Lightning callback: ``DegradeCallback(**monitor_kwargs)``.
 
-Importing this module imports ``lightning`` (or the older standalone
-``pytorch_lightning``); ``pip install 'degrade[lightning]'``.
+The class derives from ``lightning.pytorch.Callback``, or from the
+standalone ``pytorch_lightning.Callback`` when that is the package the
+program imported; ``pip install 'degrade[lightning]'``.
 
 The forward pass and loss, from ``on_train_batch_start`` to
 ``on_before_backward``, is timed as section ``forward`` and judged as the
@@ -34,12 +35,25 @@ __all__ = ["DegradeCallback"]  # noqa: F822 - built on first access (module __ge
 
 
 def _base():
-    try:
-        import pytorch_lightning  # the older standalone package, if that is what is installed
+    # `lightning.pytorch` and the standalone `pytorch_lightning` are two packages with two
+    # different Callback classes (lightning 2.x installs both): derive from the one the
+    # user's Trainer comes from, i.e. the one already imported, else the current name
+    import sys
 
-        return pytorch_lightning.Callback
-    except ImportError:
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        mod = sys.modules.get(name)
+        if mod is not None and hasattr(mod, "Callback"):
+            return mod.Callback
+    try:
         return import_optional("lightning.pytorch", "lightning").Callback
+    except ImportError:
+        try:
+            import pytorch_lightning
+        except ImportError:
+            pass
+        else:
+            return pytorch_lightning.Callback
+        raise
 
 
 def __getattr__(name: str):
