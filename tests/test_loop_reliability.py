@@ -60,9 +60,10 @@ def test_a_hanging_gather_callable_times_out_and_switches_the_monitor_off(caplog
     with caplog.at_level(logging.ERROR, "degrade.loop"):
         took = _in_thread(steps, 10)
     release.set()
-    assert took < 3, took  # one timeout (0.3 s), then the monitor is off
-    assert m.status()["enabled"] is False
-    assert "gather_timeout=0.3" in m.status()["error"]
+    st = m.status()
+    assert took < 5, (took, st)  # one timeout (0.3 s), then the monitor is off
+    assert st["enabled"] is False, st
+    assert "gather_timeout=0.3" in st["error"], st
 
 
 def test_a_hanging_gather_raises_when_strict():
