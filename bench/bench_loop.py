@@ -10,7 +10,11 @@ Prints, per training step on this machine's CPU:
     tiny torch ops (``x.add_(1)`` on a 1-element tensor, ``torch.empty(1)``),
   - the exchange: a real gloo ``all_gather`` round trip of the summary tensor
     (world size 1 over TCP loopback, so it is the fixed cost, not the
-    network) amortised over ``every`` steps, and the verdict engine's
+    network) amortised over ``every`` steps,
+  - the full hot path: two sections + ``step_end()`` per step with the
+    exchange, the coordination and the hand-off to the background judge
+    included, as a training loop pays it (the judge's engine runs in its
+    own thread, so on a busy machine it also competes for the GIL), and the verdict engine's
     judgement of one window (``Judge.feed``: alignment + ``engine.run``) for
     8 / 64 / 1024 ranks (it runs in a background thread, off the training step).
 Ratios are against the bare perf_counter pair.
@@ -128,9 +132,50 @@ def main() -> None:
         t0 = pc()
         g.poll(g.start(summ), block=True)
         ex.append(pc() - t0)
-    dist.destroy_process_group()
     t_ex = statistics.median(ex)
     rows.append((f"gloo exchange round trip / every={k}", t_ex / k))
+
+    # ---- the whole hot path as a training loop pays it: two sections and step_end
+    # per step, plus (every `k` steps) the exchange on degrade's own gloo group, the
+    # coordination bookkeeping and the hand-off to the background judge, whose
+    # engine runs in its thread (world size 1: the fixed cost of the exchange)
+    def full(n, kind, k=k):
+        m = Monitor(every=k, timer="cpu", gather="auto", action="none")
+        if kind == "gloo":
+            ident = m._identity
+            m._identity = lambda: {**ident(), "world_size": 2}  # take the gloo path at world 1
+        sec, end = m.section, m.step_end
+        for _ in range(4 * k):  # setup (new_group, all_gather_object) and first judgements
+            with sec("forward"):
+                pass
+            end()
+        m._worker.results(block=True)
+        t0 = pc()
+        for _ in range(n):
+            with sec("forward"):
+                pass
+            with sec("backward"):
+                pass
+            end()
+        t = (pc() - t0) / n
+        m.close()
+        assert m.status()["gather"] == ("torch" if kind == "gloo" else "local"), m.status()
+        assert m.status()["error"] is None, m.status()
+        return t
+
+    for kk in (k, 2 * k):
+        n_full = (n // (2 * kk)) * kk  # whole windows only
+        rows.append(
+            (
+                f"full hot path, gloo exchange every={kk}",
+                min(full(n_full, "gloo", kk) for _ in range(3)),
+            )
+        )
+    n_full = (n // (2 * k)) * k
+    rows.append(
+        (f"full hot path, local (no peers) every={k}", min(full(n_full, "local") for _ in range(3)))
+    )
+    dist.destroy_process_group()
 
     # ---- the judgement (background thread): Judge.feed of one window (engine.run inside)
     from degrade.loop._judge import Judge

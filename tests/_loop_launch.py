@@ -43,9 +43,7 @@ def base_env(extra: dict | None = None) -> dict:
     }
     env.pop("DEGRADE_LOOP_STATE_DIR", None)
     keep = [
-        p
-        for p in env.get("PYTHONPATH", "").split(os.pathsep)
-        if p and Path(p).resolve() != ROOT
+        p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT
     ]
     env["PYTHONPATH"] = os.pathsep.join(keep)
     env.update(extra or {})

@@ -356,3 +356,13 @@ def test_gpu_uuid_is_read_from_torch_device_properties():
     )
     assert _gpu_uuid(fake("GPU-abc")) == "GPU-abc"
     assert _gpu_uuid(types.SimpleNamespace(cuda=None)) is None  # no CUDA: the rank name is used
+
+
+def test_an_oversized_control_file_is_ignored(tmp_path, caplog):
+    ctl = tmp_path / "loop.json"
+    ctl.write_text(json.dumps({"enabled": False, "pad": "x" * 70_000}))
+    m = Monitor(every=1, gather=None, control_file=str(ctl), background=False)
+    with caplog.at_level(logging.WARNING, "degrade.loop"):
+        m.step(compute_time=0.1)
+    assert "larger than 65536 bytes" in caplog.text
+    assert m.status()["wanted"] is True

@@ -49,16 +49,18 @@ def make_summary(
     sent the summary: the smallest over the ranks is the round whose
     verdicts every rank acts on, at the same step (see ``Monitor``).
     """
+    compute = np.asarray(compute, dtype=np.float64)
     ok = np.isfinite(compute) & (compute > 0)
     n = int(ok.sum())
     med = float(np.median(np.log(compute[ok]))) if n else math.nan
     last = float(compute[ok][-1]) if n else math.nan
     return {
         **meta,
-        "steps": [int(s) for s in steps],
-        "compute_time": [float(v) for v in compute],
-        "step_time": [float(v) for v in wall],
-        "timestamp": [float(v) for v in stamp],
+        # ndarray.tolist(): plain ints/floats in one C loop (a JSON-ready summary)
+        "steps": np.asarray(steps, dtype=np.int64).tolist(),
+        "compute_time": np.asarray(compute, dtype=np.float64).tolist(),
+        "step_time": np.asarray(wall, dtype=np.float64).tolist(),
+        "timestamp": np.asarray(stamp, dtype=np.float64).tolist(),
         "enabled": bool(enabled),
         "broken": bool(broken),
         "judged": int(judged),
