@@ -421,6 +421,8 @@ class Monitor:
 
         self._clock = self._make_clock()
         self.timer_ = self._clock.kind
+        self._cpu_clock = isinstance(self._clock, CpuClock)
+        self._ready_cap = 4 * self.every + self.max_lag
         self._pending: deque = deque()
         self._ready: list[StepRecord] = []
         self._n = 0  # step() calls
@@ -626,15 +628,19 @@ class Monitor:
                 wall = (now - self._t_last) if step_time is None else float(step_time)
                 self._t_last = now
                 ct = _NAN if compute_time is None else float(compute_time)
-                self._pending.append(
-                    StepRecord(self._n if step is None else int(step), wall, ct, cur, time())
-                )
-                self.n_dropped_ += self._clock.resolve(self._pending, self._ready, self.max_lag)
-                if self._ready:
-                    self._last_rec = self._ready[-1]
-                if len(self._ready) > 4 * self.every + self.max_lag:
+                rec = StepRecord(self._n if step is None else int(step), wall, ct, cur, time())
+                ready = self._ready
+                if self._cpu_clock:  # final at once: no pending queue to resolve
+                    ready.append(rec)
+                    self._last_rec = rec
+                else:
+                    self._pending.append(rec)
+                    self.n_dropped_ += self._clock.resolve(self._pending, ready, self.max_lag)
+                    if ready:
+                        self._last_rec = ready[-1]
+                if len(ready) > self._ready_cap:
                     # exchanges stopped (single rank off): keep memory bounded
-                    del self._ready[: len(self._ready) - (2 * self.every + self.max_lag)]
+                    del ready[: len(ready) - (2 * self.every + self.max_lag)]
             if self._dead:
                 return
             if not self._setup_done:
