@@ -139,9 +139,21 @@ def main() -> None:
     # per step, plus (every `k` steps) the exchange on degrade's own gloo group, the
     # coordination bookkeeping and the hand-off to the background judge, whose
     # engine runs in its thread (world size 1: the fixed cost of the exchange)
+    class NoJudge:  # the training thread's share alone: the judge's engine not run
+        def feed(self, summaries):
+            return 0
+
+        def verdicts(self):
+            return []
+
+        def job_events(self):
+            return []
+
     def full(n, kind, k=k):
         m = Monitor(every=k, timer="cpu", gather="auto", action="none")
-        if kind == "gloo":
+        if kind == "nojudge":
+            m._make_judge = NoJudge
+        if kind in ("gloo", "nojudge"):
             ident = m._identity
             m._identity = lambda: {**ident(), "world_size": 2}  # take the gloo path at world 1
         sec, end = m.section, m.step_end
@@ -159,7 +171,7 @@ def main() -> None:
             end()
         t = (pc() - t0) / n
         m.close()
-        assert m.status()["gather"] == ("torch" if kind == "gloo" else "local"), m.status()
+        assert m.status()["gather"] == ("local" if kind == "local" else "torch"), m.status()
         assert m.status()["error"] is None, m.status()
         return t
 
@@ -172,6 +184,12 @@ def main() -> None:
             )
         )
     n_full = (n // (2 * k)) * k
+    rows.append(
+        (
+            f"  same, every={k}, judge a no-op (training thread)",
+            min(full(n_full, "nojudge") for _ in range(3)),
+        )
+    )
     rows.append(
         (f"full hot path, local (no peers) every={k}", min(full(n_full, "local") for _ in range(3)))
     )
