@@ -85,6 +85,19 @@ def test_lightning_ddp_exit_without_checkpoint(tmp_path):
         assert not any(e["kind"] == "fit_end" for e in events[r]), (r, out)  # left at the batch
 
 
+@pytest.mark.slow
+def test_lightning_ddp_raise_leaves_fit_on_every_rank(tmp_path):
+    require("lightning")
+    codes, out, events = _run(tmp_path, "--action", "raise", "--checkpoint")
+    assert codes == [0, 0], out  # both caught their own exception, nobody hung
+    for r, kind in ((0, "PeerDegradedError"), (1, "DeviceDegradedError")):
+        raised = [e for e in events[r] if e["kind"] == "raised"]
+        assert raised and raised[0]["type"] == kind, (r, events[r], out)
+        assert raised[0]["device"] == raised[0]["own"].replace("rank0", "rank1"), raised
+    steps = {events[r][-1]["step"] for r in range(2)}
+    assert len(steps) == 1, events  # the same batch on both ranks
+
+
 # ------------------------------------------------------------------ the worker
 def _worker(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
@@ -169,7 +182,20 @@ def _worker(argv: list[str]) -> int:
         default_root_dir=str(a.out),
         callbacks=callbacks,
     )
-    trainer.fit(Tiny(), loader)
+    from degrade.errors import DeviceDegradedError, PeerDegradedError
+
+    try:
+        trainer.fit(Tiny(), loader)
+    except (DeviceDegradedError, PeerDegradedError) as exc:
+        st = cb.monitor.status()
+        write(
+            "raised",
+            type=type(exc).__name__,
+            device=exc.verdict.device,
+            own=st["device"],
+            step=trainer.global_step,
+        )
+        return 0
     write("returned")
     return 0
 
