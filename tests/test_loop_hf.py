@@ -73,8 +73,22 @@ def _check(code, out, events) -> None:
 def test_hf_trainer_under_torchrun_exits_together(tmp_path):
     require("transformers")
     require("accelerate")
-    code, out, events = _run(tmp_path, "--action", "exit")
+    start = time.time()
+    state = tmp_path / "state"
+    code, out, events = _run(tmp_path, "--action", "exit", "--state-dir", str(state))
     _check(code, out, events)
+    # torchrun said 1; the monitor's decisions say what the pod's status should be
+    import subprocess
+
+    env = base_env()
+    env["PYTHONPATH"] = env["DEGRADE_TEST_ROOT"]
+    mapped = subprocess.run(
+        [sys.executable, "-m", "degrade.loop", "exit-code", "--state-dir", str(state),
+         "--since", str(start), "--default", str(code)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert mapped.returncode == 86, mapped.stderr
+    assert "of this pod was degraded" in mapped.stderr
 
 
 @pytest.mark.slow
@@ -95,6 +109,7 @@ def _worker(argv: list[str]) -> int:
     ap.add_argument("--action", default="exit")
     ap.add_argument("--stop-on-degraded", action="store_true")
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--state-dir", default=None)
     a = ap.parse_args(argv)
 
     import os
@@ -149,6 +164,7 @@ def _worker(argv: list[str]) -> int:
         action=a.action,
         min_slowdown=0.5,
         stop_on_degraded=a.stop_on_degraded,
+        state_dir=a.state_dir,
         on_verdict=lambda v: write("verdict", device=v.device, status=str(v.status)),
         timer="cpu",
     )

@@ -366,3 +366,35 @@ def test_an_oversized_control_file_is_ignored(tmp_path, caplog):
         m.step(compute_time=0.1)
     assert "larger than 65536 bytes" in caplog.text
     assert m.status()["wanted"] is True
+
+
+# ------------------------------------------------------------------ exit code behind torchrun
+def test_exit_code_helper_maps_recorded_decisions(tmp_path, capsys):
+    from degrade.loop.__main__ import main
+    from degrade.loop._state import save_device
+    from degrade.verdict import Status, Verdict
+
+    t0 = time.time()
+
+    def record(device, role, code, when):
+        save_device(
+            tmp_path,
+            Verdict(device=device, status=Status.HEALTHY),
+            rank=0,
+            step=9,
+            history=[],
+            outcome={"role": role, "device": "gpu1", "step": 9, "action": "exit",
+                     "exit_code": code, "time": when},
+        )  # fmt: skip
+
+    argv = ["exit-code", "--state-dir", str(tmp_path), "--since", str(t0), "--default", "1"]
+    assert main(argv) == 1  # nothing decided: torchrun's own status passes through
+    record("gpu0", "peer", 87, t0 + 1)
+    assert main(argv) == 87
+    record("gpu1", "degraded", 86, t0 + 2)
+    assert main(argv) == 86  # a degraded GPU in this pod wins over a peer's
+    assert "gpu1 of this pod was degraded" in capsys.readouterr().err
+    later = ["exit-code", "--state-dir", str(tmp_path), "--since", str(t0 + 10)]
+    assert main(later) == 0  # decisions of an earlier run do not count
+    (tmp_path / "junk.degrade-loop").write_bytes(b"garbage")
+    assert main(argv) == 86  # a damaged file is skipped, not fatal

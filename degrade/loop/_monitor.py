@@ -903,6 +903,8 @@ class Monitor:
         if o is None or self._carried:
             return
         self._carried = True
+        if o["action"] in ("exit", "raise"):
+            self._save_outcome(o)
         act(
             o["action"],
             o["verdict"],
@@ -913,6 +915,22 @@ class Monitor:
         )
 
     # ----------------------------------------------------------------- memory
+    def _save_outcome(self, o: dict) -> None:
+        """Record the decision in this device's file, for a launcher that hides exit codes."""
+        if not self._state_dir:
+            return
+        own = self._meta["device"]
+        v = self._verdicts.get(own) or Verdict(device=own, status=Status.UNKNOWN)
+        out = {
+            "role": o["role"],
+            "device": str(o["device"]),
+            "step": int(o["step"]),
+            "action": o["action"],
+            "exit_code": o["exit_code"],
+            "time": time(),
+        }
+        self._save_state(v, outcome=out)
+
     def _load_state(self) -> Verdict | None:
         if not self._state_dir:
             return None
@@ -934,14 +952,19 @@ class Monitor:
             )
         return v
 
-    def _save_state(self, v: Verdict) -> None:
+    def _save_state(self, v: Verdict, outcome: dict | None = None) -> None:
         if not self._state_dir:
             return
         from ._state import save_device
 
         try:
             save_device(
-                self._state_dir, v, rank=self._meta["rank"], step=self._n, history=self._history
+                self._state_dir,
+                v,
+                rank=self._meta["rank"],
+                step=self._n,
+                history=self._history,
+                outcome=outcome,
             )
         except Exception as exc:  # noqa: BLE001 - a full or read-only volume must not stop training
             if self.strict:

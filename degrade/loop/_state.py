@@ -25,7 +25,7 @@ from .._statefile import dump, load
 from ..errors import StateFileError
 from ..verdict import Status, Verdict
 
-__all__ = ["KIND", "VERSION", "state_path", "save_device", "load_device"]
+__all__ = ["KIND", "VERSION", "state_path", "save_device", "load_device", "read_outcomes"]
 
 KIND = "degrade-loop-device"
 VERSION = 1
@@ -63,25 +63,51 @@ def save_device(
     rank: int,
     step: int,
     history: list,
+    outcome: dict | None = None,
 ) -> Path:
-    """Write this rank's device record; ``history`` is updated in place (bounded)."""
-    history.append({"step": int(step), "status": Status(verdict.status).value, "time": time()})
+    """Write this rank's device record; ``history`` is updated in place (bounded).
+
+    ``outcome`` is the coordinated decision this rank carried out (exit or
+    raise), read back by ``python -m degrade.loop exit-code``.
+    """
+    st = Status(verdict.status).value
+    if outcome is None or not history or history[-1]["status"] != st:
+        history.append({"step": int(step), "status": st, "time": time()})
     del history[:-_HISTORY]
     path = state_path(state_dir, str(verdict.device))
-    dump(
-        path,
-        {
-            "device": str(verdict.device),
-            "rank": int(rank),
-            "step": int(step),
-            "updated": time(),
-            "verdict": _verdict_tree(verdict),
-            "history": list(history),
-        },
-        kind=KIND,
-        version=VERSION,
-    )
+    tree = {
+        "device": str(verdict.device),
+        "rank": int(rank),
+        "step": int(step),
+        "updated": time(),
+        "verdict": _verdict_tree(verdict),
+        "history": list(history),
+    }
+    if outcome is not None:
+        tree["outcome"] = dict(outcome)
+    dump(path, tree, kind=KIND, version=VERSION)
     return path
+
+
+def read_outcomes(state_dir: str | os.PathLike, since: float = 0.0) -> list[dict]:
+    """The decisions recorded in ``state_dir`` at or after ``since`` (Unix time), newest first.
+
+    Files that are not device records, or are damaged, are skipped: this
+    runs after training, where a bad file must not hide the others.
+    """
+    out = []
+    for path in sorted(Path(state_dir).glob("*.degrade-loop")):
+        try:
+            tree = load(path, kind=KIND, version=VERSION)
+        except StateFileError:
+            continue
+        o = tree.get("outcome")
+        if not isinstance(o, dict) or o.get("role") not in ("degraded", "peer"):
+            continue
+        t = o.get("time")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and t >= since:
+            out.append({**o, "file": path.name, "rank": tree.get("rank")})
+    return sorted(out, key=lambda o: -o["time"])
 
 
 def _num(x: Any, name: str, path: Path, integer: bool = False):
