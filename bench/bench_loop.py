@@ -11,10 +11,15 @@ Prints, per training step on this machine's CPU:
   - the exchange: a real gloo ``all_gather`` round trip of the summary tensor
     (world size 1 over TCP loopback, so it is the fixed cost, not the
     network) amortised over ``every`` steps,
-  - the full hot path: two sections + ``step_end()`` per step with the
-    exchange, the coordination and the hand-off to the background judge
-    included, as a training loop pays it (the judge's engine runs in its
-    own thread, so on a busy machine it also competes for the GIL), and the verdict engine's
+  - the HOT PATH as the training thread pays it: two sections +
+    ``step_end()`` per step plus, every ``every`` steps, the summary, the
+    asynchronous gloo all-gather, the coordination bookkeeping and the
+    hand-off to the judge (whose engine is replaced by a no-op here, so the
+    row is the training thread's share alone); then the same loop with the
+    real background judge running: this loop does no work of its own, so
+    the judge's engine competes with it for the GIL (a real step, which
+    spends its time in CUDA calls, kernels or I/O, leaves the judge idle
+    time), and the verdict engine's
     judgement of one window (``Judge.feed``: alignment + ``engine.run``) for
     8 / 64 / 1024 ranks (it runs in a background thread, off the training step).
 Ratios are against the bare perf_counter pair.
@@ -179,19 +184,19 @@ def main() -> None:
         n_full = (n // (2 * kk)) * kk  # whole windows only
         rows.append(
             (
-                f"full hot path, gloo exchange every={kk}",
+                f"hot path + judge thread, gloo, every={kk}",
                 min(full(n_full, "gloo", kk) for _ in range(3)),
             )
         )
     n_full = (n // (2 * k)) * k
     rows.append(
         (
-            f"  same, every={k}, judge a no-op (training thread)",
+            f"HOT PATH (training thread), gloo, every={k}",
             min(full(n_full, "nojudge") for _ in range(3)),
         )
     )
     rows.append(
-        (f"full hot path, local (no peers) every={k}", min(full(n_full, "local") for _ in range(3)))
+        (f"hot path + judge thread, local, every={k}", min(full(n_full, "local") for _ in range(3)))
     )
     dist.destroy_process_group()
 
