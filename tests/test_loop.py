@@ -484,7 +484,9 @@ def test_torch_gather_single_process_round_trip(tmp_path):
             np.array([1.0, 2.0]),
             enabled=False,
         )
-        out = g.poll(g.start(s), block=True)
+        got = g.poll(g.start(s), block=True)
+        assert (got.enabled, got.broken, got.judged, got.n_steps) == ([False], [False], [0], [2])
+        out = got.summaries()  # built in the judge's thread by the monitor
         assert len(out) == 1
         r = out[0]
         assert r["steps"] == [5, 6] and r["compute_time"] == [0.1, 0.2] and r["enabled"] is False

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["make_summary", "LocalGather", "CallableGather", "TorchGather"]
+__all__ = ["make_summary", "Gathered", "LocalGather", "CallableGather", "TorchGather"]
 
 
 def make_summary(
@@ -87,6 +87,45 @@ def check_summaries(out: Any, who: str) -> list[dict]:
                 f"{who} entry {i} ({s['device']!r}): 'steps' and 'compute_time' differ in length"
             )
     return list(out)
+
+
+class Gathered:
+    """The result of one torch all-gather: control flags at once, summaries on demand.
+
+    ``summaries()`` returns the same dicts as the other gathers (and
+    :func:`make_summary`); it is called by the judge's thread.
+    """
+
+    __slots__ = ("_metas", "_block", "enabled", "broken", "judged", "n_steps", "devices")
+
+    def __init__(self, metas: list[dict], block: np.ndarray, cap: int, devices: list | None = None):
+        # block: (world, 4, cap + 1); rows step, compute, wall, stamp; last column flags
+        self._metas = metas
+        self._block = block
+        flags = block[:, :3, cap]
+        self.enabled = flags[:, 0].astype(bool).tolist()
+        self.broken = flags[:, 1].astype(bool).tolist()
+        self.judged = np.where(np.isfinite(flags[:, 2]), flags[:, 2], 0).astype(np.int64).tolist()
+        self.n_steps = np.isfinite(block[:, 0, :cap]).sum(axis=1).tolist()
+        self.devices = devices if devices is not None else [m["device"] for m in metas]
+
+    def summaries(self) -> list[dict]:
+        out = []
+        for r, meta in enumerate(self._metas):
+            a, k = self._block[r], self.n_steps[r]
+            out.append(
+                make_summary(
+                    meta,
+                    a[0, :k].astype(np.int64),
+                    a[1, :k],
+                    a[2, :k],
+                    a[3, :k],
+                    enabled=self.enabled[r],
+                    broken=self.broken[r],
+                    judged=self.judged[r],
+                )
+            )
+        return out
 
 
 class LocalGather:
@@ -196,6 +235,7 @@ class TorchGather:
         metas: list = [None] * self.world_size
         self.dist.all_gather_object(metas, meta, group=self.group)
         self._metas = [{k: v for k, v in m.items() if k != "restored"} for m in metas]
+        self._devices = [m["device"] for m in self._metas]
         return metas
 
     def start(self, summary: dict) -> Any:
@@ -216,33 +256,21 @@ class TorchGather:
         buf[1, cap] = float(summary["broken"])
         buf[2, cap] = float(summary["judged"])
         t = self.torch.from_numpy(buf)
-        outs = [self.torch.empty_like(t) for _ in range(self.world_size)]
-        work = self.dist.all_gather(outs, t, group=self.group, async_op=True)
-        return (work, outs)
+        # one contiguous (world, 4, cap + 1) block, gathered into per-rank views:
+        # read back as one array, with no copy and no per-rank Python work
+        block = self.torch.empty((self.world_size, *buf.shape), dtype=t.dtype)
+        work = self.dist.all_gather(list(block.unbind(0)), t, group=self.group, async_op=True)
+        return (work, block)
 
     def poll(self, handle: Any, block: bool) -> list[dict] | None:
-        work, outs = handle
+        work, out = handle
         if not block and not work.is_completed():
             return None
         work.wait()
-        result = []
-        cap = self.capacity
-        for meta, t in zip(self._metas, outs):
-            a = t.numpy()
-            k = int(np.isfinite(a[0, :cap]).sum())
-            result.append(
-                make_summary(
-                    meta,
-                    a[0, :k].astype(np.int64),
-                    a[1, :k],
-                    a[2, :k],
-                    a[3, :k],
-                    enabled=bool(a[0, cap]),
-                    broken=bool(a[1, cap]),
-                    judged=int(a[2, cap]) if np.isfinite(a[2, cap]) else 0,
-                )
-            )
-        return result
+        # the flags are read now; the per-rank summary dicts are built where they
+        # are judged (the judge's thread), so this costs the training thread the
+        # same at 8 ranks as at 1024
+        return Gathered(self._metas, out.numpy(), self.capacity, self._devices)
 
     def close(self) -> None:
         try:

@@ -29,7 +29,7 @@ from ._actions import (
     check_peer_action,
     resolve_peer_action,
 )
-from ._gather import CallableGather, LocalGather, TorchGather, make_summary
+from ._gather import CallableGather, Gathered, LocalGather, TorchGather, make_summary
 from ._timers import CpuClock, CudaClock, StepRecord
 
 __all__ = ["Monitor"]
@@ -178,6 +178,8 @@ class _JudgeWorker:
                 if not broken:
                     if judge is None:
                         judge = self._make()
+                    if isinstance(item, Gathered):
+                        item = item.summaries()
                     judge.feed(item)
                     self.out.append((judge.verdicts(), judge.job_events()))
             except Exception as exc:  # noqa: BLE001 - handed to the main thread, which decides
@@ -750,8 +752,16 @@ class Monitor:
         self._handle = None
         return self._judge_round(out)
 
-    def _judge_round(self, summaries: list[dict]) -> list:
-        broken = [s["device"] for s in summaries if s.get("broken")]
+    def _judge_round(self, summaries: list[dict] | Gathered) -> list:
+        if isinstance(summaries, Gathered):  # torch: flags now, dicts in the judge's thread
+            g = summaries
+            broken = [d for d, b in zip(g.devices, g.broken) if b]
+            enabled, judged, any_steps = all(g.enabled), g.judged, any(g.n_steps)
+        else:
+            broken = [s["device"] for s in summaries if s.get("broken")]
+            enabled = all(s.get("enabled", True) for s in summaries)
+            judged = [int(s.get("judged", 0)) for s in summaries]
+            any_steps = any(s["steps"] for s in summaries)
         if broken:
             self._dead = True
             log.warning(
@@ -759,19 +769,18 @@ class Monitor:
                 broken,
             )
             return []
-        self._on = all(s.get("enabled", True) for s in summaries)
-        if isinstance(self._gatherer, LocalGather):
-            due = None  # alone: act on each round as soon as it is judged
-        else:
-            due = min(int(s.get("judged", 0)) for s in summaries)
-            self._due = max(self._due, due)
+        self._on = enabled
+        if not isinstance(self._gatherer, LocalGather):  # alone: act on each round when judged
+            self._due = max(self._due, min(judged))
             if isinstance(self._gatherer, CallableGather):
                 self._merge_restored(summaries, self._due)
-        if not any(s["steps"] for s in summaries):
+        if not any_steps:
             return []
         if self._worker is not None:
             self._worker.submit(summaries)
             return self._judged(block=False)
+        if isinstance(summaries, Gathered):
+            summaries = summaries.summaries()
         self._judge.feed(summaries)
         return self._on_verdicts(self._judge.verdicts(), self._judge.job_events())
 
