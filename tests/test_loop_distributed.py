@@ -159,7 +159,23 @@ def _worker(argv: list[str]) -> int:
     from degrade.loop import Monitor
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", timeout=timedelta(seconds=20))
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        dist.init_process_group("gloo", timeout=timedelta(seconds=20))
+    else:
+        # under torchrun, a restarted worker group must not read the previous
+        # attempt's gloo addresses from the same store: one key prefix per attempt
+        base = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+            timeout=timedelta(seconds=20),
+        )  # fmt: skip
+        dist.init_process_group(
+            "gloo",
+            store=dist.PrefixStore(f"attempt{restart}", base),
+            rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]),
+            timeout=timedelta(seconds=20),
+        )
     rank = dist.get_rank()
     torch.manual_seed(0)
     model = DDP(

@@ -109,3 +109,38 @@ def test_degraded_device_is_known_at_step_one_after_a_kill_and_restart(tmp_path)
         assert bad not in {v["device"] for v in r["verdicts"]}, r  # the old device is gone
         new = [v for v in r["verdicts"] if v["device"] == "replaced-gpu1"]
         assert new and not any("restored" in x for v in new for x in v["reasons"]), r
+
+
+@pytest.mark.slow
+def test_torchrun_elastic_restart_acts_at_step_one(tmp_path):
+    """torchrun --max-restarts=1: the restarted worker group knows the degraded device at step 1."""
+    require("torch")
+    from _loop_launch import free_port
+
+    state = tmp_path / "state"
+    env = base_env({"DEGRADE_TEST_ROOT": ""})
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nproc-per-node=2", "--nnodes=1", "--max-restarts=1",
+        # c10d rendezvous: each restart is a new round with a fresh store prefix
+        # (the static one hands the restarted gloo ranks the dead ranks' addresses)
+        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+        WORKER, "--out", str(tmp_path),
+        "--slow-rank", "1", "--slow-from", "0", "--slow-factor", "2.0",
+        "--steps", "400", "--every", "10", "--min-slowdown", "0.5",
+        "--action", "exit", "--state-dir", str(state),
+    ]  # fmt: skip
+    t0 = time.time()
+    codes, out = run_procs([(cmd, env)], TIMEOUT_S, tmp_path)
+    assert codes == [1], out  # torchrun: a worker failed after the one restart
+    decided = re.findall(r"degrade \(rank (\d)\): .*at step (\d+); exiting with code (\d+)", out)
+    first = [d for d in decided if d[1] != "1"]
+    second = [d for d in decided if d[1] == "1"]
+    # attempt 1: detected while training; attempt 2 (the restart): known at step 1
+    assert sorted((r, c) for r, _, c in first) == [("0", "87"), ("1", "86")], out
+    assert sorted((r, c) for r, _, c in second) == [("0", "87"), ("1", "86")], out
+    assert "restored from" in out, out
+    from degrade.loop.__main__ import exit_code
+
+    assert exit_code(str(state), t0, 1)[0] == 86
