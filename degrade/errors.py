@@ -12,6 +12,7 @@ __all__ = [
     "MissingDependencyError",
     "NVMLUnavailableError",
     "DeviceDegradedError",
+    "StateFileError",
 ]
 
 
@@ -58,3 +59,15 @@ class DeviceDegradedError(DegradeError):
     def __init__(self, message: str, verdict=None):
         super().__init__(message)
         self.verdict = verdict
+
+
+class StateFileError(InputError):
+    """A state file that cannot be read or written (degrade/_statefile.py).
+
+    The message is one line naming the file and what was wrong; ``missing``
+    is true when the file simply does not exist (a first start).
+    """
+
+    def __init__(self, message: str, *, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
