@@ -4,9 +4,15 @@ Serves ``/metrics`` (Prometheus), ``/verdicts`` (JSON) and ``/healthz`` on
 ``--listen`` (loopback by default), or writes node_exporter's textfile
 format with ``--textfile DIR``. ``--fake SCENARIO`` replays a simulated host
 instead of the driver (demos, tests). See docs/agent.md.
+
+Faults do not stop it (docs/reliability.md): a failed state, record or
+textfile write, an unusable state file or a poll that raises is one log line
+(``--log-level``) and a count in ``degrade_agent_errors_total{kind}``.
 """
 
 from __future__ import annotations
+
+import os
 
 
 def register(sub) -> None:
@@ -44,20 +50,23 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="simulator seed for --fake")
     p.add_argument("--speed", type=float, default=1.0,
                    help="--fake only: replay this many times faster than real time; 0 = as fast as possible")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                   help="log events at this level and above, one line each on stderr (default %(default)s)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import signal
-    import sys
     import threading
     import time
 
     from ..agent._collector import NVMLCollector
     from ..agent._exporter import serve, write_textfile
+    from ..agent._logging import configure
     from ..agent._pipeline import Agent, AgentConfig
     from ..errors import InputError
 
+    log = configure("agent", getattr(args, "log_level", "info"))
     cfg = AgentConfig(
         interval=args.interval,
         slow_interval=args.slow_interval,
@@ -69,6 +78,9 @@ def run(args) -> int:
     )
     if args.speed < 0:
         raise InputError(f"--speed {args.speed}: expected 0 (as fast as possible) or a positive factor")
+    if args.textfile is not None and not os.path.isdir(args.textfile):
+        raise InputError(f"--textfile {args.textfile}: not a directory; node_exporter's "
+                         "--collector.textfile.directory expected")
     advance = None
     if args.fake:
         from ..agent._fake import FakeNVML
@@ -92,31 +104,38 @@ def run(args) -> int:
         for s in (signal.SIGTERM, signal.SIGINT):
             previous[s] = signal.signal(s, on_signal)
     server = None
-    if args.textfile is None:
-        server = serve(agent, args.listen, labels=args.labels)
-        where = f"http://{server.host}:{server.port}/metrics"
-    else:
-        where = f"{args.textfile}/degrade.prom"
-    models = sorted({g.name for g in collector.gpus_})
-    src = f"fake scenario {args.fake!r}" if fake is not None else "NVML"
-    print(f"degrade agent: {len(collector.gpus_)} GPU(s) ({', '.join(models)}) on {collector.host} from {src}"
-          f"; exporting to {where}" + (f"; state restored from {agent.restored_from}" if agent.restored_from else ""),
-          file=sys.stderr, flush=True)
-    real_interval = cfg.interval if fake is None else (0.0 if args.speed == 0 else cfg.interval / args.speed)
-    t_end = None if args.duration is None else time.monotonic() + args.duration
-    nxt = time.monotonic()
-    replay_done = False
     try:
+        if args.textfile is None:
+            server = serve(agent, args.listen, labels=args.labels)
+            where = f"http://{server.host}:{server.port}/metrics"
+        else:
+            where = f"{args.textfile}/degrade.prom"
+        models = sorted({g.name for g in collector.gpus_})
+        src = f"fake scenario {args.fake!r}" if fake is not None else "NVML"
+        log.info("%d GPU(s) (%s) on %s from %s; exporting to %s%s", len(collector.gpus_), ", ".join(models),
+                 collector.host, src, where,
+                 f"; state restored from {agent.restored_from}" if agent.restored_from else "")
+        real_interval = cfg.interval if fake is None else (0.0 if args.speed == 0 else cfg.interval / args.speed)
+        t_end = None if args.duration is None else time.monotonic() + args.duration
+        nxt = time.monotonic()
+        replay_done = False
         while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
             if not replay_done:
-                agent.poll_once()
+                try:
+                    agent.poll_once()
+                except Exception as exc:  # noqa: BLE001 - a bad poll must not stop the monitoring
+                    agent._fault("poll", f"poll failed: {type(exc).__name__}: {exc}")
                 if args.textfile is not None:
-                    write_textfile(agent, args.textfile, labels=args.labels)
+                    try:
+                        write_textfile(agent, args.textfile, labels=args.labels)
+                    except (OSError, InputError) as exc:
+                        agent._fault("textfile_write", f"cannot write {where}: {exc}")
+                    else:
+                        agent._recovered("textfile_write", f"writing {where}")
                 if fake is not None and fake.done:
                     replay_done = True
                     then = "exiting" if args.textfile is not None else "still serving"
-                    print(f"degrade agent: replay finished after {agent.polls_total} polls; {then}",
-                          file=sys.stderr, flush=True)
+                    log.info("replay finished after %d polls; %s", agent.polls_total, then)
                     if args.textfile is not None:
                         break
             nxt += real_interval
