@@ -31,7 +31,9 @@ class OneLineFormatter(logging.Formatter):
         if record.stack_info:
             msg = f"{msg} | {record.stack_info}"
         level = record.levelname.lower()
-        return f"degrade {self.command}: {level}: " + " | ".join(s for s in msg.splitlines() if s.strip())
+        return f"degrade {self.command}: {level}: " + " | ".join(
+            s for s in msg.splitlines() if s.strip()
+        )
 
 
 class _Handler(logging.StreamHandler):
