@@ -451,7 +451,9 @@ def test_numba_read_only_cache_falls_back_with_one_warning(tmp_path):
 def test_nvml_identification_hang_is_bounded(call):
     require("pynvml")
     fake = _fake()
-    fake.inject_hang(call, gpu=1)
+    fake.inject_hang(
+        call, gpu=1, seconds=8.0
+    )  # bounded, so a regression fails instead of hanging CI
     a = _agent(fake)
     t0 = time.monotonic()
     a.start()
@@ -480,7 +482,7 @@ def test_nvml_init_hang_is_one_clear_error(call):
     from degrade.errors import NVMLUnavailableError
 
     fake = _fake()
-    fake.inject_hang(call)
+    fake.inject_hang(call, seconds=8.0)
     t0 = time.monotonic()
     try:
         with pytest.raises(NVMLUnavailableError, match="did not return within 0.5 s"):
@@ -496,7 +498,7 @@ def test_nvml_event_registration_and_shutdown_hang_are_bounded(call):
     from degrade.agent import NVMLCollector
 
     fake = _fake()
-    fake.inject_hang(call)
+    fake.inject_hang(call, seconds=8.0)
     col = NVMLCollector(fake, clock=fake.time, timeout=0.5, xid_events=True)
     t0 = time.monotonic()
     try:
@@ -638,11 +640,10 @@ def test_check_drip_endpoint_falls_back_to_the_state_file(tmp_path):
     require("pynvml")
 
     def drip_headers(conn, stop):
-        for b in b"HTTP/1.1 200 OK\r\n":
-            if stop.is_set():
-                return
-            conn.sendall(bytes([b]))
-            time.sleep(0.2)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        while not stop.is_set():  # a header line that never ends
+            conn.sendall(b"x")
+            time.sleep(0.1)
 
     p = tmp_path / "agent.state"
     _good_state(p)
