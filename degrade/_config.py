@@ -9,7 +9,8 @@ Environment switches (read once, at import of this module):
     neither the package's ``__pycache__``, ``NUMBA_CACHE_DIR`` nor
     ``~/.cache`` writable), kernels are cached in a fresh temporary
     directory instead, or not at all if none can be made, with one warning
-    (logger ``degrade``); never an error.
+    (logger ``degrade``); never an error. A cache write that fails while a
+    kernel compiles (a full disk) is one warning too.
 ``DEGRADE_NUMBA_FASTMATH``
     ``0`` (default). Kernels handle NaN explicitly, which ``fastmath`` would
     break, so it stays off unless a kernel opts in for a NaN-free inner loop.
@@ -76,6 +77,37 @@ def _cache_fallback() -> str | None:
         return d
 
 
+def _guard_cache_saves(disp):
+    """A cache write that fails while a kernel compiles (disk full) warns once instead of raising.
+
+    numba adds the compiled kernel before saving it to the cache, so the
+    kernel works either way; without this guard the first call would raise
+    ``OSError`` out of the kernel call.
+    """
+    cache = getattr(disp, "_cache", None)
+    save = getattr(cache, "save_overload", None)
+    if save is None:
+        return disp
+
+    def save_overload(sig, data):
+        try:
+            save(sig, data)
+        except OSError as exc:
+            with _fallback_lock:
+                first = not _fallback.get("save_warned")
+                _fallback["save_warned"] = "1"
+            if first:
+                logging.getLogger("degrade").warning(
+                    "numba could not save a compiled kernel to its cache (%s); kernels that cannot be "
+                    "cached are compiled again by the next process", exc.strerror or exc)
+
+    try:
+        cache.save_overload = save_overload
+    except AttributeError:
+        pass
+    return disp
+
+
 def _is_cache_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "cannot cache function" in str(exc)
 
@@ -97,14 +129,14 @@ def njit(func=None, **overrides):
         if opts.get("cache") and _fallback.get("dir", "") is None:
             opts["cache"] = False  # an earlier kernel found no writable cache at all
         try:
-            return numba.njit(**opts)(f)
+            return _guard_cache_saves(numba.njit(**opts)(f))
         except RuntimeError as exc:
             if not (opts.get("cache") and _is_cache_error(exc)):
                 raise
         if _cache_fallback() is None:
             opts["cache"] = False
         try:
-            return numba.njit(**opts)(f)
+            return _guard_cache_saves(numba.njit(**opts)(f))
         except RuntimeError as exc:
             if not _is_cache_error(exc):
                 raise

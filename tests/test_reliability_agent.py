@@ -445,6 +445,25 @@ def test_numba_read_only_cache_falls_back_with_one_warning(tmp_path):
     assert d.parent == tmp and any(d.rglob("*.nbi")), r.stdout  # the kernel really was cached there
 
 
+def test_numba_cache_write_failing_on_a_full_disk_is_one_warning(tmpfs, tmp_path):
+    require("numba")
+    src = tmp_path / "mods"
+    src.mkdir()
+    (src / "kmod_full.py").write_text(
+        "from degrade._config import njit\n\n@njit\ndef add1(x):\n    return x + 1\n\n"
+        "@njit\ndef add2(x):\n    return x + 2\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{src}", NUMBA_CACHE_DIR=str(tmpfs / "numba"))
+    code = "import kmod_full\nprint(kmod_full.add1(1), kmod_full.add2(1))\n"
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert r.returncode == 0 and r.stdout.split() == ["2", "3"], r.stderr
+    w = [line for line in r.stderr.splitlines() if "numba" in line]
+    assert len(w) == 1 and "No space left" in w[0] and "Traceback" not in r.stderr, r.stderr
+
+
 # ----------------------------------------------------------------- NVML deadlines at start-up
 @pytest.mark.parametrize("call", ["nvmlDeviceGetUUID", "nvmlDeviceGetPciInfo", "nvmlDeviceGetName",
                                   "nvmlDeviceGetHandleByIndex"])  # fmt: skip
