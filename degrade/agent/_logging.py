@@ -47,9 +47,15 @@ class _Handler(logging.StreamHandler):
         super().emit(record)
 
 
-def configure(command: str, level: str = "info") -> logging.Logger:
-    """Route the ``degrade`` logger to stderr, one line per event, at ``level``; return it."""
+def configure(command: str, level: str = "info"):
+    """Route the ``degrade`` logger to stderr, one line per event, at ``level``.
+
+    Returns a function that undoes it (the command calls it on exit, so an
+    in-process caller's logging is left as it was). Records still propagate
+    to the root logger, so an application's own handlers see them too.
+    """
     logger = logging.getLogger("degrade")
+    old_level = logger.level
     for h in list(logger.handlers):
         if isinstance(h, _Handler):
             logger.removeHandler(h)
@@ -57,5 +63,9 @@ def configure(command: str, level: str = "info") -> logging.Logger:
     h.setFormatter(OneLineFormatter(command))
     logger.addHandler(h)
     logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
-    logger.propagate = False
-    return logger
+
+    def restore() -> None:
+        logger.removeHandler(h)
+        logger.setLevel(old_level)
+
+    return restore

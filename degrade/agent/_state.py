@@ -139,8 +139,9 @@ def validate_engine_state(d: Any, path: str | os.PathLike, config_cls: type, eve
     if unknown:
         raise _bad(path, f"engine.config has unknown key(s) {unknown}")
     for k, v in cfg.items():
-        if not (v is None or isinstance(v, (bool, int, float, str))):
-            raise _bad(path, f"engine.config.{k}={v!r}; expected a number, string, bool or null")
+        vals = v if isinstance(v, list) else [v]
+        if not all(x is None or isinstance(x, (bool, int, float, str)) for x in vals):
+            raise _bad(path, f"engine.config.{k}={str(v)[:40]}; expected a number, string, bool or null")
     devices = d.get("devices")
     if not (isinstance(devices, list) and all(isinstance(x, str) for x in devices)):
         raise _bad(path, "engine.devices: expected a list of device ids")

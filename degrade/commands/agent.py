@@ -56,17 +56,27 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import logging
+
+    from ..agent._logging import configure
+
+    restore_logging = configure("agent", getattr(args, "log_level", "info"))
+    try:
+        return _run(args, logging.getLogger("degrade.agent"))
+    finally:
+        restore_logging()
+
+
+def _run(args, log) -> int:
     import signal
     import threading
     import time
 
     from ..agent._collector import NVMLCollector
     from ..agent._exporter import serve, write_textfile
-    from ..agent._logging import configure
     from ..agent._pipeline import Agent, AgentConfig
     from ..errors import InputError
 
-    log = configure("agent", getattr(args, "log_level", "info"))
     cfg = AgentConfig(
         interval=args.interval,
         slow_interval=args.slow_interval,
