@@ -242,7 +242,9 @@ def _judge(args, deadline: float) -> tuple[int, str]:
         try:
             return summarise(_once(args))
         except NVMLUnavailableError as exc:
-            return UNKNOWN, _fit(f"UNKNOWN: no usable NVIDIA driver ({exc})")
+            if "unavailable" in str(exc):
+                return UNKNOWN, "UNKNOWN: no NVIDIA driver (NVML unavailable)"
+            return UNKNOWN, _fit(f"UNKNOWN: {exc}")  # hanging, or failing to initialise
     start = time.monotonic()
     why = None
     try:
