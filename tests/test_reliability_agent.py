@@ -533,6 +533,24 @@ def test_nvml_event_registration_and_shutdown_hang_are_bounded(call):
         fake.release()
 
 
+def test_broken_xid_event_stream_is_one_warning_and_polling_goes_on():
+    require("pynvml")
+    from degrade.agent import NVMLCollector
+
+    fake = _fake()
+    fake.nvmlEventSetWait_v2 = lambda evset, timeoutms: object()  # a binding answering garbage
+    col = NVMLCollector(fake, clock=fake.time, timeout=0.5, xid_events=True)
+    with _logs() as rec:
+        col.start()
+        col._events_thread.join(5)
+        rows = col.poll()
+        col.close()
+    assert not col._events_thread.is_alive() and len(rows) == 4 and "sm_clock_mhz" in rows[0]
+    w = _warnings(rec)
+    assert len(w) == 1 and "XID event listener stopped" in w[0], w
+    assert col.errors_[(-1, "other")] == 1
+
+
 # ----------------------------------------------------------------- degrade check
 class _Server:
     """A real socket server on 127.0.0.1 answering every connection with ``handler(conn)``."""

@@ -497,6 +497,19 @@ class NVMLCollector:
         return True
 
     def _xid_loop(self) -> None:
+        try:
+            self._xid_events_loop()
+        except Exception as exc:  # noqa: BLE001 - a broken event stream must not end with a traceback
+            self._count_error(-1, exc)
+            import logging
+
+            logging.getLogger("degrade.agent").warning(
+                "XID event listener stopped: %s: %s; XIDs are no longer seen", type(exc).__name__, exc)
+        finally:
+            if hasattr(self, "_xid_ready"):
+                self._xid_ready.set()
+
+    def _xid_events_loop(self) -> None:
         nv = self.nvml
         try:
             ok = self._xid_register()

@@ -57,13 +57,29 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import logging
+    import threading
 
     from ..agent._logging import configure
+    from ..errors import DegradeError
 
     restore_logging = configure("agent", getattr(args, "log_level", "info"))
+    log = logging.getLogger("degrade.agent")
+    old_hook = threading.excepthook
+
+    def thread_hook(a) -> None:  # a crash in a helper thread is one log line, not a traceback
+        if a.exc_type is not SystemExit:
+            log.error("thread %s stopped: %s: %s", getattr(a.thread, "name", "?"), a.exc_type.__name__, a.exc_value)
+
+    threading.excepthook = thread_hook
     try:
-        return _run(args, logging.getLogger("degrade.agent"))
+        return _run(args, log)
+    except DegradeError:
+        raise  # one line from degrade.cli, with the error's exit status
+    except Exception as exc:  # noqa: BLE001 - never a bare traceback
+        log.error("stopped by an unexpected error: %s: %s", type(exc).__name__, exc)
+        return 1
     finally:
+        threading.excepthook = old_hook
         restore_logging()
 
 
