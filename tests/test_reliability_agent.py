@@ -395,6 +395,7 @@ def test_log_level_and_one_line_per_event(tmp_path):
 
 
 # ----------------------------------------------------------------- numba cache
+@contextlib.contextmanager
 def _ro_tree(tmp_path):
     """A read-only view of the package and of $HOME, as a readOnlyRootFilesystem container has."""
     src = tmp_path / "src"
@@ -405,28 +406,34 @@ def _ro_tree(tmp_path):
     )
     ro = tmp_path / "ro"
     ro.mkdir()
-    _mount("--bind", str(src), str(ro))
-    _mount("-o", "remount,bind,ro", str(ro))
-    _mount("--bind", str(ROOT / "degrade"), str(ro / "degrade"))
-    _mount("-o", "remount,bind,ro", str(ro / "degrade"))
-    tmp = tmp_path / "wtmp"
-    tmp.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
-    env.update(
-        PYTHONPATH=str(ro), HOME=str(ro / "home"), TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1"
-    )
-    return ro, tmp, env
+    mounted = []
+    try:
+        _mount("--bind", str(src), str(ro))
+        mounted.append(ro)
+        _mount("-o", "remount,bind,ro", str(ro))
+        _mount("--bind", str(ROOT / "degrade"), str(ro / "degrade"))
+        mounted.append(ro / "degrade")
+        _mount("-o", "remount,bind,ro", str(ro / "degrade"))
+        tmp = tmp_path / "wtmp"
+        tmp.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_"))}
+        env.update(
+            PYTHONPATH=str(ro), HOME=str(ro / "home"), TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1"
+        )
+        yield ro, tmp, env
+    finally:
+        for m in reversed(mounted):
+            _umount(m)
 
 
 def test_numba_read_only_cache_falls_back_with_one_warning(tmp_path):
     require("numba")
-    ro, tmp, env = _ro_tree(tmp_path)
     code = (
         "import degrade.verdict.engine, degrade.core, degrade.changepoint, kmod\n"
         "assert kmod.add1(41) == 42\n"
         "import degrade._config as c; print(c._fallback['dir'])\n"
     )
-    try:
+    with _ro_tree(tmp_path) as (ro, tmp, env):
         r = subprocess.run(
             [sys.executable, "-c", code],
             capture_output=True,
@@ -435,9 +442,6 @@ def test_numba_read_only_cache_falls_back_with_one_warning(tmp_path):
             env=env,
             cwd=str(ro / "home"),
         )
-    finally:
-        _umount(ro / "degrade")
-        _umount(ro)
     assert r.returncode == 0, r.stderr
     w = [line for line in r.stderr.splitlines() if "numba cannot write its cache" in line]
     assert len(w) == 1 and "Traceback" not in r.stderr, r.stderr
