@@ -267,6 +267,7 @@ def test_leftover_temp_files_are_cleaned_at_start(tmp_path):
         tmp_path / f".agent.state.{pid}.dead{_statefile.TEMP_SUFFIX}"
         for pid in (999999998, os.getpid())
     ]
+    left.append(tmp_path / ".agent.state.k3j_x9Qa.tmp")  # what the pickle-era agent's mkstemp left
     for f in left:
         f.write_bytes(b"PK half a save")
     a = _agent(_fake(), state_path=str(p)).start()

@@ -46,8 +46,30 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 
 def cleanup_temp(path: str | os.PathLike) -> list[str]:
-    """Remove temporary files left next to ``path`` by interrupted saves."""
-    return _statefile.cleanup_temp(path)
+    """Remove temporary files left next to ``path`` by interrupted saves; return what was removed.
+
+    Besides :func:`degrade._statefile.cleanup_temp`'s files this removes the
+    ``.<name>.XXXXXXXX.tmp`` files the pickle-era agent (state version 1)
+    left when it was killed mid-save.
+    """
+    import re
+    import stat
+
+    path = Path(path)
+    removed = _statefile.cleanup_temp(path)
+    legacy = re.compile(re.escape(f".{path.name}.") + r"[A-Za-z0-9_]{8}\.tmp")
+    try:
+        entries = list(os.scandir(path.parent if str(path.parent) else "."))
+    except OSError:
+        return removed
+    for e in entries:
+        try:
+            if legacy.fullmatch(e.name) and stat.S_ISREG(e.stat(follow_symlinks=False).st_mode):
+                os.unlink(e.path)
+                removed.append(e.path)
+        except OSError:
+            pass
+    return removed
 
 
 def _bad(path: Path, what: str) -> StateFileError:
