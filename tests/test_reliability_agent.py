@@ -46,10 +46,10 @@ def _fake(T=40, G=4):
     })  # fmt: skip
 
 
-def _agent(fake, **cfg):
+def _agent(fake, xid_events=False, **cfg):
     from degrade.agent import Agent, AgentConfig, NVMLCollector
 
-    col = NVMLCollector(fake, clock=fake.time, host="node-a", xid_events=False, timeout=0.5)
+    col = NVMLCollector(fake, clock=fake.time, host="node-a", xid_events=xid_events, timeout=0.5)
     return Agent(col, AgentConfig(**cfg), advance=fake.advance)
 
 
@@ -475,10 +475,9 @@ def test_numba_cache_write_failing_on_a_full_disk_is_one_warning(tmpfs, tmp_path
 def test_nvml_identification_hang_is_bounded(call):
     require("pynvml")
     fake = _fake()
-    fake.inject_hang(
-        call, gpu=1, seconds=8.0
-    )  # bounded, so a regression fails instead of hanging CI
-    a = _agent(fake)
+    # bounded, so a regression fails instead of hanging CI
+    fake.inject_hang(call, gpu=1, seconds=8.0)
+    a = _agent(fake, xid_events=True)
     t0 = time.monotonic()
     a.start()
     assert time.monotonic() - t0 < 3.0, "start-up waited on a hung NVML call"
@@ -494,6 +493,7 @@ def test_nvml_identification_hang_is_bounded(call):
         time.sleep(0.2)
         rows = a.poll_once()  # the call returned: the GPU takes its real identity
         assert rows[1]["uuid"] == fake.uuids[1] and not rows[1]["stalled"]
+        assert 1 in fake._registered  # and is registered for XID events
     finally:
         fake.release()
         a.close()

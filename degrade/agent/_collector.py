@@ -248,6 +248,8 @@ class GPUInfo:
     slow: dict[str, float] = field(default_factory=dict)
     #: identification still running on the GPU's worker (it hung at start-up)
     pending: Future | None = field(repr=False, default=None)
+    #: identified after start-up: register it for XID events at its next poll
+    xid_register: bool = False
 
 
 class _Worker:
@@ -496,6 +498,18 @@ class NVMLCollector:
         self._by_handle = by_handle
         return True
 
+    def _xid_register_one(self, g: GPUInfo) -> None:
+        """Register XID events for a GPU identified after start-up (its identification hung)."""
+        g.xid_register = False
+        nv = self.nvml
+        try:
+            nv.nvmlDeviceRegisterEvents(g.handle, nv.nvmlEventTypeXidCriticalError, self._evset)
+        except nv.NVMLError as exc:
+            self._count_error(g.index, exc)
+            return
+        with self._lock:
+            self._by_handle[_hkey(g.handle)] = g
+
     def _xid_loop(self) -> None:
         try:
             self._xid_events_loop()
@@ -554,6 +568,8 @@ class NVMLCollector:
 
     def _poll_gpu(self, g: GPUInfo, slow: bool) -> dict[str, float]:
         nv = self.nvml
+        if g.xid_register:
+            self._xid_register_one(g)
         out: dict[str, float] = {}
         probes = list(FAST_METRICS.items()) + (list(SLOW_METRICS.items()) if slow else [])
         for name, probe in probes:
@@ -596,6 +612,8 @@ class NVMLCollector:
         for g, w in zip(self.gpus_, self._workers):
             if g.pending is not None and g.pending.done():
                 self._apply_identity(g, g.pending)  # a hung identification finally returned
+                # XIDs were registered at start without it: its next poll (on its worker) registers it
+                g.xid_register = g.handle is not None and getattr(self, "_by_handle", None) is not None
             if g.pending is not None:
                 stuck.add(g.index)
                 continue
