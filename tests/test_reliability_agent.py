@@ -695,7 +695,7 @@ def test_check_drip_endpoint_falls_back_to_the_state_file(tmp_path):
     _good_state(p)
     srv = _Server(drip_headers)
     try:
-        rc, line = _check("--url", srv.url, "--timeout", "2", "--state", str(p), timeout=30)
+        rc, line = _check("--url", srv.url, "--timeout", "3", "--state", str(p), timeout=30)
     finally:
         srv.close()
     assert (rc, line) == (0, "OK: 4 GPUs healthy")  # the saved verdicts answered

@@ -245,6 +245,8 @@ def _judge(args, deadline: float) -> tuple[int, str]:
             if "unavailable" in str(exc):
                 return UNKNOWN, "UNKNOWN: no NVIDIA driver (NVML unavailable)"
             return UNKNOWN, _fit(f"UNKNOWN: {exc}")  # hanging, or failing to initialise
+    if args.state:
+        from ..agent import _state  # noqa: F401 - imported now (numpy), not out of the state's share of time
     start = time.monotonic()
     why = None
     try:
