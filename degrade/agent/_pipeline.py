@@ -213,7 +213,7 @@ class Agent:
             if last is not None and now - last[0] < _LOG_EVERY_S:
                 return
             self._fault_logged[kind] = (now, n)
-        since = f" ({n - last[1]} more since the last report)" if last is not None and n - last[1] > 1 else ""
+        since = f" ({n - last[1]} times since the last report)" if last is not None else ""
         log.warning("%s%s", " ".join(str(message).split()), since)
 
     def _recovered(self, kind: str, what: str) -> None:
