@@ -19,6 +19,9 @@ def register(sub) -> None:
     p.add_argument("--listen", default="127.0.0.1:9835", metavar="HOST:PORT",
                    help="HTTP address for /metrics, /verdicts, /healthz (default %(default)s; "
                    "use 0.0.0.0:9835 to expose it off the node)")
+    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                   help="TLS and basic auth for the HTTP endpoint, in the Prometheus exporter-toolkit's "
+                   "web config format (tls_server_config, basic_auth_users); see docs/agent.md")
     p.add_argument("--textfile", metavar="DIR",
                    help="write node_exporter's textfile format into DIR instead of serving HTTP")
     p.add_argument("--labels", choices=("dcgm", "snake"), default="dcgm",
@@ -93,8 +96,8 @@ def run(args) -> int:
             previous[s] = signal.signal(s, on_signal)
     server = None
     if args.textfile is None:
-        server = serve(agent, args.listen, labels=args.labels)
-        where = f"http://{server.host}:{server.port}/metrics"
+        server = serve(agent, args.listen, labels=args.labels, web_config=getattr(args, "web_config", None))
+        where = f"{server.scheme}://{server.host}:{server.port}/metrics"
     else:
         where = f"{args.textfile}/degrade.prom"
     models = sorted({g.name for g in collector.gpus_})
