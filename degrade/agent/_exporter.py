@@ -407,8 +407,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, p
 
 
-def _app(agent, labels: str, source: SnapshotSource):
-    """The request handler of :class:`degrade.agent._http.HTTPServer` for the agent's endpoints."""
+def _app(agent, labels: str, source: SnapshotSource, cluster: dict[str, Any] | None = None):
+    """The request handler of :class:`degrade.agent._http.HTTPServer` for the agent's endpoints.
+
+    ``cluster`` holds the options of the cluster objects served on
+    ``/k8s/devicetaintrules``, ``/k8s/resourcehealth`` (keyword arguments of
+    :func:`degrade.agent._k8s.device_taint_rules`) and ``/nvsentinel/healthevents``.
+    """
+    cluster = dict(cluster or {})
     pc = _prom()
     from prometheus_client.exposition import choose_encoder
 
@@ -429,11 +435,46 @@ def _app(agent, labels: str, source: SnapshotSource):
         if path == "/healthz":
             ok = agent.polls_total > 0
             return (200 if ok else 503), [], (b"ok\n" if ok else b"no poll yet\n")
-        body = b"degrade agent: /metrics (Prometheus), /verdicts (JSON), /healthz\n"
+        if path in _CLUSTER_PATHS:
+            return _cluster_object(path, verdicts_json(agent, source.get()), cluster)
+        body = (
+            b"degrade agent: /metrics (Prometheus), /verdicts (JSON), /healthz, /k8s/devicetaintrules, "
+            b"/k8s/resourcehealth, /nvsentinel/healthevents\n"
+        )
         return (200 if path == "/" else 404), [], body
 
     del pc
     return handle
+
+
+_CLUSTER_PATHS = ("/k8s/devicetaintrules", "/k8s/resourcehealth", "/nvsentinel/healthevents")
+
+
+def _cluster_object(path: str, doc: dict[str, Any], cluster: dict[str, Any]):
+    from degrade.errors import MissingDependencyError
+
+    try:
+        if path == "/nvsentinel/healthevents":
+            from ._nvsentinel import health_events
+
+            obj = health_events(doc, **cluster.get("nvsentinel", {}))
+        else:
+            from ._k8s import device_taint_rules, resource_health, to_manifest
+
+            if path == "/k8s/devicetaintrules":
+                items = [
+                    to_manifest(r) for r in device_taint_rules(doc, **cluster.get("taints", {}))
+                ]
+                obj = {"apiVersion": "v1", "kind": "List", "items": items}
+            else:
+                obj = to_manifest(resource_health(doc, **cluster.get("health", {})))
+    except (MissingDependencyError, InputError) as exc:
+        return 503, [], f"{exc}\n".encode()
+    return (
+        200,
+        [("Content-Type", "application/json")],
+        json.dumps(obj, allow_nan=False, default=str).encode(),
+    )
 
 
 def serve(
@@ -442,6 +483,7 @@ def serve(
     labels: str = "dcgm",
     *,
     web_config: str | os.PathLike | None = None,
+    cluster: dict[str, Any] | None = None,
     **http_options: Any,
 ):
     """Serve ``/metrics`` (Prometheus), ``/verdicts`` (JSON) and ``/healthz`` on a background thread.
@@ -468,7 +510,7 @@ def serve(
     return HTTPServer(
         host,
         port,
-        _app(agent, labels, source),
+        _app(agent, labels, source, cluster),
         ssl_context=ssl_context,
         auth=auth,
         headers=headers,

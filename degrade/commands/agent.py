@@ -47,6 +47,19 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="simulator seed for --fake")
     p.add_argument("--speed", type=float, default=1.0,
                    help="--fake only: replay this many times faster than real time; 0 = as fast as possible")
+    k8s = p.add_argument_group("Kubernetes device health (docs/kubernetes.md)")
+    k8s.add_argument("--k8s-taints", action="store_true",
+                     help="apply DRA DeviceTaintRules (resource.k8s.io/v1) for degraded (effect None) and failed "
+                     "GPUs with the in-cluster service account; needs NODE_NAME and deploy/rbac.yaml")
+    k8s.add_argument("--k8s-dra-driver", default="gpu.nvidia.com",
+                     help="DRA driver name of the GPUs' ResourceSlices (default %(default)s)")
+    k8s.add_argument("--k8s-dra-pool", help="DRA pool name (default: the node name)")
+    k8s.add_argument("--k8s-dra-device", default="gpu-{gpu}",
+                     help="DRA device name template over {gpu}, {uuid}, {pci_bus_id} (default %(default)s)")
+    k8s.add_argument("--k8s-failed-effect", choices=("NoSchedule", "NoExecute"), default="NoSchedule",
+                     help="taint effect for failed GPUs (degraded GPUs get None); default %(default)s")
+    k8s.add_argument("--k8s-interval", type=float, default=30.0,
+                     help="seconds between DeviceTaintRule reconciliations (default %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -95,8 +108,19 @@ def run(args) -> int:
         for s in (signal.SIGTERM, signal.SIGINT):
             previous[s] = signal.signal(s, on_signal)
     server = None
+    taints = {"driver": args.k8s_dra_driver, "pool": args.k8s_dra_pool, "device_name": args.k8s_dra_device,
+              "failed_effect": args.k8s_failed_effect}
+    reconciler = None
+    if args.k8s_taints:
+        from ..agent._exporter import SnapshotSource, verdicts_json
+        from ..agent._k8s import TaintReconciler
+
+        source = SnapshotSource(agent)
+        reconciler = TaintReconciler(lambda: verdicts_json(agent, source.get()), interval=args.k8s_interval,
+                                     **taints).start()
     if args.textfile is None:
-        server = serve(agent, args.listen, labels=args.labels, web_config=getattr(args, "web_config", None))
+        server = serve(agent, args.listen, labels=args.labels, web_config=getattr(args, "web_config", None),
+                       cluster={"taints": taints})
         where = f"{server.scheme}://{server.host}:{server.port}/metrics"
     else:
         where = f"{args.textfile}/degrade.prom"
@@ -133,6 +157,8 @@ def run(args) -> int:
             if delay > 0:
                 stop.wait(delay)
     finally:
+        if reconciler is not None:
+            reconciler.close()
         if server is not None:
             server.close()
         agent.close()
