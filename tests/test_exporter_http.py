@@ -462,3 +462,96 @@ def test_first_scrape_answers_within_10s_with_a_cold_numba_cache(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_cli_agent_serves_tls_and_basic_auth_from_web_config_file(tmp_path):
+    require("pynvml")
+    require("polars")
+    require("prometheus_client")
+    bcrypt = require("bcrypt")
+    cert, key = _self_signed(tmp_path)
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    cfg = tmp_path / "web.yml"
+    cfg.write_text(
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        f"basic_auth_users:\n  prom: '{hashed}'\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "degrade",
+            "agent",
+            "--fake",
+            SCENARIO,
+            "--speed",
+            "0",
+            "--duration",
+            "120",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--web.config.file",
+            str(cfg),
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    ctx = ssl.create_default_context(cafile=str(cert))
+    req = urllib.request.Request(f"https://127.0.0.1:{port}/verdicts")
+    req.add_header("Authorization", "Basic " + base64.b64encode(b"prom:pw").decode())
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                doc = urllib.request.urlopen(req, timeout=10, context=ctx).read()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "the agent never served TLS"
+                time.sleep(0.2)
+        assert b'"verdicts"' in doc
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", timeout=10, context=ctx)
+        assert e.value.code == 401
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+
+
+def test_cli_bad_web_config_is_one_line_exit_2(tmp_path):
+    cfg = tmp_path / "web.yml"
+    cfg.write_text("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "degrade",
+            "agent",
+            "--fake",
+            SCENARIO,
+            "--speed",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--web.config.file",
+            str(cfg),
+            "--duration",
+            "5",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "error" in ln]
+    assert len(lines) == 1 and "nope.crt is not a readable file" in lines[0], r.stderr

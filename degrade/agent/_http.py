@@ -93,6 +93,7 @@ class HTTPServer:
         self.backlog = int(backlog)
         self.max_header_bytes = int(max_header_bytes)
         self.stats: Counter[str] = Counter()
+        self.on_close: list[Callable[[], Any]] = []  # called once by close()
         self._active: set[asyncio.StreamWriter] = set()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
@@ -314,6 +315,9 @@ class HTTPServer:
             self._thread.join(timeout=5)
         self._sock.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for fn in self.on_close:
+            fn()
+        self.on_close = []
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]] | None:

@@ -19,14 +19,27 @@ def register(sub) -> None:
     p.add_argument("--listen", default="127.0.0.1:9835", metavar="HOST:PORT",
                    help="HTTP address for /metrics, /verdicts, /healthz (default %(default)s; "
                    "use 0.0.0.0:9835 to expose it off the node)")
-    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
-                   help="TLS and basic auth for the HTTP endpoint, in the Prometheus exporter-toolkit's "
-                   "web config format (tls_server_config, basic_auth_users); see docs/agent.md")
     p.add_argument("--textfile", metavar="DIR",
                    help="write node_exporter's textfile format into DIR instead of serving HTTP")
     p.add_argument("--labels", choices=("dcgm", "snake"), default="dcgm",
                    help="label names: dcgm-exporter's join labels (UUID, gpu, pci_bus_id; joins with DCGM_FI_* series) or "
                    "snake_case (uuid, model_name; passes promtool's lint). Default %(default)s")
+    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                   help="TLS and basic auth for the HTTP endpoint, in the Prometheus exporter-toolkit's "
+                   "web config format (tls_server_config, basic_auth_users); see docs/agent.md")
+    k8s = p.add_argument_group("Kubernetes device health (docs/kubernetes.md)")
+    k8s.add_argument("--k8s-taints", action="store_true",
+                     help="apply DRA DeviceTaintRules (resource.k8s.io/v1) for degraded (effect None) and failed "
+                     "GPUs with the in-cluster service account; needs NODE_NAME and deploy/rbac.yaml")
+    k8s.add_argument("--k8s-dra-driver", default="gpu.nvidia.com",
+                     help="DRA driver name of the GPUs' ResourceSlices (default %(default)s)")
+    k8s.add_argument("--k8s-dra-pool", help="DRA pool name (default: the node name)")
+    k8s.add_argument("--k8s-dra-device", default="gpu-{gpu}",
+                     help="DRA device name template over {gpu}, {uuid}, {pci_bus_id} (default %(default)s)")
+    k8s.add_argument("--k8s-failed-effect", choices=("NoSchedule", "NoExecute"), default="NoSchedule",
+                     help="taint effect for failed GPUs (degraded GPUs get None); default %(default)s")
+    k8s.add_argument("--k8s-interval", type=float, default=30.0,
+                     help="seconds between DeviceTaintRule reconciliations (default %(default)s)")
     p.add_argument("--state", metavar="PATH",
                    help="state file: baselines are saved here and restored at start")
     p.add_argument("--record", metavar="DIR",
@@ -47,19 +60,6 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="simulator seed for --fake")
     p.add_argument("--speed", type=float, default=1.0,
                    help="--fake only: replay this many times faster than real time; 0 = as fast as possible")
-    k8s = p.add_argument_group("Kubernetes device health (docs/kubernetes.md)")
-    k8s.add_argument("--k8s-taints", action="store_true",
-                     help="apply DRA DeviceTaintRules (resource.k8s.io/v1) for degraded (effect None) and failed "
-                     "GPUs with the in-cluster service account; needs NODE_NAME and deploy/rbac.yaml")
-    k8s.add_argument("--k8s-dra-driver", default="gpu.nvidia.com",
-                     help="DRA driver name of the GPUs' ResourceSlices (default %(default)s)")
-    k8s.add_argument("--k8s-dra-pool", help="DRA pool name (default: the node name)")
-    k8s.add_argument("--k8s-dra-device", default="gpu-{gpu}",
-                     help="DRA device name template over {gpu}, {uuid}, {pci_bus_id} (default %(default)s)")
-    k8s.add_argument("--k8s-failed-effect", choices=("NoSchedule", "NoExecute"), default="NoSchedule",
-                     help="taint effect for failed GPUs (degraded GPUs get None); default %(default)s")
-    k8s.add_argument("--k8s-interval", type=float, default=30.0,
-                     help="seconds between DeviceTaintRule reconciliations (default %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -100,14 +100,9 @@ def run(args) -> int:
     agent.start()
     stop = threading.Event()
 
-    def on_signal(signum, frame):
-        stop.set()
+    # exporter and cluster options (docs/agent.md, docs/kubernetes.md), bound into serve() here
+    from ..agent._exporter import serve as _serve
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for s in (signal.SIGTERM, signal.SIGINT):
-            previous[s] = signal.signal(s, on_signal)
-    server = None
     taints = {"driver": args.k8s_dra_driver, "pool": args.k8s_dra_pool, "device_name": args.k8s_dra_device,
               "failed_effect": args.k8s_failed_effect}
     reconciler = None
@@ -118,10 +113,24 @@ def run(args) -> int:
         source = SnapshotSource(agent)
         reconciler = TaintReconciler(lambda: verdicts_json(agent, source.get()), interval=args.k8s_interval,
                                      **taints).start()
+
+    def serve(agent, listen, labels="dcgm"):  # noqa: F811 - the exporter's serve() with these options
+        srv = _serve(agent, listen, labels, web_config=args.web_config, cluster={"taints": taints})
+        if reconciler is not None:
+            srv.on_close.append(reconciler.close)
+        return srv
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGINT):
+            previous[s] = signal.signal(s, on_signal)
+    server = None
     if args.textfile is None:
-        server = serve(agent, args.listen, labels=args.labels, web_config=getattr(args, "web_config", None),
-                       cluster={"taints": taints})
-        where = f"{server.scheme}://{server.host}:{server.port}/metrics"
+        server = serve(agent, args.listen, labels=args.labels)
+        where = f"http://{server.host}:{server.port}/metrics"
     else:
         where = f"{args.textfile}/degrade.prom"
     models = sorted({g.name for g in collector.gpus_})
@@ -157,8 +166,6 @@ def run(args) -> int:
             if delay > 0:
                 stop.wait(delay)
     finally:
-        if reconciler is not None:
-            reconciler.close()
         if server is not None:
             server.close()
         agent.close()
