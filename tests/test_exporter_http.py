@@ -86,6 +86,29 @@ def test_many_idle_connections_cost_no_threads_and_are_closed(server):
             s.close()
 
 
+def test_an_idle_flood_beyond_max_connections_does_not_lock_scrapers_out():
+    """At the connection limit the longest-waiting idle connection makes room for the new one."""
+    from degrade.agent._http import HTTPServer
+
+    srv = HTTPServer("127.0.0.1", 0, _hello, max_connections=50, header_timeout=30.0)
+    idle = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+        time.sleep(0.3)
+        assert srv.active_connections <= 50
+        t0 = time.perf_counter()
+        for _ in range(5):
+            assert _get(srv.port) == b"hello /metrics"
+        assert time.perf_counter() - t0 < 5.0
+        assert srv.stats["evicted_connections"] >= 150
+        assert _closed_by_peer(idle[0], 1.0)  # the oldest went first
+    finally:
+        for s in idle:
+            s.close()
+        srv.close()
+
+
 def test_slow_loris_client_is_dropped(server):
     s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     t0 = time.monotonic()

@@ -6,8 +6,10 @@ no read timeout and a listen backlog of 5, so 1,000 idle connections held
 1,000 threads and a burst of scrapers lost SYNs. Here:
 
 - connections are coroutines on one event-loop thread: an idle or slow client
-  costs a file descriptor, not a thread, and at most ``max_connections`` are
-  kept (newer ones are closed at once);
+  costs a file descriptor, not a thread; at most ``max_connections`` are
+  kept, and when full the connection that has waited longest without sending
+  a request is dropped for the new one, so an idle flood cannot lock a
+  scraper out;
 - the request head must arrive within ``header_timeout`` of the connection
   (slow-loris clients are dropped), a kept-alive connection is closed after
   ``idle_timeout`` without a request, a response must drain within
@@ -77,7 +79,7 @@ class HTTPServer:
         header_timeout: float = 10.0,
         idle_timeout: float = 60.0,
         write_timeout: float = 30.0,
-        max_connections: int = 256,
+        max_connections: int = 512,
         backlog: int = 1024,
         workers: int = 4,
         max_header_bytes: int = 16384,
@@ -94,7 +96,8 @@ class HTTPServer:
         self.max_header_bytes = int(max_header_bytes)
         self.stats: Counter[str] = Counter()
         self.on_close: list[Callable[[], Any]] = []  # called once by close()
-        self._active: set[asyncio.StreamWriter] = set()
+        # open connections -> (time they started waiting for a request, or None while one is served)
+        self._active: dict[asyncio.StreamWriter, float | None] = {}
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             self._sock = socket.create_server((host, port), family=family, backlog=self.backlog)
@@ -154,10 +157,18 @@ class HTTPServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats["connections"] += 1
         if len(self._active) >= self.max_connections:
-            self.stats["rejected_connections"] += 1
-            writer.transport.abort()
-            return
-        self._active.add(writer)
+            # full: make room by dropping the connection that has waited longest without sending a
+            # request (an idle flood must not lock a scraper out); if every one is being served, refuse
+            waiting = [(t, w) for w, t in self._active.items() if t is not None]
+            if not waiting:
+                self.stats["rejected_connections"] += 1
+                writer.transport.abort()
+                return
+            _, oldest = min(waiting, key=lambda tw: tw[0])
+            self._active.pop(oldest, None)
+            oldest.transport.abort()
+            self.stats["evicted_connections"] += 1
+        self._active[writer] = asyncio.get_running_loop().time()
         try:
             await self._serve_connection(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
@@ -165,7 +176,7 @@ class HTTPServer:
         except Exception:  # noqa: BLE001 - one bad connection must never stop the server
             log.exception("HTTP connection failed")
         finally:
-            self._active.discard(writer)
+            self._active.pop(writer, None)
             writer.transport.abort()
 
     async def _read_head(self, reader: asyncio.StreamReader, first: bool) -> bytes | None:
@@ -245,6 +256,8 @@ class HTTPServer:
                     return
                 continue
             path, _, query = target.partition("?")
+            if writer in self._active:
+                self._active[writer] = None  # being served: never evicted
             t0 = time.perf_counter()
             try:
                 status, hdrs, body = await loop.run_in_executor(
@@ -256,6 +269,8 @@ class HTTPServer:
             self.stats["handler_seconds_x1e6"] += int((time.perf_counter() - t0) * 1e6)
             if not await self._respond(writer, method, status, hdrs, body, keep=keep) or not keep:
                 return
+            if writer in self._active:
+                self._active[writer] = loop.time()
 
     async def _respond(
         self,
