@@ -581,3 +581,39 @@ def test_cli_bad_web_config_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if "error" in ln]
     assert len(lines) == 1 and "nope.crt is not a readable file" in lines[0], r.stderr
+
+
+def test_served_metrics_count_the_servers_drops_and_pass_promtool(replay_agent):
+    import shutil
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from degrade.agent import serve
+
+    srv = serve(replay_agent, "127.0.0.1:0", labels="snake", header_timeout=0.5)
+    try:
+        idle = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        assert _closed_by_peer(idle, 3.0)
+        idle.close()
+        _get(srv.port)
+        body = _get(srv.port)
+    finally:
+        srv.close()
+    fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    drops = {
+        s.labels["reason"]: s.value for s in fams["degrade_agent_http_connections_dropped"].samples
+    }
+    assert drops["header_timeout"] == 1.0 and drops["evicted"] == 0.0
+    codes = {s.labels["code"]: s.value for s in fams["degrade_agent_http_responses"].samples}
+    assert codes == {"200": 1.0}  # the scrape before this one
+    assert fams["degrade_build_info"].samples[0].labels["version"]
+    assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= set(fams)
+    exe = shutil.which("promtool")
+    if exe is None:
+        from tests.conftest import REQUIRE_ALL
+
+        if REQUIRE_ALL:
+            pytest.fail("promtool is required in CI")
+        pytest.skip("promtool not installed")
+    r = subprocess.run([exe, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -407,7 +407,64 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, p
 
 
-def _app(agent, labels: str, source: SnapshotSource, cluster: dict[str, Any] | None = None):
+class _HTTPStatsCollector:
+    """The HTTP server's own counters (connections, drops by reason, responses by code)."""
+
+    _DROPS = (
+        ("header_timeouts", "header_timeout"),
+        ("idle_closed", "idle_timeout"),
+        ("write_timeouts", "write_timeout"),
+        ("evicted_connections", "evicted"),
+        ("rejected_connections", "rejected"),
+    )
+
+    def __init__(self, holder: dict[str, Any]) -> None:
+        self.holder = holder
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        srv = self.holder.get("server")
+        if srv is None:
+            return
+        stats = dict(srv.stats)
+        yield CounterMetricFamily(
+            "degrade_agent_http_connections",
+            "TCP connections accepted",
+            value=float(stats.get("connections", 0)),
+        )
+        yield GaugeMetricFamily(
+            "degrade_agent_http_open_connections",
+            "Connections open now",
+            value=float(srv.active_connections),
+        )
+        drops = CounterMetricFamily(
+            "degrade_agent_http_connections_dropped",
+            "Connections the server closed, by reason",
+            labels=["reason"],
+        )
+        for key, reason in self._DROPS:
+            drops.add_metric([reason], float(stats.get(key, 0)))
+        yield drops
+        resp = CounterMetricFamily(
+            "degrade_agent_http_responses", "HTTP responses by status code", labels=["code"]
+        )
+        for key, n in sorted(stats.items()):
+            if key.startswith("responses_"):
+                resp.add_metric([key.removeprefix("responses_")], float(n))
+        yield resp
+
+
+def _app(
+    agent,
+    labels: str,
+    source: SnapshotSource,
+    cluster: dict[str, Any] | None = None,
+    holder: dict[str, Any] | None = None,
+):
     """The request handler of :class:`degrade.agent._http.HTTPServer` for the agent's endpoints.
 
     ``cluster`` holds the options of the cluster objects served on
@@ -419,6 +476,8 @@ def _app(agent, labels: str, source: SnapshotSource, cluster: dict[str, Any] | N
     from prometheus_client.exposition import choose_encoder
 
     registry = registry_for(agent, labels, process=True, source=source)
+    if holder is not None:
+        registry.register(_HTTPStatsCollector(holder))
 
     def handle(method: str, path: str, query: str, headers: dict[str, str]):
         if path == "/metrics":
@@ -507,12 +566,15 @@ def serve(
         wc = load_web_config(web_config)
         ssl_context, auth, headers = wc.ssl_context, wc.auth(), wc.headers
     source = SnapshotSource(agent)
-    return HTTPServer(
+    holder: dict[str, Any] = {}
+    server = HTTPServer(
         host,
         port,
-        _app(agent, labels, source, cluster),
+        _app(agent, labels, source, cluster, holder),
         ssl_context=ssl_context,
         auth=auth,
         headers=headers,
         **http_options,
     )
+    holder["server"] = server
+    return server
