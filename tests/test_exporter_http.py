@@ -617,3 +617,23 @@ def test_served_metrics_count_the_servers_drops_and_pass_promtool(replay_agent):
         pytest.skip("promtool not installed")
     r = subprocess.run([exe, "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_label_schemes(replay_agent):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from degrade.agent._exporter import exposition
+
+    want = {
+        "dcgm": {"Hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName", "status"},
+        "dcgm-head": {"hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName", "status"},
+        "snake": {"hostname", "gpu", "uuid", "pci_bus_id", "device", "model_name", "status"},
+    }
+    for scheme, labels in want.items():
+        fams = {
+            f.name: f
+            for f in text_string_to_metric_families(exposition(replay_agent, scheme).decode())
+        }
+        assert {frozenset(s.labels) for s in fams["degrade_device_status"].samples} == {
+            frozenset(labels)
+        }

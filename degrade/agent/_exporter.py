@@ -45,6 +45,8 @@ _STATUSES = ("healthy", "suspect", "degraded", "failed", "unknown")
 LABEL_SCHEMES = {
     "dcgm": ("Hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName"),
     "snake": ("hostname", "gpu", "uuid", "pci_bus_id", "device", "model_name"),
+    # dcgm-exporter with its PR #655 ("Rename Hostname label to hostname", merged 2026-05-12)
+    "dcgm-head": ("hostname", "gpu", "UUID", "pci_bus_id", "device", "modelName"),
 }
 DEFAULT_PORT = 9835
 

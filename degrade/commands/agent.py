@@ -21,9 +21,11 @@ def register(sub) -> None:
                    "use 0.0.0.0:9835 to expose it off the node)")
     p.add_argument("--textfile", metavar="DIR",
                    help="write node_exporter's textfile format into DIR instead of serving HTTP")
-    p.add_argument("--labels", choices=("dcgm", "snake"), default="dcgm",
-                   help="label names: dcgm-exporter's join labels (UUID, gpu, pci_bus_id; joins with DCGM_FI_* series) or "
-                   "snake_case (uuid, model_name; passes promtool's lint). Default %(default)s")
+    p.add_argument("--labels", choices=("dcgm", "snake", "dcgm-head"), default="dcgm",
+                   help="label names: released dcgm-exporters' join labels (Hostname, UUID, gpu, pci_bus_id, device, "
+                   "modelName; joins with DCGM_FI_* series), dcgm-head (the same with lower-case hostname, as "
+                   "dcgm-exporter after its PR #655) or snake_case (uuid, model_name; passes promtool's lint). "
+                   "Default %(default)s")
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
                    help="TLS and basic auth for the HTTP endpoint, in the Prometheus exporter-toolkit's "
                    "web config format (tls_server_config, basic_auth_users); see docs/agent.md")
