@@ -212,7 +212,7 @@ class HTTPServer:
                 head = await self._read_head(reader, first)
             except (asyncio.LimitOverrunError, ValueError):
                 await self._respond(
-                    writer, "HEAD", 431, [], b"request head too large\n", keep=False
+                    writer, "GET", 431, [], b"request head too large\n", keep=False
                 )
                 return
             if head is None:
