@@ -643,3 +643,27 @@ def test_label_schemes(replay_agent):
         assert {frozenset(s.labels) for s in fams["degrade_device_status"].samples} == {
             frozenset(labels)
         }
+
+
+def test_a_tls_client_that_never_handshakes_is_dropped(tmp_path, replay_agent):
+    from degrade.agent import serve
+
+    cert, key = _self_signed(tmp_path)
+    cfg = tmp_path / "web.yml"
+    cfg.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    srv = serve(replay_agent, "127.0.0.1:0", web_config=cfg, header_timeout=1.0)
+    try:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        t0 = time.monotonic()
+        assert _closed_by_peer(s, 5.0)
+        assert 0.8 < time.monotonic() - t0 < 3.0
+        s.close()
+        ctx = ssl.create_default_context(cafile=str(cert))
+        assert (
+            urllib.request.urlopen(
+                f"https://127.0.0.1:{srv.port}/healthz", timeout=10, context=ctx
+            ).status
+            == 200
+        )
+    finally:
+        srv.close()
