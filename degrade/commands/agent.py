@@ -42,6 +42,10 @@ def register(sub) -> None:
                      help="taint effect for failed GPUs (degraded GPUs get None); default %(default)s")
     k8s.add_argument("--k8s-interval", type=float, default=30.0,
                      help="seconds between DeviceTaintRule reconciliations (default %(default)s)")
+    k8s.add_argument("--nvsentinel-socket", metavar="PATH",
+                     help="deliver NVSentinel HealthEvents (gRPC HealthEventOccurredV1) to its platform connector "
+                     "on this Unix socket, e.g. /var/run/nvsentinel/platform-connector.sock, when a GPU's status "
+                     "changes; needs degrade[nvsentinel]")
     p.add_argument("--state", metavar="PATH",
                    help="state file: baselines are saved here and restored at start")
     p.add_argument("--record", metavar="DIR",
@@ -116,10 +120,20 @@ def run(args) -> int:
         reconciler = TaintReconciler(lambda: verdicts_json(agent, source.get()), interval=args.k8s_interval,
                                      **taints).start()
 
+    sink = None
+    if args.nvsentinel_socket:
+        from ..agent._exporter import SnapshotSource, verdicts_json
+        from ..agent._nvsentinel import NVSentinelSink
+
+        nvs_source = SnapshotSource(agent)
+        sink = NVSentinelSink(lambda: verdicts_json(agent, nvs_source.get()), args.nvsentinel_socket,
+                              interval=args.k8s_interval).start()
+
     def serve(agent, listen, labels="dcgm"):  # noqa: F811 - the exporter's serve() with these options
         srv = _serve(agent, listen, labels, web_config=args.web_config, cluster={"taints": taints})
-        if reconciler is not None:
-            srv.on_close.append(reconciler.close)
+        for extra in (reconciler, sink):
+            if extra is not None:
+                srv.on_close.append(extra.close)
         return srv
 
     def on_signal(signum, frame):
