@@ -3,8 +3,9 @@
 Transcribed from NVIDIA/NVSentinel ``data-models/protobufs/health_event.proto``
 (commit 264bfab8), checked here in the proto3 JSON mapping degrade emits:
 ``HealthEvents {uint32 version = 1; repeated HealthEvent events = 2;}`` and
-``HealthEvent`` with the fields below. gRPC delivery is not tested (degrade
-does not implement it); the format is.
+``HealthEvent`` with the fields below; then the protobuf wire bytes through a
+generic parser, and delivery over real gRPC on a Unix socket to a server in
+the test standing in for NVSentinel's platform connector.
 """
 
 from __future__ import annotations
