@@ -230,3 +230,96 @@ def test_npd_dockerfile_and_daemonset():
     role = _one(docs, "ClusterRole")
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert {("nodes", "get"), ("nodes/status", "patch"), ("events", "create")} <= granted
+
+
+def test_admission_policy_confines_the_agent_to_its_node():
+    require("kubernetes")
+    from degrade.agent._k8s import MANAGED_BY, NODE_LABEL
+    from tests._k8s_models import validate
+
+    docs = _yaml_docs(DEPLOY / "admission-policy.yaml")
+    for d in docs:
+        validate(d)
+    policy, binding = (
+        _one(docs, "ValidatingAdmissionPolicy"),
+        _one(docs, "ValidatingAdmissionPolicyBinding"),
+    )
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["devicetaintrules"] and rule["apiGroups"] == ["resource.k8s.io"]
+    assert set(rule["operations"]) == {"CREATE", "UPDATE", "DELETE"}
+    # the service account it binds is the one deploy/rbac.yaml creates
+    sa = _one(_yaml_docs(DEPLOY / "rbac.yaml"), "ServiceAccount")["metadata"]
+    user = f"system:serviceaccount:{sa['namespace']}:{sa['name']}"
+    assert user in policy["spec"]["matchConditions"][0]["expression"]
+    text = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert (
+        "deviceSelector.pool" in text and NODE_LABEL in text and MANAGED_BY
+    )  # the labels _k8s writes
+
+
+def _cel(expression: str, activation: dict):
+    celpy = require("celpy")
+    env = celpy.Environment()
+    return env.program(env.compile(expression)).evaluate(
+        {k: celpy.json_to_cel(v) for k, v in activation.items()}
+    )
+
+
+def _admit(policy: dict, request: dict, obj: dict | None, old: dict | None) -> bool | None:
+    """Evaluate the policy as the API server would: None if it does not apply, else allowed or not."""
+    act = {"request": request, "object": obj, "oldObject": old}
+    if not all(bool(_cel(c["expression"], act)) for c in policy["spec"]["matchConditions"]):
+        return None
+    variables: dict = {}
+    for v in policy["spec"]["variables"]:
+        variables[v["name"]] = _cel(v["expression"], {**act, "variables": variables})
+        variables[v["name"]] = _to_json(variables[v["name"]])
+    return all(
+        bool(_cel(v["expression"], {**act, "variables": variables}))
+        for v in policy["spec"]["validations"]
+    )
+
+
+def _to_json(value):
+    import json
+
+    celpy = require("celpy")
+    return json.loads(json.dumps(value, cls=celpy.CELJSONEncoder))
+
+
+def test_admission_policy_cel_admits_only_the_agents_own_node():
+    """The policy's CEL, evaluated by a CEL implementation (cel-python) on requests the agent would send."""
+    require("kubernetes")
+    from degrade.agent._k8s import device_taint_rules, to_manifest
+
+    policy = _one(_yaml_docs(DEPLOY / "admission-policy.yaml"), "ValidatingAdmissionPolicy")
+    doc = {
+        "host": "gpu-node-1",
+        "verdicts": [{"gpu": 3, "uuid": "GPU-x", "status": "failed", "reasons": ["XID 79"]}],
+    }
+    mine = to_manifest(device_taint_rules(doc)[0])
+    other = to_manifest(device_taint_rules({**doc, "host": "gpu-node-2"})[0])
+    agent = "system:serviceaccount:gpu-monitoring:degrade-agent"
+
+    def req(op: str, node: str | None, user: str = agent) -> dict:
+        extra = {} if node is None else {"authentication.kubernetes.io/node-name": [node]}
+        return {"operation": op, "userInfo": {"username": user, "extra": extra}}
+
+    assert _admit(policy, req("CREATE", "gpu-node-1"), mine, None) is True
+    assert _admit(policy, req("UPDATE", "gpu-node-1"), mine, mine) is True
+    assert _admit(policy, req("DELETE", "gpu-node-1"), None, mine) is True
+    assert (
+        _admit(policy, req("CREATE", "gpu-node-1"), other, None) is False
+    )  # another node's device
+    assert _admit(policy, req("DELETE", "gpu-node-1"), None, other) is False  # another node's rule
+    assert _admit(policy, req("CREATE", None), mine, None) is False  # a token without a node
+    relabelled = {
+        **mine,
+        "metadata": {**mine["metadata"], "labels": {"degrade.dev/node": "gpu-node-2"}},
+    }
+    assert _admit(policy, req("CREATE", "gpu-node-1"), relabelled, None) is False
+    assert (
+        _admit(policy, req("CREATE", None, user="system:admin"), other, None) is None
+    )  # not the agent
