@@ -419,15 +419,15 @@ def test_exposition_labels_and_values(replay):
     for s in st:
         lab = s.labels
         assert set(lab) >= {
-            "hostname",
+            "Hostname",
             "gpu",
             "UUID",
             "pci_bus_id",
             "device",
-            "model_name",
+            "modelName",
             "status",
         }
-        assert lab["device"] == f"nvidia{lab['gpu']}" and lab["hostname"] == fake.host
+        assert lab["device"] == f"nvidia{lab['gpu']}" and lab["Hostname"] == fake.host
         assert lab["status"] == ("degraded" if lab["UUID"] == bad else "healthy")
     slow = {s.labels["UUID"]: s.value for s in fams["degrade_device_slowdown_ratio"].samples}
     assert 0.05 < slow[bad] < 1.0
@@ -461,11 +461,12 @@ def test_promtool_check_metrics_and_textfile(replay, tmp_path):
         [exe, "check", "metrics"], input=exposition(agent, "snake"), capture_output=True, timeout=30
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    # the default, dcgm-exporter's join labels (UUID, gpu, pci_bus_id, hostname), passes too
+    # the default, dcgm-exporter's join labels: promtool's only finding is the camelCase modelName
     r = subprocess.run(
         [exe, "check", "metrics"], input=exposition(agent), capture_output=True, timeout=30
     )
-    assert r.returncode == 0, r.stdout + r.stderr
+    findings = {line.split(" ", 1)[1] for line in (r.stdout + r.stderr).decode().splitlines() if line}
+    assert findings == {"label names should be written in 'snake_case' not 'camelCase'"}, findings
     path = write_textfile(agent, tmp_path, labels="snake")
     assert sorted(os.listdir(tmp_path)) == ["degrade.prom"]  # the temp file was renamed away
     r = subprocess.run(

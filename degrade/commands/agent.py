@@ -27,9 +27,31 @@ def register(sub) -> None:
                    "use 0.0.0.0:9835 to expose it off the node)")
     p.add_argument("--textfile", metavar="DIR",
                    help="write node_exporter's textfile format into DIR instead of serving HTTP")
-    p.add_argument("--labels", choices=("dcgm", "snake"), default="dcgm",
-                   help="label names: dcgm-exporter's join labels (UUID, gpu, pci_bus_id; joins with DCGM_FI_* series) or "
-                   "snake_case (uuid, model_name; passes promtool's lint). Default %(default)s")
+    p.add_argument("--labels", choices=("dcgm", "snake", "dcgm-head"), default="dcgm",
+                   help="label names: released dcgm-exporters' join labels (Hostname, UUID, gpu, pci_bus_id, device, "
+                   "modelName; joins with DCGM_FI_* series), dcgm-head (the same with lower-case hostname, as "
+                   "dcgm-exporter after its PR #655) or snake_case (uuid, model_name; passes promtool's lint). "
+                   "Default %(default)s")
+    p.add_argument("--web.config.file", dest="web_config", metavar="FILE",
+                   help="TLS and basic auth for the HTTP endpoint, in the Prometheus exporter-toolkit's "
+                   "web config format (tls_server_config, basic_auth_users); see docs/agent.md")
+    k8s = p.add_argument_group("Kubernetes device health (docs/kubernetes.md)")
+    k8s.add_argument("--k8s-taints", action="store_true",
+                     help="apply DRA DeviceTaintRules (resource.k8s.io/v1) for degraded (effect None) and failed "
+                     "GPUs with the in-cluster service account; needs NODE_NAME and deploy/rbac.yaml")
+    k8s.add_argument("--k8s-dra-driver", default="gpu.nvidia.com",
+                     help="DRA driver name of the GPUs' ResourceSlices (default %(default)s)")
+    k8s.add_argument("--k8s-dra-pool", help="DRA pool name (default: the node name)")
+    k8s.add_argument("--k8s-dra-device", default="gpu-{gpu}",
+                     help="DRA device name template over {gpu}, {uuid}, {pci_bus_id} (default %(default)s)")
+    k8s.add_argument("--k8s-failed-effect", choices=("NoSchedule", "NoExecute"), default="NoSchedule",
+                     help="taint effect for failed GPUs (degraded GPUs get None); default %(default)s")
+    k8s.add_argument("--k8s-interval", type=float, default=30.0,
+                     help="seconds between DeviceTaintRule reconciliations (default %(default)s)")
+    k8s.add_argument("--nvsentinel-socket", metavar="PATH",
+                     help="deliver NVSentinel HealthEvents (gRPC HealthEventOccurredV1) to its platform connector "
+                     "on this Unix socket, e.g. /var/run/nvsentinel/platform-connector.sock, when a GPU's status "
+                     "changes; needs degrade[nvsentinel]")
     p.add_argument("--state", metavar="PATH",
                    help="state file: baselines are saved here and restored at start")
     p.add_argument("--record", metavar="DIR",
@@ -121,6 +143,36 @@ def _run(args, log) -> int:
     agent = Agent(collector, cfg, advance=advance)
     agent.start()
     stop = threading.Event()
+
+    # exporter and cluster options (docs/agent.md, docs/kubernetes.md), bound into serve() here
+    from ..agent._exporter import serve as _serve
+
+    taints = {"driver": args.k8s_dra_driver, "pool": args.k8s_dra_pool, "device_name": args.k8s_dra_device,
+              "failed_effect": args.k8s_failed_effect}
+    reconciler = None
+    if args.k8s_taints:
+        from ..agent._exporter import SnapshotSource, verdicts_json
+        from ..agent._k8s import TaintReconciler
+
+        source = SnapshotSource(agent)
+        reconciler = TaintReconciler(lambda: verdicts_json(agent, source.get()), interval=args.k8s_interval,
+                                     **taints).start()
+
+    sink = None
+    if args.nvsentinel_socket:
+        from ..agent._exporter import SnapshotSource, verdicts_json
+        from ..agent._nvsentinel import NVSentinelSink
+
+        nvs_source = SnapshotSource(agent)
+        sink = NVSentinelSink(lambda: verdicts_json(agent, nvs_source.get()), args.nvsentinel_socket,
+                              interval=args.k8s_interval).start()
+
+    def serve(agent, listen, labels="dcgm"):  # noqa: F811 - the exporter's serve() with these options
+        srv = _serve(agent, listen, labels, web_config=args.web_config, cluster={"taints": taints})
+        for extra in (reconciler, sink):
+            if extra is not None:
+                srv.on_close.append(extra.close)
+        return srv
 
     def on_signal(signum, frame):
         stop.set()
