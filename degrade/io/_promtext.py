@@ -1,0 +1,93 @@
+"""Saved Prometheus text expositions (``curl node:9400/metrics > x.prom``) as long frames.
+
+Parsed with prometheus_client's text parser (the reference parser of the
+Prometheus text format 0.0.4). One file is one scrape. A sample without
+its own timestamp (the usual case: exporters do not write them) gets the
+scrape time from the file name when it ends in ``-<epoch seconds>.prom`` or
+``-<epoch milliseconds>.prom`` (``node-0001-1767225600.prom``), else the
+file's modification time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+__all__ = ["read_exposition", "exposition_columns", "scrape_time"]
+
+_NAME_TIME = re.compile(r"[-_.](\d{10}(?:\d{3})?)(?:\.\d+)?\.prom$", re.IGNORECASE)
+
+
+def scrape_time(path: str) -> float:
+    """Epoch seconds of a saved scrape: from its name when it carries one, else its mtime.
+
+    >>> scrape_time("/data/node-0001-1767225600.prom")
+    1767225600.0
+    >>> scrape_time("/data/node-0001-1767225600123.prom")
+    1767225600.123
+    """
+    m = _NAME_TIME.search(os.path.basename(path))
+    if m:
+        digits = m.group(1)
+        return int(digits) / (1000.0 if len(digits) == 13 else 1.0)
+    return os.path.getmtime(path)
+
+
+def _parser():
+    from .._optional import import_optional
+
+    return import_optional("prometheus_client.parser", "batch", "prometheus-client")
+
+
+def _samples(path: str):
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    return text, [s for fam in _parser().text_string_to_metric_families(text) for s in fam.samples]
+
+
+def read_exposition(path: str):
+    """The samples of one saved scrape as a long polars frame.
+
+    Columns: ``__name__``, ``value``, ``timestamp`` (epoch seconds) and one
+    column per label. Raises whatever the parser raises on a malformed file
+    (the reader turns it into a SchemaError naming the file).
+    """
+    import polars as pl
+
+    _, samples = _samples(path)
+    ts = scrape_time(path)
+    names, values, stamps = [], [], []
+    labels: dict[str, list] = {}
+    for i, smp in enumerate(samples):
+        names.append(smp.name)
+        v = float(smp.value)
+        values.append(v if math.isfinite(v) else None)
+        stamps.append(float(smp.timestamp) if smp.timestamp is not None else ts)
+        for k, v in smp.labels.items():
+            col = labels.get(k)
+            if col is None:
+                col = labels[k] = [None] * i
+            col.append(v)
+        for col in labels.values():
+            if len(col) < i + 1:
+                col.append(None)
+    data = {
+        "__name__": pl.Series(names, dtype=pl.String),
+        "value": pl.Series(values, dtype=pl.Float64),
+        "timestamp": pl.Series(stamps, dtype=pl.Float64),
+    }
+    for k, col in labels.items():
+        if k not in data:
+            data[k] = pl.Series(col, dtype=pl.String)
+    return pl.DataFrame(data)
+
+
+def exposition_columns(path: str) -> list[str]:
+    """Column names :func:`read_exposition` gives for this file (labels included)."""
+    _, samples = _samples(path)
+    cols = {"__name__": None, "value": None, "timestamp": None}
+    for smp in samples:
+        for k in smp.labels:
+            cols.setdefault(k, None)
+    return list(cols)
