@@ -224,7 +224,7 @@ def long_to_wide(lf, schema: dict, label: str):
         .str.replace(r"^DCGM_FI_DEV_|^DCGM_FI_PROF_|^DCGM_EXP_|^DCGM_FI_|^DCGM_", "")
     )
     lf = lf.with_columns(field.alias("__field"))
-    val = pl.col(value_col).cast(pl.Float64)
+    val = strip_blank(pl.col(value_col).cast(pl.Float64))
     by_column: dict[str, list] = {}
     for f in FIELD_TABLE:
         hit = pl.col("__field") == f.key
@@ -238,3 +238,17 @@ def long_to_wide(lf, schema: dict, label: str):
     aggs += [pl.col(c).drop_nulls().first().alias(c) for c in others]
     lf = lf.group_by([*ident, ts_col], maintain_order=True).agg(aggs)
     return lf, dict(lf.collect_schema())
+
+
+#: DCGM's "no value" sentinels, which dcgm-exporter prints as numbers (dcgm_structs.h:
+#: DCGM_INT64_BLANK = 0x7ffffffffffffff0 and the codes just above it; DCGM_FP64_BLANK = 2**47 + 0..3)
+_INT64_BLANK = float(0x7FFFFFFFFFFFFFF0)
+_FP64_BLANK = float(2**47)
+
+
+def strip_blank(x):
+    """The polars float expression ``x`` with DCGM's blank sentinels made null (before any unit factor)."""
+    import polars as pl
+
+    blank = (x >= _INT64_BLANK) | ((x >= _FP64_BLANK) & (x <= _FP64_BLANK + 16))
+    return pl.when(blank).then(None).otherwise(x)

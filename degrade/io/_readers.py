@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, SchemaError
-from ._dcgm import device_id_expr, is_long_layout, long_to_wide, metric_for
+from ._dcgm import device_id_expr, is_long_layout, long_to_wide, metric_for, strip_blank
 from ._schema import (
     COUNTER_COLUMNS,
     COUNTER_METRICS,
@@ -564,7 +564,7 @@ def _counters_part(part: _Part):
         elif canon in COUNTER_METRICS:
             if not _is_numeric(dtype):
                 raise SchemaError(f"{label}: column {src!r} holds {dtype} values; expected numbers for {canon}")
-            x = c.cast(pl.Float64) * scaled.get(canon, 1.0)
+            x = strip_blank(c.cast(pl.Float64)) * scaled.get(canon, 1.0)
             x = pl.when(x.is_finite()).then(x).otherwise(None)
             e = x.round(0).cast(pl.Int64) if COUNTER_METRICS[canon] == "Int64" else x
         else:
