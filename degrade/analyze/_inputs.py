@@ -169,6 +169,9 @@ def resolve_inputs(inputs, log: WarningLog) -> list[Source]:
                 continue
             sources.append(Source(kind, name, frame=item))
             continue
+        if _is_prometheus(item):
+            sources.append(_prometheus_source(item))
+            continue
         path = os.fspath(item)
         if any(ch in path for ch in "*?[") and not os.path.exists(path):
             matches = sorted(glob.glob(path, recursive=True))
@@ -246,3 +249,20 @@ def _prom_source(proms: list[str], path: str) -> list[Source]:
         if not os.access(f, os.R_OK):
             raise InputError(f"cannot read {f}: permission denied")
     return [Source("counters", os.path.join(path, "*.prom") if len(proms) > 1 else proms[0], paths=proms)]
+
+
+# --------------------------------------------------------------------------- a Prometheus server
+
+
+def _is_prometheus(item) -> bool:
+    from ..io._prometheus import is_prometheus_url
+
+    return is_prometheus_url(item)
+
+
+def _prometheus_source(url: str) -> Source:
+    """dcgm-exporter counters read from Prometheus (``prometheus+http://HOST:PORT?since=6h``)."""
+    from ..io._prometheus import read_prometheus
+
+    name = url.split("?", 1)[0]
+    return Source("counters", name, frame=read_prometheus(url))
