@@ -213,39 +213,42 @@ def _scrape_interval(
 
 
 def _page_frame(result: list[dict]):
-    """A query_range matrix as the long layout (``__name__``, labels, ``timestamp``, ``value``)."""
+    """A query_range matrix as the long layout (``__name__``, labels, ``timestamp``, ``value``).
+
+    Samples and series are built apart and joined, so a label is stored once
+    per series in Python and repeated per sample only inside polars.
+    """
+    import numpy as np
     import polars as pl
 
-    cols: dict[str, list] = {"__name__": [], "timestamp": [], "value": []}
-    n = 0
-    for series in result:
-        metric = series.get("metric", {})
-        values = series.get("values", [])
-        k = len(values)
-        if not k:
+    sids, stamps, values, labels = [], [], [], []
+    for sid, series in enumerate(result):
+        pts = series.get("values") or []
+        if not pts:
             continue
-        cols["__name__"].extend([metric.get("__name__")] * k)
-        cols["timestamp"].extend(float(v[0]) for v in values)
-        cols["value"].extend(
-            float(v[1]) for v in values
-        )  # "NaN", "+Inf" parse; the reader nulls them
-        for key, val in metric.items():
-            if key == "__name__":
-                continue
-            col = cols.get(key)
-            if col is None:
-                col = cols[key] = [None] * n
-            col.extend([val] * k)
-        n += k
-        for col in cols.values():
-            if len(col) < n:
-                col.extend([None] * (n - len(col)))
-    return pl.DataFrame(
+        arr = np.array(pts, dtype=object)
+        sids.append(np.full(len(pts), sid, dtype=np.int64))
+        stamps.append(arr[:, 0].astype(np.float64))
+        values.append(arr[:, 1].astype(np.float64))  # "NaN", "+Inf" parse; the reader nulls them
+        labels.append({"__sid": sid, **series.get("metric", {})})
+    if not labels:
+        return pl.DataFrame(
+            {"__name__": [], "timestamp": [], "value": []},
+            schema={"__name__": pl.String, "timestamp": pl.Float64, "value": pl.Float64},
+        )
+    samples = pl.DataFrame(
         {
-            k: pl.Series(k, v, dtype=pl.Float64 if k in ("timestamp", "value") else pl.String)
-            for k, v in cols.items()
+            "__sid": np.concatenate(sids),
+            "timestamp": np.concatenate(stamps),
+            "value": np.concatenate(values),
         }
     )
+    keys = list(dict.fromkeys(k for m in labels for k in m))
+    series_df = pl.DataFrame(
+        {k: [m.get(k) for m in labels] for k in keys},
+        schema={k: (pl.Int64 if k == "__sid" else pl.String) for k in keys},
+    )
+    return samples.join(series_df, on="__sid", how="left").drop("__sid")
 
 
 def _spill_dir(spill_dir) -> str:
@@ -265,7 +268,7 @@ def read_prometheus(
     match: str | None = None,
     step=None,
     timeout: float = 30.0,
-    max_samples: int = 2_000_000,
+    max_samples: int = 250_000,
     spill_dir=None,
 ):
     """Read dcgm-exporter counters from a Prometheus server into the canonical counters frame.
@@ -288,7 +291,7 @@ def read_prometheus(
         Query resolution; default: the scrape interval seen in the data.
     timeout : float, default 30
         Seconds per HTTP request (also sent to Prometheus as its query timeout).
-    max_samples : int, default 2,000,000
+    max_samples : int, default 250,000
         Samples per query_range page; with the series count, it sets the
         page length and so the memory held at once.
     spill_dir : path, optional
