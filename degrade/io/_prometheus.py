@@ -22,9 +22,7 @@ import shutil
 import statistics
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from ..errors import InputError
@@ -125,6 +123,9 @@ class _Client:
         self.timeout = timeout
 
     def get(self, endpoint: str, params: list[tuple[str, str]]) -> Any:
+        import urllib.error
+        import urllib.request
+
         # GET: every endpoint used accepts it (label values accept nothing else)
         req = urllib.request.Request(
             f"{self.base}{endpoint}?{urllib.parse.urlencode(params)}",
