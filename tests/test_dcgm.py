@@ -430,3 +430,16 @@ def test_dcgm_blank_sentinels_are_missing():
         )
     ).collect()
     assert out["gpu_util_ratio"].to_list() == [None] and out["sm_clock_mhz"].to_list() == [1980.0]
+
+
+def test_a_scrape_without_dcgm_metrics_holds_no_counters(tmp_path):
+    from degrade.errors import SchemaError
+
+    # e.g. degrade's own textfile output, or an exporter's process metrics only
+    (tmp_path / "degrade.prom").write_text(
+        "# TYPE degrade_device_status gauge\n"
+        'degrade_device_status{UUID="GPU-1",status="healthy"} 1\n'
+        "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3.5\n"
+    )
+    with pytest.raises(SchemaError, match="no counter rows"):
+        read_counters(str(tmp_path / "degrade.prom")).collect()

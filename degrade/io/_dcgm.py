@@ -223,7 +223,10 @@ def long_to_wide(lf, schema: dict, label: str):
         .str.to_uppercase()
         .str.replace(r"^DCGM_FI_DEV_|^DCGM_FI_PROF_|^DCGM_EXP_|^DCGM_FI_|^DCGM_", "")
     )
-    lf = lf.with_columns(field.alias("__field"))
+    # other exporters' metrics in the same scrape (go_*, process_*, degrade's own) are not counters
+    lf = lf.with_columns(field.alias("__field")).filter(
+        pl.col("__field").is_in([f.key for f in FIELD_TABLE])
+    )
     val = strip_blank(pl.col(value_col).cast(pl.Float64))
     by_column: dict[str, list] = {}
     for f in FIELD_TABLE:

@@ -14,7 +14,7 @@ import math
 import os
 import re
 
-__all__ = ["read_exposition", "exposition_columns", "scrape_time"]
+__all__ = ["read_exposition", "exposition_columns", "scrape_time", "dcgm_samples"]
 
 _NAME_TIME = re.compile(r"[-_.](\d{10}(?:\d{3})?)(?:\.\d+)?\.prom$", re.IGNORECASE)
 
@@ -91,3 +91,12 @@ def exposition_columns(path: str) -> list[str]:
         for k in smp.labels:
             cols.setdefault(k, None)
     return list(cols)
+
+
+def dcgm_samples(df) -> int:
+    """Samples of a :func:`read_exposition` frame that are dcgm-exporter metrics degrade reads."""
+    from ._dcgm import DCGM_FIELDS, normalise_field
+
+    names = df.get_column("__name__").unique().to_list()
+    known = [n for n in names if n is not None and normalise_field(n) in DCGM_FIELDS]
+    return int(df.get_column("__name__").is_in(known).sum()) if known else 0

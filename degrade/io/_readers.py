@@ -172,10 +172,10 @@ def _scan_one(path: str, fmt: str, report: ReadReport, on_bad_file: str, hive: d
             lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
             n = None
         elif fmt == "prom":
-            from ._promtext import read_exposition
+            from ._promtext import dcgm_samples, read_exposition
 
             df = read_exposition(path)
-            lf, n = df.lazy(), df.height
+            lf, n = df.lazy(), dcgm_samples(df)  # a scrape without DCGM metrics counts as empty
         else:
             lf = pl.scan_ipc(path)
             n = None
