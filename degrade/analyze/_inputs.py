@@ -124,8 +124,10 @@ def _columns_of(path: str) -> list[str]:
         if low.endswith((".csv", ".tsv")):
             sep = "\t" if low.endswith(".tsv") else ","
             return list(pl.scan_csv(path, separator=sep, n_rows=5).collect_schema())
-        if low.endswith(".prom"):
-            return _prom_columns(path)
+        if low.endswith(".prom"):  # a saved scrape: the long layout's columns (counters)
+            from ..io._promtext import exposition_columns
+
+            return exposition_columns(path)
         return list(pl.scan_ipc(path).collect_schema())
     except Exception as exc:  # polars/pyarrow raise many types for a corrupt file
         raise InputError(f"cannot read {path}: {type(exc).__name__}: {_first_line(exc)}") from None
@@ -169,8 +171,10 @@ def resolve_inputs(inputs, log: WarningLog) -> list[Source]:
                 continue
             sources.append(Source(kind, name, frame=item))
             continue
-        if _is_prometheus(item):
-            sources.append(_prometheus_source(item))
+        from ..io._prometheus import is_prometheus_url, read_prometheus
+
+        if is_prometheus_url(item):  # dcgm-exporter counters from a Prometheus server
+            sources.append(Source("counters", item.split("?", 1)[0], frame=read_prometheus(item)))
             continue
         path = os.fspath(item)
         if any(ch in path for ch in "*?[") and not os.path.exists(path):
@@ -205,14 +209,12 @@ def _sources_for_paths(paths: list[str], log: WarningLog) -> list[Source]:
                 out.append(Source(kind, path, paths=[path]))
                 continue
             files = [f for f in _data_files(path) if os.path.dirname(f) == path.rstrip(os.sep)]
-            files, proms = _split_prom_scrapes(files)
-            out.extend(_prom_source(proms, path))
             subdirs = sorted(
                 os.path.join(path, e) for e in os.listdir(path)
                 if os.path.isdir(os.path.join(path, e)) and not e.startswith((".", "_"))
             )
-            if not files and not subdirs and not proms:
-                raise InputError(f"{path}: directory holds no .parquet, .csv, .arrow or .prom files")
+            if not files and not subdirs:
+                raise InputError(f"{path}: directory holds no .parquet, .csv or .arrow files")
             out.extend(_sources_for_paths(files + subdirs, log))
             continue
         if not os.access(path, os.R_OK):
@@ -223,46 +225,3 @@ def _sources_for_paths(paths: list[str], log: WarningLog) -> list[Source]:
             continue
         out.append(Source(kind, path, paths=[path]))
     return out
-
-
-# --------------------------------------------------------------------------- saved Prometheus scrapes
-
-
-def _prom_columns(path: str) -> list[str]:
-    """Columns of a saved scrape (.prom): the long layout's, so it classifies as counters."""
-    from ..io._promtext import exposition_columns
-
-    return exposition_columns(path)
-
-
-def _split_prom_scrapes(files: list[str]) -> tuple[list[str], list[str]]:
-    """(other data files, saved Prometheus scrapes) of one directory."""
-    proms = [f for f in files if f.lower().endswith(".prom")]
-    return [f for f in files if not f.lower().endswith(".prom")], proms
-
-
-def _prom_source(proms: list[str], path: str) -> list[Source]:
-    """A directory's saved scrapes as one counters source (one file per scrape)."""
-    if not proms:
-        return []
-    for f in proms:
-        if not os.access(f, os.R_OK):
-            raise InputError(f"cannot read {f}: permission denied")
-    return [Source("counters", os.path.join(path, "*.prom") if len(proms) > 1 else proms[0], paths=proms)]
-
-
-# --------------------------------------------------------------------------- a Prometheus server
-
-
-def _is_prometheus(item) -> bool:
-    from ..io._prometheus import is_prometheus_url
-
-    return is_prometheus_url(item)
-
-
-def _prometheus_source(url: str) -> Source:
-    """dcgm-exporter counters read from Prometheus (``prometheus+http://HOST:PORT?since=6h``)."""
-    from ..io._prometheus import read_prometheus
-
-    name = url.split("?", 1)[0]
-    return Source("counters", name, frame=read_prometheus(url))

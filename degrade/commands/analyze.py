@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ._prometheus_cli import prometheus_options, prometheus_paths
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -15,9 +17,7 @@ def register(sub) -> None:
             "with its own past and with its peers, and report the devices that are not healthy."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="files, directories, globs, or a Prometheus server: prometheus+http://HOST:PORT")
-    _prometheus_options(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories or globs")
     p.add_argument("--format", choices=("table", "json", "parquet"), default="table",
                    help="output format (default: table)")
     p.add_argument("--output", "-o", metavar="FILE",
@@ -30,6 +30,7 @@ def register(sub) -> None:
                    help="polars: this machine; dask: a dask.distributed cluster (default: polars)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="with --engine dask: address of a running scheduler (default: a local cluster)")
+    prometheus_options(p)  # prometheus+http://HOST:PORT inputs: --since, --until, --match, --step
     p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                    help="rows read at once, the bound on memory (default: 4,000,000)")
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
@@ -53,6 +54,7 @@ def run(args) -> int:
 
     from ..analyze import analyze
 
+    args.paths = prometheus_paths(args)
     client = None
     try:
         if args.scheduler:
@@ -65,7 +67,7 @@ def run(args) -> int:
                 raise InputError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
         try:
             result = analyze(
-                _prometheus_paths(args), min_slowdown=args.min_slowdown, engine=args.engine,
+                args.paths, min_slowdown=args.min_slowdown, engine=args.engine,
                 progress=not args.no_progress, chunk_rows=args.chunk_rows, client=client,
             )
         except InputError:
@@ -111,31 +113,3 @@ def run(args) -> int:
     if args.output and args.format != "table":
         print(f"{result.summary()}", file=sys.stderr)
     return 0
-
-
-def _prometheus_options(p) -> None:
-    g = p.add_argument_group("Prometheus source (prometheus+http://HOST:PORT)")
-    g.add_argument("--since", metavar="DURATION|TIME",
-                   help="start of the range: a duration before --until (6h, 30m, 2d), epoch seconds or "
-                        "ISO 8601 (default: 1h)")
-    g.add_argument("--until", metavar="TIME", help="end of the range (default: now)")
-    g.add_argument("--match", metavar="'{LABEL=~\"...\"}'",
-                   help="label matchers added to every query, e.g. '{Hostname=~\"node-0.*\"}'")
-    g.add_argument("--step", metavar="DURATION", help="query resolution (default: the scrape interval)")
-    g.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
-                   help="seconds per Prometheus request (default: 30)")
-
-
-def _prometheus_paths(args) -> list:
-    """Paths with the Prometheus options folded into any prometheus+http:// URL."""
-    from ..io._prometheus import is_prometheus_url, prometheus_url
-
-    opts = {k: getattr(args, k, None) for k in ("since", "until", "match", "step", "timeout")}
-    if not any(is_prometheus_url(p) for p in args.paths):
-        given = [f"--{k}" for k, v in opts.items() if v is not None]
-        if given:
-            from ..errors import InputError
-
-            raise InputError(f"{', '.join(given)}: only for a prometheus+http://HOST:PORT input")
-        return args.paths
-    return [prometheus_url(p, **opts) if is_prometheus_url(p) else p for p in args.paths]
