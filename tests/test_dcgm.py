@@ -387,9 +387,9 @@ def test_a_directory_of_scrapes_reads_and_analyses(tmp_path):
         1102.0,
     ]
     assert out["gpu_util_ratio"].max() == pytest.approx(0.97)
-    res = analyze(str(tmp_path))  # a directory of scrapes: each file a counters source
+    res = analyze(str(tmp_path))  # a directory of scrapes is one counters source
     assert sorted(v.device for v in res.verdicts) == ["GPU-0", "GPU-1", "GPU-2"]
-    assert [s["kind"] for s in res.inputs] == ["counters"] * 3
+    assert [s["kind"] for s in res.inputs] == ["counters"]
     one = analyze(str(tmp_path / "n1-1767225600.prom"))  # one scrape named on its own
     assert len(one.verdicts) == 3
 

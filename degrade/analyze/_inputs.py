@@ -176,6 +176,10 @@ def resolve_inputs(inputs, log: WarningLog) -> list[Source]:
         if is_prometheus_url(item):  # dcgm-exporter counters from a Prometheus server
             sources.append(Source("counters", item.split("?", 1)[0], frame=read_prometheus(item)))
             continue
+        scrapes = _data_files(item) if os.path.isdir(item) and not _is_hive_dir(item) else []
+        if scrapes and all(f.lower().endswith(".prom") for f in scrapes):  # saved scrapes: one source
+            sources.append(Source("counters", os.fspath(item), paths=scrapes))
+            continue
         path = os.fspath(item)
         if any(ch in path for ch in "*?[") and not os.path.exists(path):
             matches = sorted(glob.glob(path, recursive=True))

@@ -14,7 +14,7 @@ import math
 import os
 import re
 
-__all__ = ["read_exposition", "exposition_columns", "scrape_time", "dcgm_samples"]
+__all__ = ["read_exposition", "exposition_columns", "scrape_time", "dcgm_samples", "cached_scrape"]
 
 _NAME_TIME = re.compile(r"[-_.](\d{10}(?:\d{3})?)(?:\.\d+)?\.prom$", re.IGNORECASE)
 
@@ -100,3 +100,24 @@ def dcgm_samples(df) -> int:
     names = df.get_column("__name__").unique().to_list()
     known = [n for n in names if n is not None and normalise_field(n) in DCGM_FIELDS]
     return int(df.get_column("__name__").is_in(known).sum()) if known else 0
+
+
+#: converted scrapes by (path, mtime, size); a directory of scrapes is read on every pass of
+#: an analysis (plan, then each chunk), and parsing text is the slow part
+_CACHE: dict = {}
+_CACHE_BYTES = 256 * 1024 * 1024
+_cache_size = [0]
+
+
+def cached_scrape(path: str, convert):
+    """``convert()`` for this version of the file, from the cache when it was converted before."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    hit = _CACHE.pop(key, None)
+    if hit is None:
+        hit = convert()
+        _cache_size[0] += hit.estimated_size()
+    _CACHE[key] = hit  # most recent last
+    while _cache_size[0] > _CACHE_BYTES and len(_CACHE) > 1:
+        _cache_size[0] -= _CACHE.pop(next(iter(_CACHE))).estimated_size()
+    return hit

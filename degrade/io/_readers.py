@@ -172,10 +172,7 @@ def _scan_one(path: str, fmt: str, report: ReadReport, on_bad_file: str, hive: d
             lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
             n = None
         elif fmt == "prom":
-            from ._promtext import dcgm_samples, read_exposition
-
-            df = read_exposition(path)
-            lf, n = df.lazy(), dcgm_samples(df)  # a scrape without DCGM metrics counts as empty
+            lf, n = _prom_scan(path)  # a scrape without DCGM metrics counts as empty
         else:
             lf = pl.scan_ipc(path)
             n = None
@@ -198,6 +195,19 @@ def _scan_one(path: str, fmt: str, report: ReadReport, on_bad_file: str, hive: d
             lf = lf.with_columns(pl.lit(v).alias(k))
             schema[k] = pl.String
     return _Part(path, lf, schema)
+
+
+def _prom_scan(path: str):
+    """A saved scrape as canonical counter rows (parsed once per file version, then cached)."""
+    from ._promtext import cached_scrape, read_exposition
+
+    def convert():
+        df = read_exposition(path)
+        lf, _ = _counters_part(_Part(path, df.lazy(), dict(df.schema)))
+        return lf.collect()
+
+    df = cached_scrape(path, convert)
+    return df.lazy(), df.height
 
 
 def _expand(source, report: ReadReport, on_bad_file: str) -> list[_Part]:
@@ -654,7 +664,10 @@ def read_counters(
             continue
         if kind == "timings":
             raise SchemaError(f"{part.label}: holds step timings, not device counters; use read_timings")
-        lf, layout = _counters_part(part)
+        if part.label.lower().endswith(".prom"):  # _prom_scan made it canonical already
+            lf, layout = part.lf, "prom"
+        else:
+            lf, layout = _counters_part(part)
         report.layouts[part.label] = layout
         parts.append(lf if where is None else lf.filter(where))
     return _finish(parts, ("device", "timestamp"), ("device", "timestamp"), report, "counter", _label(paths))
