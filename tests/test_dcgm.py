@@ -443,3 +443,21 @@ def test_a_scrape_without_dcgm_metrics_holds_no_counters(tmp_path):
     )
     with pytest.raises(SchemaError, match="no counter rows"):
         read_counters(str(tmp_path / "degrade.prom")).collect()
+
+
+def test_cli_analyses_one_scrape_and_a_directory(tmp_path, capsys):
+    # `degrade analyze x.prom` once failed with InvalidFooter (read as Arrow IPC)
+    import json
+
+    from degrade.cli import main
+
+    for k in range(3):
+        _scrape(tmp_path, 1_767_225_600 + 10 * k, [1980, 1980, 1100])
+    one = tmp_path / "n1-1767225600.prom"
+    assert main(["analyze", str(one), "--format", "json", "--no-progress"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(v["device"] for v in doc["verdicts"]) == ["GPU-0", "GPU-1", "GPU-2"]
+    assert main(["analyze", str(tmp_path), "--format", "json", "--no-progress"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["verdicts"]) == 3
+    assert main(["analyze", str(one), "--since", "1h"]) == 2
+    assert "only for a prometheus+http://HOST:PORT input" in capsys.readouterr().err
