@@ -229,9 +229,17 @@ def long_to_wide(lf, schema: dict, label: str):
     )
     val = strip_blank(pl.col(value_col).cast(pl.Float64))
     by_column: dict[str, list] = {}
+    # dcgm-exporter's clock-events collector counts every reason bit, GPU idle included
+    # (internal/pkg/collector/clock_events_collector.go); an idle GPU is not a slow one
+    busy = (
+        pl.col("clock_event").fill_null("") != "gpu_idle"
+        if "clock_event" in schema
+        else pl.lit(True)
+    )
     for f in FIELD_TABLE:
         hit = pl.col("__field") == f.key
         if f.agg == "sum":
+            hit = hit & busy
             e = pl.when(hit.any()).then((val * f.factor).filter(hit).sum())
         else:
             e = (val * f.factor).filter(hit).last()
