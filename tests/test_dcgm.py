@@ -461,3 +461,36 @@ def test_cli_analyses_one_scrape_and_a_directory(tmp_path, capsys):
     assert len(json.loads(capsys.readouterr().out)["verdicts"]) == 3
     assert main(["analyze", str(one), "--since", "1h"]) == 2
     assert "only for a prometheus+http://HOST:PORT input" in capsys.readouterr().err
+
+
+def test_whole_gpus_with_empty_mig_labels_stay_whole():
+    # dcgm-exporter writes GPU_I_ID="" and GPU_I_PROFILE="" on whole GPUs (gpu_collector.go toMetric)
+    t = 1_700_000_000.0
+    common = {
+        "Hostname": "n1",
+        "modelName": "NVIDIA H100",
+        "timestamp": t,
+        "__name__": "DCGM_FI_DEV_SM_CLOCK",
+    }
+    rows = [
+        {
+            **common,
+            "UUID": "GPU-w",
+            "gpu": "0",
+            "GPU_I_ID": "",
+            "GPU_I_PROFILE": "",
+            "value": 1980.0,
+        },
+        {
+            **common,
+            "UUID": "GPU-m",
+            "gpu": "1",
+            "GPU_I_ID": "3",
+            "GPU_I_PROFILE": "1g.10gb",
+            "value": 1410.0,
+        },
+    ]
+    out = read_counters(_long(rows)).collect().sort("device")
+    assert out["device"].to_list() == ["GPU-m/mig3", "GPU-w"]
+    assert out["model"].to_list() == ["NVIDIA H100 MIG 1g.10gb", "NVIDIA H100"]
+    assert out["gpu_instance"].to_list() == [3, None]
