@@ -8,6 +8,8 @@ peer: the naive conversion, one Python dict per sample into
 measured in a fresh subprocess.
 
     python bench/bench_prometheus_page.py            # 250,000 and 500,000 samples
+
+Figures: docs/analyze.md, "Prometheus as a source".
 """
 
 from __future__ import annotations
