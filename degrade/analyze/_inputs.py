@@ -17,7 +17,7 @@ from ._warnings import WarningLog
 
 __all__ = ["Source", "resolve_inputs"]
 
-_DATA_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".arrow", ".ipc", ".feather")
+_DATA_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".arrow", ".ipc", ".feather", ".prom")
 _TRUTH_MARKERS = ("expected_status", "fault")
 
 
@@ -124,6 +124,10 @@ def _columns_of(path: str) -> list[str]:
         if low.endswith((".csv", ".tsv")):
             sep = "\t" if low.endswith(".tsv") else ","
             return list(pl.scan_csv(path, separator=sep, n_rows=5).collect_schema())
+        if low.endswith(".prom"):  # a saved scrape: the long layout's columns (counters)
+            from ..io._promtext import exposition_columns
+
+            return exposition_columns(path)
         return list(pl.scan_ipc(path).collect_schema())
     except Exception as exc:  # polars/pyarrow raise many types for a corrupt file
         raise InputError(f"cannot read {path}: {type(exc).__name__}: {_first_line(exc)}") from None
@@ -166,6 +170,15 @@ def resolve_inputs(inputs, log: WarningLog) -> list[Source]:
                 log.add("ignored_file", 1, source=name, column="ground truth (use degrade evaluate)")
                 continue
             sources.append(Source(kind, name, frame=item))
+            continue
+        from ..io._prometheus import is_prometheus_url, read_prometheus
+
+        if is_prometheus_url(item):  # dcgm-exporter counters from a Prometheus server
+            sources.append(Source("counters", item.split("?", 1)[0], frame=read_prometheus(item)))
+            continue
+        scrapes = _data_files(item) if os.path.isdir(item) and not _is_hive_dir(item) else []
+        if scrapes and all(f.lower().endswith(".prom") for f in scrapes):  # saved scrapes: one source
+            sources.append(Source("counters", os.fspath(item), paths=scrapes))
             continue
         path = os.fspath(item)
         if any(ch in path for ch in "*?[") and not os.path.exists(path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ._prometheus_cli import prometheus_options, prometheus_paths
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -28,6 +30,7 @@ def register(sub) -> None:
                    help="polars: this machine; dask: a dask.distributed cluster (default: polars)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="with --engine dask: address of a running scheduler (default: a local cluster)")
+    prometheus_options(p)  # prometheus+http://HOST:PORT inputs: --since, --until, --match, --step
     p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                    help="rows read at once, the bound on memory (default: 4,000,000)")
     p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
@@ -51,6 +54,7 @@ def run(args) -> int:
 
     from ..analyze import analyze
 
+    args.paths = prometheus_paths(args)
     client = None
     try:
         if args.scheduler:
