@@ -17,6 +17,15 @@ loaded from cache) before timing.
 
     python bench/bench_analyze.py                       # 2,000 x 2,500 = 5e6 rows
     python bench/bench_analyze.py --devices 10000 --steps 10000   # 1e8 rows
+
+``--memory`` measures peak memory instead: each pass runs in its own
+subprocess (``python -c``) and its peak RSS is read from ``os.wait4``'s
+``ru_maxrss``, so no pass inherits another's heap. Passes: the interpreter
+with degrade imported and its kernels loaded (the floor), polars' plain
+pass above, and ``analyze(file, chunk_rows=N)`` for every ``--memory-chunks``
+value:
+
+    python bench/bench_analyze.py --memory --devices 4000 --steps 2500   # 1e7 rows
 """
 
 from __future__ import annotations
@@ -124,6 +133,67 @@ def run_io(path: str, chunk_rows: int | None) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+_FLOOR = """
+import numpy as np, polars as pl
+from degrade.analyze import analyze
+analyze(pl.DataFrame({"device": ["a", "b", "c"] * 30, "step": np.repeat(np.arange(30), 3),
+                      "compute_time": 0.1, "step_time": 0.1}))
+"""
+
+_POLARS = """
+import sys, polars as pl
+lf = pl.scan_parquet(sys.argv[1])
+if "uuid" in lf.collect_schema():
+    lf = lf.rename({"job_id": "job", "uuid": "device", "iteration": "step", "compute_seconds": "compute_time"})
+lf.sort(["job", "device", "step"]).group_by(["job", "device"]).agg(
+    pl.col("compute_time").median(), pl.len()).collect()
+"""
+
+_DEGRADE = _FLOOR + """
+import json, sys
+res = analyze(sys.argv[1], chunk_rows=int(sys.argv[2]))
+print(json.dumps({"peak_block_rows": res.stats["peak_block_rows"], "rows": res.stats["rows"],
+                  "flagged": sum(str(v.status) in ("degraded", "failed") for v in res.verdicts)}))
+"""
+
+
+def run_memory(path: str, rows: int, chunks: list[int], polars_pass: bool) -> None:
+    """Peak RSS of each pass, each in a fresh subprocess (see the module docstring)."""
+    import json
+    import subprocess
+    import sys
+
+    def measure(code, *argv):
+        # spawn and reap by hand: os.wait4 returns the child's own rusage, whatever ran before
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, text=True)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"pass failed with status {proc.returncode}")
+        return usage.ru_maxrss / 1e6, time.perf_counter() - t0, out
+
+    env_note = os.environ.get("PYTHONPATH", "")
+    floor, wf, _ = measure(_FLOOR)
+    print(f"\n| pass ({rows:,} rows) | peak RSS GB | wall s | ratio to polars |")
+    print("|---|---:|---:|---:|")
+    ref = None
+    if polars_pass:
+        ref, wp, _ = measure(_POLARS, path)
+        print(f"| polars scan + sort + group-by | {ref:.2f} | {wp:.1f} | 1.00 |")
+    print(f"| python + degrade imported, kernels loaded (floor) | {floor:.2f} | {wf:.1f} | "
+          + (f"{floor / ref:.2f} |" if ref else "- |"))
+    for c in chunks:
+        rss, wd, out = measure(_DEGRADE, path, str(c))
+        info = json.loads(out.strip().splitlines()[-1])
+        ratio = f"{rss / ref:.2f}" if ref else "-"
+        print(f"| degrade analyze --chunk-rows {c:,} (peak block {info['peak_block_rows']:,} rows, "
+              f"{info['flagged']} flagged) | {rss:.2f} | {wd:.1f} | {ratio} |")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+          + (f"; PYTHONPATH={env_note}" if env_note else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=2000)
@@ -136,6 +206,13 @@ def main() -> None:
     ap.add_argument("--aliases", action="store_true",
                     help="write uuid/iteration/compute_seconds/job_id instead of the canonical names "
                          "(read through degrade.io's aliases; the polars pass sorts the same columns)")
+    ap.add_argument("--memory", action="store_true",
+                    help="measure peak RSS of each pass in a subprocess instead of timing")
+    ap.add_argument("--memory-chunks", default="4000000,1000000,250000",
+                    help="with --memory: comma-separated --chunk-rows values to measure")
+    ap.add_argument("--no-polars", action="store_true",
+                    help="with --memory: skip the polars pass (its in-memory sort needs ~0.13 GB "
+                         "per 1e6 rows)")
     args = ap.parse_args()
 
     import polars as pl
@@ -155,6 +232,13 @@ def main() -> None:
     print(f"data: {rows:,} rows ({args.devices:,} devices x {args.steps:,} steps, jobs of "
           f"{args.job_size}), {os.path.getsize(path) / 1e6:.0f} MB Parquet, written in "
           f"{time.perf_counter() - t0:.0f} s; polars {pl.__version__}, {os.cpu_count()} CPUs")
+
+    if args.memory:
+        run_memory(path, rows, [int(c) for c in args.memory_chunks.split(",")], not args.no_polars)
+        if not args.keep and args.dir is None:
+            os.remove(path)
+            os.rmdir(d)
+        return
 
     # compile (or load from the numba cache) outside the timing
     from degrade.analyze import analyze

@@ -277,11 +277,14 @@ def analyze(
     events.sort(key=lambda e: (e.job is not None, str(e.job), e.start_step if e.start_step is not None else -1,
                                e.start_time if e.start_time is not None else -1.0, e.kind))
     jobs = {v.job for v in verdicts if v.job is not None}
+    # rows kept, exact: the plan counts timing rows duplicates included (see _plan_timings)
+    timing_rows = sum(r.timing_rows for r in results)
+    counter_rows = int(info["counter_rows"])
     stats = {
         "engine": engine,
-        "rows": total,
-        "timing_rows": int(info["timing_rows"]),
-        "counter_rows": int(info["counter_rows"]),
+        "rows": timing_rows + counter_rows,
+        "timing_rows": timing_rows,
+        "counter_rows": counter_rows,
         "units": len(units),
         "jobs": len(jobs) if jobs else (1 if any(u.timing_meta is not None for u in units) else 0),
         "blocks": sum(r.blocks for r in results),

@@ -44,6 +44,8 @@ class UnitResult:
     events: list = field(default_factory=list)
     log: WarningLog = field(default_factory=WarningLog)
     rows: int = 0
+    timing_rows: int = 0  # rows kept (duplicates dropped), exact
+    counter_rows: int = 0
     peak_rows: int = 0
     peak_cells: int = 0
     blocks: int = 0
@@ -223,14 +225,19 @@ def _plan_timings(tl, schema, tcols, reports, log: WarningLog):
     """Per (job, device): rows kept, step range, host, group, time span; one hash group-by.
 
     ``tl`` holds the validated rows in input order with duplicates (see
-    :func:`scan_kind`), so nothing is sorted to be planned: distinct steps per
-    device are the rows kept. Rows without device or step were dropped by the
-    reader and are counted here; duplicates are counted by the block builder,
-    chunk by chunk.
+    :func:`scan_kind`), so nothing is sorted to be planned. ``rows`` counts
+    them duplicates included (an upper bound, enough to cut chunks): an exact
+    per-device ``n_unique(step)`` holds a hash set of every step of every
+    device at once, and was most of the peak memory of an analysis (0.98 GB
+    at 1e7 rows, 4.3 GB at 5e7, whatever ``chunk_rows``). The rows kept are
+    counted exactly by the block builder, chunk by chunk, which also counts
+    the duplicates. Rows without device or step were dropped by the reader
+    and are counted here. The query runs on polars' streaming engine, so
+    its memory is one morsel plus one entry per (job, device).
     """
     import polars as pl
 
-    aggs = [pl.len().alias("_n"), pl.col("step").n_unique().alias("rows")]
+    aggs = [pl.len().alias("_n"), pl.len().alias("rows")]
     aggs += [pl.col("step").min().alias("step_min"), pl.col("step").max().alias("step_max")]
     for opt in ("host", "group"):
         if opt in schema:
@@ -238,7 +245,7 @@ def _plan_timings(tl, schema, tcols, reports, log: WarningLog):
     if "timestamp" in schema:
         aggs += [pl.col("timestamp").min().alias("ts_min"), pl.col("timestamp").max().alias("ts_max")]
     aggs += [pl.col(c).is_not_null().sum().alias(f"_n_{c}") for c in tcols]
-    meta = tl.group_by(["job", "device"]).agg(aggs).collect()
+    meta = tl.group_by(["job", "device"]).agg(aggs).collect(engine="streaming")
     valid = int(meta.get_column("_n").sum()) if meta.height else 0
     total = 0
     for s, rep in reports:
@@ -354,6 +361,10 @@ def run_unit(unit: Unit, sources: list[Source], config, chunk_rows: int = DEFAUL
         T, N = block.shape
         res.blocks += 1
         res.rows += block.rows
+        if block.kind == "timings":
+            res.timing_rows += block.rows
+        else:
+            res.counter_rows += block.rows
         res.peak_rows = max(res.peak_rows, block.rows)
         res.peak_cells = max(res.peak_cells, T * N)
         kwargs = {"timestamps": block.timestamps, "groups": block.groups, "job": block.job,
@@ -362,7 +373,8 @@ def run_unit(unit: Unit, sources: list[Source], config, chunk_rows: int = DEFAUL
             kwargs["steps"] = block.steps
         engine.run(block.devices, block.values, **kwargs)
         if progress is not None:
-            progress(block.rows)
+            # rows read, duplicates included: the plan's total counts them too
+            progress(block.extra.get("input_rows", block.rows))
     res.verdicts = list(engine.verdicts())
     res.events = list(engine.job_events())
     return res
