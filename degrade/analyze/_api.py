@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ._warnings import AnalysisWarning, WarningLog
+from ._warnings import _FILE_KINDS, AnalysisWarning, WarningLog
+
+_SKIPPED = ("empty_file", "unreadable_file")
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -83,8 +85,10 @@ class AnalysisResult:
             f"({s.get('rows', 0):,} rows, {s.get('seconds', 0.0):.1f} s): "
             + (", ".join(parts) if parts else "nothing analysed")
             + f"; {len(self.jobs)} job events"
-            + (f"; {sum(w.count for w in self.warnings if w.kind != 'ignored_file'):,} rows skipped or repaired"
-               if any(w.kind != "ignored_file" for w in self.warnings) else "")
+            + (f"; {sum(w.count for w in self.warnings if w.kind not in _FILE_KINDS):,} rows skipped or repaired"
+               if any(w.kind not in _FILE_KINDS for w in self.warnings) else "")
+            + (f"; {sum(w.count for w in self.warnings if w.kind in _SKIPPED):,} files skipped"
+               if any(w.kind in _SKIPPED for w in self.warnings) else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,6 +186,7 @@ def analyze(
     progress: bool | Callable[[int, int], None] = False,
     chunk_rows: int | None = None,
     client: Any = None,
+    strict: bool = False,
 ) -> AnalysisResult:
     """Analyse a fleet's telemetry and return one verdict per device.
 
@@ -209,6 +214,10 @@ def analyze(
         time, each holding at most two chunks: the bound on memory.
     client : dask.distributed.Client, optional
         For ``engine="dask"``.
+    strict : bool, default False
+        A file inside a directory that is empty, not a regular file or cannot
+        be read is skipped with a warning (kinds ``empty_file``,
+        ``unreadable_file``); with ``strict=True`` it is an :class:`InputError`.
 
     Returns
     -------
@@ -245,7 +254,7 @@ def analyze(
     t0 = time.perf_counter()
     cfg = _engine_config(config, min_slowdown)
     log = WarningLog()
-    sources = resolve_inputs(paths_or_frames, log)
+    sources = resolve_inputs(paths_or_frames, log, strict=bool(strict))
     units, info = plan_units(sources, log)
     chunk = int(chunk_rows or DEFAULT_CHUNK_ROWS)
     total = int(info["rows"])

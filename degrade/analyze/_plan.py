@@ -97,14 +97,14 @@ def scan_kind(sources: list[Source], kind: str, reports: list | None = None, whe
             continue
         rep = ReadReport()
         if rows and kind == "timings":
-            lf = _read_timings(s.target, report=rep, sort=False)
+            lf = _read_timings(s.target, report=rep, sort=False, on_bad_file=s.on_bad_file)
             expr = where(lf.collect_schema()) if where is not None else None
             frames.append(lf if expr is None else lf.filter(expr))
         elif kind == "counters" and where is not None and not callable(where):
             # an expression on (device, timestamp), the de-duplication keys: applied before
             # the reader's sort (same rows kept), so it reaches the scan and a chunk does
             # not sort every counter of the dataset
-            frames.append(read_counters(s.target, report=rep, where=where))
+            frames.append(read_counters(s.target, report=rep, where=where, on_bad_file=s.on_bad_file))
         else:
             frames.append(s.scan(report=rep, where=where))
         if reports is not None:

@@ -138,6 +138,31 @@ def _data_files(root: str) -> list[str]:
         for f in sorted(files):
             if not f.startswith((".", "_")) and _file_format(f):
                 out.append(os.path.join(dirpath, f))
+    return _unique_regular(out)
+
+
+def _unique_regular(files: list[str]) -> list[str]:
+    """Regular files only, each once (a symlink to a file already listed is dropped).
+
+    ``os.walk`` does not descend into symlinked directories, so a symlink loop
+    ends the walk; a FIFO or socket named like a data file would block or
+    fail the reader, and a file listed twice would be read twice.
+    """
+    import stat
+
+    out, seen = [], set()
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            out.append(f)  # dangling link or loop: the reader reports it (or skips it)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
     return out
 
 
