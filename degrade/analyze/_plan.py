@@ -245,7 +245,16 @@ def _plan_timings(tl, schema, tcols, reports, log: WarningLog):
     if "timestamp" in schema:
         aggs += [pl.col("timestamp").min().alias("ts_min"), pl.col("timestamp").max().alias("ts_max")]
     aggs += [pl.col(c).is_not_null().sum().alias(f"_n_{c}") for c in tcols]
-    meta = tl.group_by(["job", "device"]).agg(aggs).collect(engine="streaming")
+    try:
+        meta = tl.group_by(["job", "device"]).agg(aggs).collect(engine="streaming")
+    except Exception as exc:
+        if type(exc).__name__ != "InvalidOperationError":
+            raise
+        _raise_step_range([s for s, _ in reports], exc)
+    if meta.height:
+        lo, hi = meta.get_column("step_min").min(), meta.get_column("step_max").max()
+        if lo < -_EXACT_STEP or hi > _EXACT_STEP:
+            _raise_step_range([s for s, _ in reports], None)
     valid = int(meta.get_column("_n").sum()) if meta.height else 0
     total = 0
     for s, rep in reports:
@@ -256,6 +265,37 @@ def _plan_timings(tl, schema, tcols, reports, log: WarningLog):
     tsrc = [s for s, _ in reports]
     log.add("null_key", total - valid, source=tsrc[0].name if len(tsrc) == 1 else "timings")
     return meta.drop("_n")
+
+
+#: steps beyond this magnitude are not exact in float64, which the verdict engine keeps
+_EXACT_STEP = 2**53
+
+
+def _raise_step_range(sources, exc) -> None:
+    """Name the source and column whose steps do not fit (int64, or float64 exactly)."""
+    import polars as pl
+
+    from ..errors import SchemaError
+    from ..io._readers import _read_timings
+
+    why = "" if exc is None else f" ({str(exc).strip().splitlines()[0]})"
+    for s in sources:
+        lf = _read_timings(s.target, sort=False, on_bad_file=s.on_bad_file)
+        try:
+            lo, hi = lf.select(pl.col("step").min(), pl.col("step").max().alias("hi")).collect().row(0)
+        except Exception as e:
+            if type(e).__name__ != "InvalidOperationError":
+                raise
+            raise SchemaError(
+                f"{s.name}: column 'step' holds values beyond the int64 range{why}; "
+                "expected integer training steps") from None
+        if lo is not None and (lo < -_EXACT_STEP or hi > _EXACT_STEP):
+            bad = hi if hi > _EXACT_STEP else lo
+            raise SchemaError(
+                f"{s.name}: column 'step' holds {bad:,}, beyond ±2**53 ({_EXACT_STEP:,}); steps "
+                "that large cannot be kept exactly (the verdict engine stores them as float64): "
+                "expected a training step counter, not a timestamp or an id") from None
+    raise SchemaError(f"timings: column 'step' holds values beyond the int64 range{why}")
 
 
 def _counter_interval(meta) -> float:

@@ -321,9 +321,32 @@ def _epoch_seconds(col: str, dtype, label: str, what: str):
         return iso.dt.epoch("us").cast(pl.Float64) / 1e6
     if not _is_numeric(dtype):
         raise SchemaError(f"{label}: column {col!r} holds {dtype} values; expected {what}")
+    return _numeric_epoch(c, dtype)
+
+
+def _numeric_epoch(c, dtype):
+    """Epoch seconds from numbers in s, ms, µs or ns, told apart by size (per value).
+
+    1e11 s is the year 5138 and 1e11 ms is 1973, so after 1973 the ranges
+    (1e11, 1e14] ms, (1e14, 1e17] µs and above 1e17 ns cannot be confused.
+    Integers are split into whole seconds and the remainder before the
+    division, so a nanosecond stamp loses nothing but float64's own
+    rounding of the result (a float64 nanosecond count has already lost
+    about 256 ns).
+    """
+    pl = _pl()
     x = c.cast(pl.Float64)
-    # Prometheus exports milliseconds; 1e11 s is the year 5138, 1e11 ms is 1973
-    return pl.when(x > 1e14).then(x / 1e6).when(x > 1e11).then(x / 1e3).otherwise(x)
+    if dtype.is_integer():
+        i = c.cast(pl.Int64, strict=False)  # beyond int64 ns is after 2262: null
+
+        def split(unit: int):
+            return (i // unit).cast(pl.Float64) + (i % unit).cast(pl.Float64) / unit
+    else:
+
+        def split(unit: int):
+            return x / unit
+    return (pl.when(x > 1e17).then(split(1_000_000_000)).when(x > 1e14).then(split(1_000_000))
+            .when(x > 1e11).then(split(1_000)).otherwise(x))
 
 
 def _rename_map(columns, aliases: dict[str, str], canonical) -> dict[str, str]:
