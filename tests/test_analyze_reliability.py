@@ -237,3 +237,56 @@ def test_fail_on(ds, tmp_path):
     fleet(11, jobs=1, n_step=300, slow={}).write_parquet(healthy)
     assert _cli(healthy, "--fail-on", "suspect").returncode == 0
     assert _cli(ds, "--fail-on", "nonsense").returncode == 2
+
+
+# --------------------------------------------------------------------------- memory
+
+_PLAN_RSS = """
+import resource, sys
+from degrade.analyze._inputs import resolve_inputs
+from degrade.analyze._plan import plan_units
+from degrade.analyze._warnings import WarningLog
+log = WarningLog()
+plan_units(resolve_inputs([sys.argv[1]], log), log)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _job_major(path, devices, steps=2000, job=250):
+    """Rows as a training job logs them, job after job (bench/bench_analyze.py's layout)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for j in range(devices // job):
+        d = np.tile(np.arange(j * job, (j + 1) * job), steps)
+        parts.append(pl.DataFrame({"job": np.full(d.size, f"job{j:04d}"),
+                                   "device": np.char.add("j-gpu", d.astype(str)),
+                                   "step": np.repeat(np.arange(steps), job),
+                                   "compute_time": 0.1 * np.exp(0.02 * rng.standard_normal(d.size))}))
+    df = pl.concat(parts)
+    df.write_parquet(path, row_group_size=1_000_000)
+    return df.height
+
+
+@pytest.mark.slow
+def test_plan_memory_does_not_grow_like_the_data(tmp_path):
+    # The plan held a hash set of every step of every device (n_unique) and read every
+    # key column in memory: ~91 bytes per row on main (4.3 GB at 5e7 rows whatever
+    # --chunk-rows). Now ~53 bytes/row, the rest being row groups polars' streaming
+    # scan decodes ahead (bounded by its prefetch, not by the file; see
+    # docs/reliability-analyze.md). Measured in fresh processes, as a slope so the
+    # interpreter's own footprint cancels.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    rss = {}
+    for devices in (500, 2500):
+        f = tmp_path / f"t{devices}.parquet"
+        n = _job_major(f, devices)
+        p = subprocess.run([sys.executable, "-c", _PLAN_RSS, str(f)], capture_output=True,
+                           text=True, timeout=300, env=env)
+        assert p.returncode == 0, p.stderr
+        rss[n] = int(p.stdout.split()[-1]) * 1024
+        f.unlink()
+    (a, ra), (b, rb) = sorted(rss.items())
+    per_row = (rb - ra) / (b - a)
+    assert per_row < 72, f"plan memory grows {per_row:.0f} bytes per input row"
