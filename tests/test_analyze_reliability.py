@@ -290,3 +290,31 @@ def test_plan_memory_does_not_grow_like_the_data(tmp_path):
     (a, ra), (b, rb) = sorted(rss.items())
     per_row = (rb - ra) / (b - a)
     assert per_row < 72, f"plan memory grows {per_row:.0f} bytes per input row"
+
+
+def test_full_disk_while_writing_is_one_line_and_leaves_no_truncated_file(ds, tmp_path):
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        (mnt / "v.json").write_text('{"previous": true}\n')
+        p = _cli(ds, "--format", "json", "-o", mnt / "v.json")  # ~20 kB of JSON into 8 kB
+        assert p.returncode == 1, p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and "cannot write the output" in lines[0] and "Traceback" not in p.stderr
+        assert (mnt / "v.json").read_text() == '{"previous": true}\n'  # the old file, intact
+        assert sorted(x.name for x in mnt.iterdir()) == ["v.json"]  # no temporary left behind
+    finally:
+        subprocess.run(["umount", str(mnt)], timeout=30)
+
+
+def test_outputs_keep_the_usual_file_mode(ds, tmp_path):
+    out = tmp_path / "v.json"
+    assert _cli(ds, "--format", "json", "-o", out).returncode == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert json.loads(out.read_text())["summary"]["devices"] == 8

@@ -117,28 +117,65 @@ def _write(args, result) -> None:
     if args.format == "json":
         text = result.to_json()
         if args.output:
-            with open(args.output, "w", encoding="utf-8") as fh:
+            with _atomic(args.output) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(text + "\n")
         else:
             sys.stdout.write(text + "\n")
     elif args.format == "parquet":
-        result.to_parquet(args.output)
+        with _atomic(args.output) as tmp:
+            result.to_parquet(tmp)
     else:
         from .._optional import import_optional
         from ..analyze._formats import render_table
 
         console_mod = import_optional("rich.console", "batch", "rich")
         if args.output:
-            with open(args.output, "w", encoding="utf-8") as fh:
+            with _atomic(args.output) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 render_table(result, console_mod.Console(file=fh, width=180, no_color=True))
         else:
             render_table(result)
     if args.report:
-        result.to_html(args.report)
+        with _atomic(args.report) as tmp:
+            result.to_html(tmp)
         if args.format != "table" or args.output:
             print(f"report written to {args.report}", file=sys.stderr)
     if args.output and args.format != "table":
         print(f"{result.summary()}", file=sys.stderr)
+
+
+class _atomic:
+    """A temporary path beside ``path``, renamed onto it on success and removed on failure.
+
+    A full disk or an interrupted run leaves the previous file (or none), never
+    a truncated one that a later job would read as complete.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self) -> str:
+        import os
+        import tempfile
+
+        d, base = os.path.split(os.path.abspath(self.path))
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=d)
+        os.close(fd)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self.tmp, 0o666 & ~mask)  # what open(path, "w") would have made, not mkstemp's 0600
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        import os
+
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+        return False
 
 
 def _warnings_to_stderr(args, result) -> None:
