@@ -318,3 +318,13 @@ def test_outputs_keep_the_usual_file_mode(ds, tmp_path):
     os.umask(mask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask
     assert json.loads(out.read_text())["summary"]["devices"] == 8
+
+
+def test_a_glob_is_a_listing_broken_matches_are_skipped(broken):
+    res = analyze(str(broken / "*.parquet"))
+    assert len(res.verdicts) == 8
+    assert {w.kind for w in res.warnings} >= {"empty_file", "unreadable_file"}
+    with pytest.raises(InputError):
+        analyze(str(broken / "*.parquet"), strict=True)
+    with pytest.raises(InputError, match="empty.parquet"):
+        analyze(broken / "empty.parquet")  # a file named by the caller must be readable

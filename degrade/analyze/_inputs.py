@@ -224,7 +224,8 @@ def resolve_inputs(inputs, log: WarningLog, strict: bool = False) -> list[Source
             matches = sorted(glob.glob(path, recursive=True))
             if not matches:
                 raise InputError(f"no file matches {path}")
-            sources.extend(_sources_for_paths(matches, walk, named=True))
+            # a glob is a listing, like a directory: a broken match is skipped, not fatal
+            sources.extend(_sources_for_paths(matches, walk))
             continue
         if not os.path.exists(path):
             raise InputError(f"no such file or directory: {path}")

@@ -19,7 +19,7 @@ _MESSAGES = {
     "no_timestamp": "{count} counter rows without a timestamp were dropped",
     "empty_file": "skipped {source}: empty file ({column})",
     "unreadable_file": "skipped {source}: cannot read it ({column})",
-    "duplicate_file": "read {source} once: the same file or directory as {column} (a symbolic link)",
+    "duplicate_file": "skipped {source}: the same file or directory as {column}, read once (a symbolic link)",
 }
 
 #: kinds about whole files, not rows (their message names the file itself)
