@@ -57,6 +57,8 @@ def test_directory_as_output_is_refused(ds, tmp_path):
         assert len(p.stderr.strip().splitlines()) == 1
     p = _cli(ds, "--report", tmp_path)
     assert p.returncode == 2 and "is a directory" in p.stderr
+    p = _cli(ds, "--format", "json", "-o", tmp_path / "x", "--report", tmp_path / "x")
+    assert p.returncode == 2 and "same file" in p.stderr
 
 
 def test_output_naming_an_input_is_refused(ds):

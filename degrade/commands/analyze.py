@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -68,6 +69,8 @@ def run(args) -> int:
     for opt, target in (("--output", args.output), ("--report", args.report)):
         if target:
             _check_output(opt, target, args.paths)
+    if args.output and args.report and os.path.realpath(args.output) == os.path.realpath(args.report):
+        raise InputError(f"--output and --report name the same file ({args.output})")
 
     from ..analyze import analyze
 
