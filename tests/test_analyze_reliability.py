@@ -330,3 +330,18 @@ def test_a_glob_is_a_listing_broken_matches_are_skipped(broken):
         analyze(str(broken / "*.parquet"), strict=True)
     with pytest.raises(InputError, match="empty.parquet"):
         analyze(broken / "empty.parquet")  # a file named by the caller must be readable
+
+
+def test_header_only_files_in_a_directory_are_skipped_not_fatal(tmp_path):
+    d = tmp_path / "hdr"
+    d.mkdir()
+    df = fleet(1, jobs=1, n_step=100)
+    df.write_parquet(d / "a.parquet")
+    df.head(0).write_parquet(d / "z.parquet")  # a schema, no rows
+    df.head(0).write_csv(d / "y.csv")  # a header line, no rows
+    res = analyze(d)
+    assert len(res.verdicts) == 8 and res.stats["timing_rows"] == df.height
+    assert sorted(Path(w.source).name for w in res.warnings if w.kind == "empty_file") == [
+        "y.csv", "z.parquet"]
+    with pytest.raises(InputError, match="y.csv|z.parquet"):
+        analyze(d, strict=True)

@@ -152,6 +152,26 @@ def _columns_of(path: str) -> list[str]:
         raise InputError(f"cannot read {path}: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
+def _no_rows(path: str) -> bool:
+    """Whether a data file holds a header (schema) but no rows; cheap (footer, first row)."""
+    import polars as pl
+
+    low = path.lower()
+    try:
+        if low.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return pq.read_metadata(path).num_rows == 0
+        if low.endswith((".csv", ".tsv")):
+            sep = "\t" if low.endswith(".tsv") else ","
+            return pl.scan_csv(path, separator=sep, n_rows=1).collect().height == 0
+        if low.endswith((".arrow", ".ipc", ".feather")):
+            return pl.scan_ipc(path).head(1).collect().height == 0
+    except Exception as exc:  # polars/pyarrow raise many types for a corrupt file
+        raise InputError(f"cannot read {path}: {type(exc).__name__}: {_first_line(exc)}") from None
+    return False  # other formats: their reader decides
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else ""
@@ -281,15 +301,20 @@ def _sources_for_paths(paths: list[str], walk: _Walk, named: bool = False) -> li
                 raise InputError(f"cannot read {path}: permission denied")
             walk.bad("unreadable_file", path, "permission denied")
             continue
-        if st.st_size == 0 and not named:
+        if st.st_size == 0:
             walk.bad("empty_file", path, "0 bytes")
             continue
         try:
             kind = classify(_columns_of(path), path)
+            empty = _no_rows(path)
         except InputError as exc:
             if named:
                 raise
             walk.bad("unreadable_file", path, str(exc).split(": ", 2)[-1])
+            continue
+        if empty:
+            # a header without rows: alone it would make its reader fail the whole run
+            walk.bad("empty_file", path, "no rows")
             continue
         if kind == "truth":
             log.add("ignored_file", 1, source=path, column="ground truth (use degrade evaluate)")
@@ -317,8 +342,13 @@ def _hive_source(path: str, walk: _Walk) -> list[Source]:
             continue
         try:
             cols = _columns_of(f)  # Parquet footer or CSV header: cheap
+            empty = _no_rows(f)
         except InputError as exc:
             walk.bad("unreadable_file", f, str(exc).split(": ", 2)[-1])
+            skip.add(f)
+            continue
+        if empty:
+            walk.bad("empty_file", f, "no rows")
             skip.add(f)
             continue
         files.append(f)
