@@ -19,8 +19,10 @@ loaded from cache) before timing.
     python bench/bench_analyze.py --devices 10000 --steps 10000   # 1e8 rows
 
 ``--memory`` measures peak memory instead: each pass runs in its own
-subprocess (``python -c``) and its peak RSS is read from ``os.wait4``'s
-``ru_maxrss``, so no pass inherits another's heap. Passes: the interpreter
+subprocess (``python -c``) and its peak RSS is the child's own ``VmHWM``
+(``/proc/self/status``, read by the child as it ends): a new address space
+per ``exec``, so neither this process's heap (``ru_maxrss`` keeps the RSS the
+child had when forked from us, across ``exec``) nor another pass counts. Passes: the interpreter
 with degrade imported and its kernels loaded (the floor), polars' plain
 pass above, and ``analyze(file, chunk_rows=N)`` for every ``--memory-chunks``
 value:
@@ -133,14 +135,24 @@ def run_io(path: str, chunk_rows: int | None) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-_FLOOR = """
+_HWM = """
+def _hwm():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])  # kB
+import atexit
+atexit.register(lambda: print("VmHWM", _hwm(), flush=True))
+"""
+
+_FLOOR = _HWM + """
 import numpy as np, polars as pl
 from degrade.analyze import analyze
 analyze(pl.DataFrame({"device": ["a", "b", "c"] * 30, "step": np.repeat(np.arange(30), 3),
                       "compute_time": 0.1, "step_time": 0.1}))
 """
 
-_POLARS = """
+_POLARS = _HWM + """
 import sys, polars as pl
 lf = pl.scan_parquet(sys.argv[1])
 if "uuid" in lf.collect_schema():
@@ -164,15 +176,13 @@ def run_memory(path: str, rows: int, chunks: list[int], polars_pass: bool) -> No
     import sys
 
     def measure(code, *argv):
-        # spawn and reap by hand: os.wait4 returns the child's own rusage, whatever ran before
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, text=True)
         out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        if proc.wait() != 0:
             raise SystemExit(f"pass failed with status {proc.returncode}")
-        return usage.ru_maxrss / 1e6, time.perf_counter() - t0, out
+        hwm = [int(x.split()[1]) for x in out.splitlines() if x.startswith("VmHWM ")]
+        return hwm[-1] / 1e6, time.perf_counter() - t0, out
 
     env_note = os.environ.get("PYTHONPATH", "")
     floor, wf, _ = measure(_FLOOR)
@@ -186,7 +196,7 @@ def run_memory(path: str, rows: int, chunks: list[int], polars_pass: bool) -> No
           + (f"{floor / ref:.2f} |" if ref else "- |"))
     for c in chunks:
         rss, wd, out = measure(_DEGRADE, path, str(c))
-        info = json.loads(out.strip().splitlines()[-1])
+        info = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
         ratio = f"{rss / ref:.2f}" if ref else "-"
         print(f"| degrade analyze --chunk-rows {c:,} (peak block {info['peak_block_rows']:,} rows, "
               f"{info['flagged']} flagged) | {rss:.2f} | {wd:.1f} | {ratio} |")

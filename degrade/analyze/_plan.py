@@ -89,7 +89,7 @@ def scan_kind(sources: list[Source], kind: str, reports: list | None = None, whe
     import polars as pl
 
     from ..io import ReadReport, read_counters
-    from ..io._readers import _read_timings
+    from ..io._readers import _read_counters, _read_timings
 
     frames = []
     for s in sources:
@@ -100,6 +100,8 @@ def scan_kind(sources: list[Source], kind: str, reports: list | None = None, whe
             lf = _read_timings(s.target, report=rep, sort=False, on_bad_file=s.on_bad_file)
             expr = where(lf.collect_schema()) if where is not None else None
             frames.append(lf if expr is None else lf.filter(expr))
+        elif rows and kind == "counters" and where is None:
+            frames.append(_read_counters(s.target, report=rep, sort=False, on_bad_file=s.on_bad_file))
         elif kind == "counters" and where is not None and not callable(where):
             # an expression on (device, timestamp), the de-duplication keys: applied before
             # the reader's sort (same rows kept), so it reaches the scan and a chunk does
@@ -117,20 +119,22 @@ def scan_kind(sources: list[Source], kind: str, reports: list | None = None, whe
     return lf
 
 
-def _count_dropped(reports, kept_rows: int, log: WarningLog) -> None:
-    """Rows the readers dropped (null keys, duplicates), counted; cheap when there are none.
+def _count_counter_drops(reports, cmeta, log: WarningLog) -> None:
+    """Counter rows the reader would drop: null keys (raw rows - valid) and duplicate samples."""
+    import polars as pl
 
-    File footers give the raw row count for free; only when it differs from
-    the rows kept (or is unknown) is the extra pass of ``row_issues`` paid.
-    """
-    raw = [s.raw_rows() for s, _ in reports]
-    if all(r is not None for r in raw) and sum(raw) == kept_rows:
-        return
+    valid = int(cmeta.get_column("_n").sum()) if cmeta.height else 0
+    kept = int(cmeta.get_column("rows").sum()) if cmeta.height else 0
+    total = 0
     for s, rep in reports:
-        issues = rep.row_issues()
-        log.add("null_key", issues["null_key"], source=s.name)
-        log.add("duplicate_rows" if s.kind == "timings" else "duplicate_samples",
-                issues["duplicate"], source=s.name)
+        n = s.raw_rows()  # Parquet footers, a frame's height: free
+        if n is None:
+            n = pl.concat(rep._raw, how="diagonal_relaxed").select(pl.len()).collect(
+                engine="streaming").item()
+        total += n
+    name = reports[0][0].name if len(reports) == 1 else "counters"
+    log.add("null_key", total - valid, source=name)
+    log.add("duplicate_samples", valid - kept, source=name)
 
 
 def _timing_columns(schema) -> list[str]:
@@ -166,7 +170,7 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
     t_reports: list = []
     c_reports: list = []
     tl = scan_kind(sources, "timings", t_reports, rows=True)
-    cl = scan_kind(sources, "counters", c_reports)
+    cl = scan_kind(sources, "counters", c_reports, rows=True)
     job_devices: set = set()
     if tl is not None:
         schema = tl.collect_schema()
@@ -189,16 +193,22 @@ def plan_units(sources: list[Source], log: WarningLog) -> tuple[list[Unit], dict
                               rows=int(meta.get_column("rows").sum())))
     if cl is not None:
         schema = cl.collect_schema()
-        aggs = [pl.len().alias("rows"),
+        # unsorted rows with duplicates (see scan_kind), on the streaming engine: the reader's
+        # sort of every counter column was 1.3 GB at 5e6 rows; distinct timestamps per device
+        # are the rows its de-duplication keeps, so the plan is the same
+        aggs = [pl.len().alias("_n"), pl.col("timestamp").n_unique().alias("rows"),
                 pl.col("timestamp").cast(pl.Float64).min().alias("ts_min"),
                 pl.col("timestamp").cast(pl.Float64).max().alias("ts_max")]
-        aggs.append((pl.col("host").drop_nulls().first() if "host" in schema
-                     else pl.lit(None, dtype=pl.String)).alias("host"))
-        aggs.append((pl.col("model").drop_nulls().first() if "model" in schema
-                     else pl.lit(None, dtype=pl.String)).alias("model"))
-        cmeta = cl.group_by("device").agg(aggs).collect()
+        # a missing label is added after the group-by: a literal among the aggregations
+        # makes polars run the whole query on the in-memory engine
+        missing = [c for c in ("host", "model") if c not in schema]
+        aggs += [pl.col(c).drop_nulls().first().alias(c) for c in ("host", "model") if c in schema]
+        cmeta = cl.group_by("device").agg(aggs).collect(engine="streaming")
+        if missing:
+            cmeta = cmeta.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing])
         info["counter_rows"] = int(cmeta.get_column("rows").sum()) if cmeta.height else 0
-        _count_dropped(c_reports, info["counter_rows"], log)
+        _count_counter_drops(c_reports, cmeta, log)
+        cmeta = cmeta.drop("_n")
         # counters' peer group: GPUs of the same model on the same host
         cmeta = cmeta.with_columns(
             pl.concat_str([pl.col("host").fill_null("?"), pl.col("model").fill_null("?")],

@@ -732,6 +732,15 @@ def read_counters(
     >>> row["device"], row["host"], row["gpu_util_ratio"], row["xid_last"]
     ('GPU-1', 'n1', 0.87, 79)
     """
+    return _read_counters(paths, where=where, report=report, on_bad_file=on_bad_file)
+
+
+def _read_counters(paths, *, where=None, report=None, on_bad_file="raise", sort=True):
+    """:func:`read_counters`; with ``sort=False``, rows stay in input order and duplicates stay.
+
+    For a planner that needs per-device counts and time spans only: no sort
+    materialises the dataset, so polars' streaming engine can run it.
+    """
     if on_bad_file not in ("raise", "skip"):
         raise InputError(f"on_bad_file={on_bad_file!r}; expected 'raise' or 'skip'")
     report = report if report is not None else ReadReport()
@@ -746,7 +755,8 @@ def read_counters(
         lf, layout = _counters_part(part)
         report.layouts[part.label] = layout
         parts.append(lf if where is None else lf.filter(where))
-    return _finish(parts, ("device", "timestamp"), ("device", "timestamp"), report, "counter", _label(paths))
+    return _finish(parts, ("device", "timestamp"), ("device", "timestamp"), report, "counter", _label(paths),
+                   sort=sort)
 
 
 # --------------------------------------------------------------------------- cheap inspection
