@@ -136,6 +136,8 @@ def run_io(path: str, chunk_rows: int | None) -> tuple[float, float]:
 
 
 _HWM = """
+import sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # the cwd must not shadow PYTHONPATH
 def _hwm():
     with open("/proc/self/status") as fh:
         for line in fh:
