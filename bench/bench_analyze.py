@@ -85,6 +85,34 @@ def write_dataset(path: str, devices: int, steps: int, job_size: int, seed: int 
     return rows
 
 
+def write_counters(path: str, devices: int, samples: int, seed: int = 0) -> int:
+    """Device counters, 8 GPUs per host, one sample every 10 s, written 200 GPUs at a time."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    writer, rows = None, 0
+    for g0 in range(0, devices, 200):
+        d = np.arange(g0, min(devices, g0 + 200))
+        n = d.size * samples
+        df = pl.DataFrame({
+            "device": np.tile(np.char.add("GPU-", d.astype(str)), samples),
+            "host": np.tile(np.char.add("node-", (d // 8).astype(str)), samples),
+            "model": "H100",
+            "timestamp": np.repeat(1.7e9 + 10.0 * np.arange(samples), d.size),
+            "sm_clock_mhz": 1980.0 + rng.standard_normal(n),
+            "power_watts": 500.0 + 5.0 * rng.standard_normal(n),
+            "gpu_temp_celsius": 60.0 + rng.standard_normal(n),
+        })
+        table = df.to_arrow()
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=1_000_000)
+        rows += n
+    writer.close()
+    return rows
+
+
 ALIASES = {"job": "job_id", "device": "uuid", "step": "iteration", "compute_time": "compute_seconds"}
 
 
@@ -159,8 +187,12 @@ import sys, polars as pl
 lf = pl.scan_parquet(sys.argv[1])
 if "uuid" in lf.collect_schema():
     lf = lf.rename({"job_id": "job", "uuid": "device", "iteration": "step", "compute_seconds": "compute_time"})
-lf.sort(["job", "device", "step"]).group_by(["job", "device"]).agg(
-    pl.col("compute_time").median(), pl.len()).collect()
+if "step" in lf.collect_schema():
+    lf.sort(["job", "device", "step"]).group_by(["job", "device"]).agg(
+        pl.col("compute_time").median(), pl.len()).collect()
+else:  # counters
+    lf.sort(["device", "timestamp"]).group_by("device").agg(
+        pl.col("sm_clock_mhz").median(), pl.len()).collect()
 """
 
 _DEGRADE = _FLOOR + """
@@ -222,19 +254,28 @@ def main() -> None:
                     help="measure peak RSS of each pass in a subprocess instead of timing")
     ap.add_argument("--memory-chunks", default="4000000,1000000,250000",
                     help="with --memory: comma-separated --chunk-rows values to measure")
+    ap.add_argument("--counters", action="store_true",
+                    help="with --memory: a counters file instead (--devices GPUs, 8 per host, --steps "
+                         "samples 10 s apart; the polars pass sorts by device and timestamp)")
     ap.add_argument("--no-polars", action="store_true",
                     help="with --memory: skip the polars pass (its in-memory sort needs ~0.13 GB "
                          "per 1e6 rows)")
     args = ap.parse_args()
+    if args.counters and not args.memory:
+        ap.error("--counters goes with --memory")
 
     import polars as pl
 
     d = args.dir or tempfile.mkdtemp(prefix="degrade-bench-")
     os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, f"timings_{args.devices}x{args.steps}{'_aliases' if args.aliases else ''}.parquet")
+    kind = "counters" if args.counters else "timings"
+    path = os.path.join(d, f"{kind}_{args.devices}x{args.steps}{'_aliases' if args.aliases else ''}.parquet")
     t0 = time.perf_counter()
     if not os.path.exists(path):
-        rows = write_dataset(path, args.devices, args.steps, args.job_size)
+        if args.counters:
+            rows = write_counters(path, args.devices, args.steps)
+        else:
+            rows = write_dataset(path, args.devices, args.steps, args.job_size)
         if args.aliases:
             tmp = path + ".tmp"
             pl.scan_parquet(path).rename(ALIASES).sink_parquet(tmp)
