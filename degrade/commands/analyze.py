@@ -157,7 +157,6 @@ class _atomic:
         self.path = path
 
     def __enter__(self) -> str:
-        import os
         import tempfile
 
         d, base = os.path.split(os.path.abspath(self.path))
@@ -169,8 +168,6 @@ class _atomic:
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
-        import os
-
         if exc_type is None:
             os.replace(self.tmp, self.path)
         else:
@@ -210,7 +207,6 @@ def _fail_on_status(args, result) -> int:
 def _check_output(opt: str, target: str, inputs) -> None:
     """Refuse an output that cannot be written, or that is one of the inputs, with one line."""
     import glob
-    import os
     import tempfile
 
     from ..errors import InputError
