@@ -8,7 +8,8 @@ modules import nothing heavy at module level, so ``degrade --help`` is fast.
 Exit statuses: 0 success (for ``check``: OK), 1 a problem was found
 (``check``) or an unexpected error, 2 bad input or usage (for ``check``:
 unknown, including no driver, as node-problem-detector expects 0/1/2),
-3 no NVIDIA driver (``agent``).
+3 no NVIDIA driver (``agent``), 4 ``analyze --fail-on`` found devices at or
+above the given status.
 """
 
 from __future__ import annotations

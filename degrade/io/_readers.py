@@ -138,6 +138,31 @@ def _data_files(root: str) -> list[str]:
         for f in sorted(files):
             if not f.startswith((".", "_")) and _file_format(f):
                 out.append(os.path.join(dirpath, f))
+    return _unique_regular(out)
+
+
+def _unique_regular(files: list[str]) -> list[str]:
+    """Regular files only, each once (a symlink to a file already listed is dropped).
+
+    ``os.walk`` does not descend into symlinked directories, so a symlink loop
+    ends the walk; a FIFO or socket named like a data file would block or
+    fail the reader, and a file listed twice would be read twice.
+    """
+    import stat
+
+    out, seen = [], set()
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            out.append(f)  # dangling link or loop: the reader reports it (or skips it)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
     return out
 
 
@@ -285,9 +310,32 @@ def _epoch_seconds(col: str, dtype, label: str, what: str):
         return iso.dt.epoch("us").cast(pl.Float64) / 1e6
     if not _is_numeric(dtype):
         raise SchemaError(f"{label}: column {col!r} holds {dtype} values; expected {what}")
+    return _numeric_epoch(c, dtype)
+
+
+def _numeric_epoch(c, dtype):
+    """Epoch seconds from numbers in s, ms, µs or ns, told apart by size (per value).
+
+    1e11 s is the year 5138 and 1e11 ms is 1973, so after 1973 the ranges
+    (1e11, 1e14] ms, (1e14, 1e17] µs and above 1e17 ns cannot be confused.
+    Integers are split into whole seconds and the remainder before the
+    division, so a nanosecond stamp loses nothing but float64's own
+    rounding of the result (a float64 nanosecond count has already lost
+    about 256 ns).
+    """
+    pl = _pl()
     x = c.cast(pl.Float64)
-    # Prometheus exports milliseconds; 1e11 s is the year 5138, 1e11 ms is 1973
-    return pl.when(x > 1e14).then(x / 1e6).when(x > 1e11).then(x / 1e3).otherwise(x)
+    if dtype.is_integer():
+        i = c.cast(pl.Int64, strict=False)  # beyond int64 ns is after 2262: null
+
+        def split(unit: int):
+            return (i // unit).cast(pl.Float64) + (i % unit).cast(pl.Float64) / unit
+    else:
+
+        def split(unit: int):
+            return x / unit
+    return (pl.when(x > 1e17).then(split(1_000_000_000)).when(x > 1e14).then(split(1_000_000))
+            .when(x > 1e11).then(split(1_000)).otherwise(x))
 
 
 def _rename_map(columns, aliases: dict[str, str], canonical) -> dict[str, str]:
@@ -653,6 +701,15 @@ def read_counters(
     >>> row["device"], row["host"], row["gpu_util_ratio"], row["xid_last"]
     ('GPU-1', 'n1', 0.87, 79)
     """
+    return _read_counters(paths, where=where, report=report, on_bad_file=on_bad_file)
+
+
+def _read_counters(paths, *, where=None, report=None, on_bad_file="raise", sort=True):
+    """:func:`read_counters`; with ``sort=False``, rows stay in input order and duplicates stay.
+
+    For a planner that needs per-device counts and time spans only: no sort
+    materialises the dataset, so polars' streaming engine can run it.
+    """
     if on_bad_file not in ("raise", "skip"):
         raise InputError(f"on_bad_file={on_bad_file!r}; expected 'raise' or 'skip'")
     report = report if report is not None else ReadReport()
@@ -670,7 +727,8 @@ def read_counters(
             lf, layout = _counters_part(part)
         report.layouts[part.label] = layout
         parts.append(lf if where is None else lf.filter(where))
-    return _finish(parts, ("device", "timestamp"), ("device", "timestamp"), report, "counter", _label(paths))
+    return _finish(parts, ("device", "timestamp"), ("device", "timestamp"), report, "counter", _label(paths),
+                   sort=sort)
 
 
 # --------------------------------------------------------------------------- cheap inspection
