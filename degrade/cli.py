@@ -20,7 +20,38 @@ import sys
 from . import __version__
 from .errors import DegradeError
 
-_COMMANDS = ("analyze", "simulate", "evaluate", "agent", "check", "warmup")
+_COMMANDS = ("analyze", "simulate", "evaluate", "agent", "check", "warmup", "demo")
+
+#: top-level module of an optional dependency -> (pip package, extra that installs it)
+_OPTIONAL = {
+    "pynvml": ("nvidia-ml-py", "agent"),
+    "prometheus_client": ("prometheus-client", "agent"),
+    "polars": ("polars", "batch"),
+    "pyarrow": ("pyarrow", "batch"),
+    "rich": ("rich", "batch"),
+    "dask": ("dask[distributed]", "dask"),
+    "distributed": ("dask[distributed]", "dask"),
+    "sklearn": ("scikit-learn", "ml"),
+    "torch": ("torch", "torch"),
+    "lightning": ("lightning", "lightning"),
+    "transformers": ("transformers", "transformers"),
+}
+
+
+def missing_extra_message(exc: ModuleNotFoundError) -> str | None:
+    """One line with the exact pip command, when ``exc`` is an optional dependency of degrade.
+
+    >>> missing_extra_message(ModuleNotFoundError("No module named 'pynvml'", name="pynvml"))
+    "the optional dependency 'nvidia-ml-py' (module pynvml) is not installed: pip install 'degrade[agent]'"
+    >>> missing_extra_message(ModuleNotFoundError("No module named 'nope'", name="nope")) is None
+    True
+    """
+    top = (exc.name or "").split(".")[0]
+    if top not in _OPTIONAL:
+        return None
+    package, extra = _OPTIONAL[top]
+    return (f"the optional dependency {package!r} (module {top}) is not installed: "
+            f"pip install 'degrade[{extra}]'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     except DegradeError as exc:
         print(f"degrade {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        # a lazily imported optional dependency that this install lacks: say which extra
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        print(f"degrade {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

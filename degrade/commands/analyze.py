@@ -15,9 +15,13 @@ def register(sub) -> None:
             "with its own past and with its peers, and report the devices that are not healthy."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories or globs")
-    p.add_argument("--format", choices=("table", "json", "parquet"), default="table",
-                   help="output format (default: table)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files, directories or globs")
+    p.add_argument("--demo", action="store_true",
+                   help="analyse the demo fleet (simulated once into a cache directory; see degrade demo)")
+    p.add_argument("--format", choices=("table", "json", "parquet", "html"), default="table",
+                   help="output format (default: table; html: the report of --report)")
+    p.add_argument("--wide", action="store_true",
+                   help="table: full device ids and every column on one line per device")
     p.add_argument("--output", "-o", metavar="FILE",
                    help="write the output here instead of stdout (required for parquet)")
     p.add_argument("--report", metavar="FILE.html",
@@ -44,11 +48,24 @@ def run(args) -> int:
 
     if args.format == "parquet" and not args.output:
         raise InputError("--format parquet writes a file: add --output FILE.parquet")
+    if args.format == "html" and not args.output and sys.stdout.isatty():
+        raise InputError("--format html writes a page: add --output FILE.html (or redirect stdout)")
+    if args.demo:
+        from .demo import demo_data
+
+        if args.paths:
+            raise InputError("--demo analyses the demo fleet: give either --demo or PATHs, not both")
+        d = demo_data(say=lambda m: print(f"degrade analyze: {m}", file=sys.stderr, flush=True))
+        args.paths = [f"{d}/timings.parquet", f"{d}/counters.parquet"]
+    elif not args.paths:
+        raise InputError("give the telemetry to analyse (files, directories or globs), "
+                         "or --demo for the demo fleet")
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise InputError(f"--chunk-rows must be a positive integer, got {args.chunk_rows}")
     if args.scheduler and args.engine != "dask":
         raise InputError("--scheduler only applies to --engine dask")
 
+    from .._warmup import FirstRunStatus
     from ..analyze import analyze
 
     client = None
@@ -62,10 +79,12 @@ def run(args) -> int:
             except OSError as exc:
                 raise InputError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
         try:
-            result = analyze(
-                args.paths, min_slowdown=args.min_slowdown, engine=args.engine,
-                progress=not args.no_progress, chunk_rows=args.chunk_rows, client=client,
-            )
+            # "compiling kernels (first run only)" on stderr, when a progress bar would show
+            with FirstRunStatus(enabled=not args.no_progress and sys.stderr.isatty()):
+                result = analyze(
+                    args.paths, min_slowdown=args.min_slowdown, engine=args.engine,
+                    progress=not args.no_progress, chunk_rows=args.chunk_rows, client=client,
+                )
         except InputError:
             raise
         except (OSError, MemoryError) as exc:
@@ -92,6 +111,14 @@ def run(args) -> int:
             sys.stdout.write(text + "\n")
     elif args.format == "parquet":
         result.to_parquet(args.output)
+    elif args.format == "html":
+        if args.output:
+            result.to_html(args.output)
+            print(f"report written to {args.output}", file=sys.stderr)
+        else:
+            from ..analyze._report import render_report
+
+            sys.stdout.write(render_report(result) + "\n")
     else:
         from .._optional import import_optional
         from ..analyze._formats import render_table
@@ -99,9 +126,10 @@ def run(args) -> int:
         console_mod = import_optional("rich.console", "batch", "rich")
         if args.output:
             with open(args.output, "w", encoding="utf-8") as fh:
-                render_table(result, console_mod.Console(file=fh, width=180, no_color=True))
+                render_table(result, console_mod.Console(file=fh, width=180, no_color=True),
+                             wide=args.wide)
         else:
-            render_table(result)
+            render_table(result, wide=args.wide)
     if args.report:
         result.to_html(args.report)
         if args.format != "table" or args.output:
