@@ -177,17 +177,26 @@ def _row_text(cells: dict[str, str], layout, style_of=None):
 
 
 def _wrap(label: str, paragraphs: list[str], width: float, *, bullet: bool) -> list[str]:
-    """``label`` then each paragraph wrapped at word boundaries under a hanging indent."""
+    """``label`` then each paragraph wrapped at word boundaries under a hanging indent.
+
+    Words are never broken: when one is longer than the space beside the
+    label, the label gets a line of its own and the text a smaller indent.
+    """
     lead = " " * (_INDENT + 2)
     hang = " " * (_INDENT + 2 + _LABEL + 1)
-    avail = int(max(24, width - len(hang))) if math.isfinite(width) else 10**9
+    finite = math.isfinite(width)
+    longest = max((len(w) for p in paragraphs for w in p.split()), default=0) + 2
     out: list[str] = []
+    if finite and longest > width - len(hang):
+        out.append(lead + label)
+        hang = lead + "  "
+    avail = int(max(24, width - len(hang))) if finite else 10**9
     for p in paragraphs:
         first, rest = ("- ", "  ") if bullet else ("", "")
         lines = textwrap.wrap(p, avail, initial_indent=first, subsequent_indent=rest,
-                              break_on_hyphens=False, break_long_words=True) or [""]
+                              break_on_hyphens=False, break_long_words=False) or [""]
         for line in lines:
-            head = lead + (label.ljust(_LABEL) + " " if not out else " " * (_LABEL + 1))
+            head = lead + label.ljust(_LABEL) + " " if not out else hang
             out.append(head + line)
     return out
 
@@ -268,11 +277,13 @@ def _key(step, t):
 def _job_events(events, console, width: float, *, detail_limit: int = 12) -> None:
     """Job events one per row (with the reason below) when few; else one row per (job, kind)."""
     if len(events) <= detail_limit:
-        _print(console, "Job events (the whole job or peer group slowed; no device blamed)", "bold")
+        _paragraph(console, "", "Job events (the whole job or peer group slowed; no device blamed)",
+                   width, "bold")
         rows = [{"job": _num(e.job, "{}"), "kind": e.kind, "from": format_when(e.start_step, e.start_time),
                  "to": format_when(e.end_step, e.end_time), "slowdown": _pct(e.slowdown),
                  "devices": _num(e.devices)} for e in events]
-        layout = _fit(rows, _EVENT_COLS, ["job", "kind", "from", "to", "slowdown", "devices"], width)
+        layout = _fit(rows, _EVENT_COLS, ["job", "kind", "from", "to", "slowdown", "devices"], width,
+                      keep=1)
         shown = {k for k, *_ in layout}
         _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
         _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
@@ -290,8 +301,8 @@ def _job_events(events, console, width: float, *, detail_limit: int = 12) -> Non
     groups: dict[tuple, list] = {}
     for e in events:
         groups.setdefault((str(e.job), e.kind), []).append(e)
-    _print(console, f"Job events: {len(events)} (the whole job or peer group slowed; no device blamed; "
-           "each one in --format json)", "bold")
+    _paragraph(console, "", f"Job events: {len(events)} (the whole job or peer group slowed; no device "
+               "blamed; each one in --format json)", width, "bold")
     rows = []
     for (job, kind), evs in sorted(groups.items()):
         first = min(evs, key=lambda e: _key(e.start_step, e.start_time))
@@ -300,7 +311,8 @@ def _job_events(events, console, width: float, *, detail_limit: int = 12) -> Non
         rows.append({"job": job, "kind": kind, "events": f"{len(evs):,}",
                      "first": format_when(first.start_step, first.start_time),
                      "last": format_when(last.end_step, last.end_time), "largest": _pct(worst)})
-    layout = _fit(rows, _GROUP_COLS, ["job", "kind", "events", "largest", "first", "last"], width)
+    layout = _fit(rows, _GROUP_COLS, ["job", "kind", "events", "largest", "first", "last"], width,
+                  keep=1)
     shown = {k for k, *_ in layout}
     _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
     _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
@@ -332,7 +344,8 @@ def render_table(result, console=None, *, limit: int = 200, wide: bool = False) 
     flagged = result.flagged()
     if flagged:
         n = len(result.verdicts)
-        _print(console, f"Devices that are not healthy: {len(flagged)} of {n} (times in UTC)", "bold")
+        _paragraph(console, "", f"Devices that are not healthy: {len(flagged)} of {n} (times in UTC)",
+                   width, "bold")
         short = _devices(result, flagged[:limit], console, width, wide)
         if len(flagged) > limit:
             _print(console, f"  … and {len(flagged) - limit} more (use --format json)", "dim")
@@ -340,7 +353,7 @@ def render_table(result, console=None, *, limit: int = 200, wide: bool = False) 
             _paragraph(console, "", "device: the shortest unique prefix of each GPU UUID; --wide or "
                        "--format json for the full UUID", width, "dim")
     else:
-        _print(console, "No device is suspect, degraded, failed or unknown.", "green")
+        _paragraph(console, "", "No device is suspect, degraded, failed or unknown.", width, "green")
     if result.jobs:
         _print(console, "")
         _job_events(result.jobs, console, width)

@@ -50,6 +50,10 @@ def run(args) -> int:
         raise InputError("--format parquet writes a file: add --output FILE.parquet")
     if args.format == "html" and not args.output and sys.stdout.isatty():
         raise InputError("--format html writes a page: add --output FILE.html (or redirect stdout)")
+    if args.format == "table":  # before the analysis, not after it
+        from .._optional import import_optional
+
+        import_optional("rich.console", "batch", "rich")
     if args.demo:
         from .demo import demo_data
 

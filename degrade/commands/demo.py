@@ -89,6 +89,7 @@ def _planted(result, truth, console, width: float) -> None:
     """The planted faults beside the verdicts on the same devices."""
     from ..analyze._formats import (
         _fit,
+        _paragraph,
         _pct,
         _print,
         _row_text,
@@ -118,7 +119,7 @@ def _planted(result, truth, console, width: float) -> None:
                   width)
     shown = {k for k, *_ in layout}
     _print(console, "")
-    _print(console, "Planted faults (truth.parquet) beside the verdicts", "bold")
+    _paragraph(console, "", "Planted faults (truth.parquet) beside the verdicts", width, "bold")
     _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
     _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
     for cells in rows:
