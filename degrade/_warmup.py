@@ -21,7 +21,7 @@ import time
 # once on tiny inputs of every dtype the public API passes.
 _KERNEL_PACKAGES = ("degrade.core", "degrade.changepoint", "degrade.verdict")
 
-STATUS_LINE = "degrade: compiling kernels (first run only; later runs load them from the cache)..."
+STATUS_LINE = "degrade: compiling kernels (first run only; cached for later runs)..."
 
 
 def warmup(verbose: bool = False) -> dict[str, float]:
