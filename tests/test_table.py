@@ -149,3 +149,39 @@ def test_time_formats():
     assert humanize("from t=1767226260 until t=1767228045 (recovered); t=12") == (
         "from 2026-01-01T00:11:00Z until 2026-01-01T00:40:45Z (recovered); t=12")
     assert score_text(1e6) == "hard fault" and score_text(2.04) == "2.0" and score_text(None) == ""
+
+
+def test_synthetic_result_with_many_job_events_fits(capsys):
+    """Grouped job events, time-only onsets, suspect/unknown rows, long reasons: all fit."""
+    from rich.console import Console
+
+    from degrade.analyze import AnalysisResult
+    from degrade.analyze._formats import render_table
+    from degrade.verdict import JobEvent, Status, Verdict
+
+    t0 = 1767225600.0
+    verdicts = [
+        Verdict(device=f"GPU-{i:08x}-1111-2222-3333-444455556666", status=st, job="j" * (5 + i),
+                host=f"ip-10-0-{i}-17.ec2.internal", slowdown=0.071 if st != Status.UNKNOWN else None,
+                onset_time=t0 + 60 * i, detected_time=t0 + 90 * i, score=1e6 if st == Status.FAILED else 1.5,
+                reasons=[f"reason {i}: PCIe link width below its maximum (x8) since t={t0 + 60 * i:.0f}; "
+                         + "more words " * 12],
+                action="check the PCIe link (reseat the card or riser, check the slot); drain the device")
+        for i, st in enumerate([Status.FAILED, Status.DEGRADED, Status.SUSPECT, Status.UNKNOWN, Status.HEALTHY])
+    ]
+    jobs = [JobEvent(job="a-long-job-name-0001", kind="job_slowdown" if k % 2 else "sustained_job_slowdown",
+                     start_step=10 * k, end_step=10 * k + 5, slowdown=0.3, devices=64, reason="r")
+            for k in range(20)]
+    res = AnalysisResult(verdicts=verdicts, jobs=jobs, stats={"jobs": 5, "rows": 10, "seconds": 0.1})
+    for width in (80, 120):
+        render_table(res, Console(width=width, no_color=True))
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        assert max(len(ln) for ln in lines) <= width, out
+        assert "Job events: 20" in out  # grouped: one row per (job, kind)
+        assert sum("a-long-job-name-0001" in ln for ln in lines) == 2
+        assert "hard fault" not in out  # no score column unless --wide
+        assert "2026-01-01T00:01:00Z" in out and "t=17" not in out
+        for v in verdicts[:4]:
+            assert v.host in out and not _broken(v.host, lines)
+        assert "ip-10-0-4-17" not in out  # the healthy device is not listed
