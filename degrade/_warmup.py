@@ -89,7 +89,16 @@ class FirstRunStatus:
             except (OSError, ValueError):  # a closed stream must never break the analysis
                 pass
 
+    def start(self) -> FirstRunStatus:
+        """Listen for compiles until :meth:`stop` (``with`` does both)."""
+        return self.__enter__()
+
+    def stop(self) -> None:
+        self.__exit__(None, None, None)
+
     def __enter__(self) -> FirstRunStatus:
+        if self._listener is not None:
+            return self
         try:
             from numba.core import event
         except ImportError:  # pragma: no cover - numba is a core dependency

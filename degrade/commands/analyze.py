@@ -72,6 +72,8 @@ def run(args) -> int:
     from .._warmup import FirstRunStatus
     from ..analyze import analyze
 
+    # "compiling kernels (first run only)" on stderr, when a progress bar would show
+    status = FirstRunStatus(enabled=not args.no_progress and sys.stderr.isatty()).start()
     client = None
     try:
         if args.scheduler:
@@ -83,12 +85,10 @@ def run(args) -> int:
             except OSError as exc:
                 raise InputError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
         try:
-            # "compiling kernels (first run only)" on stderr, when a progress bar would show
-            with FirstRunStatus(enabled=not args.no_progress and sys.stderr.isatty()):
-                result = analyze(
-                    args.paths, min_slowdown=args.min_slowdown, engine=args.engine,
-                    progress=not args.no_progress, chunk_rows=args.chunk_rows, client=client,
-                )
+            result = analyze(
+                args.paths, min_slowdown=args.min_slowdown, engine=args.engine,
+                progress=not args.no_progress, chunk_rows=args.chunk_rows, client=client,
+            )
         except InputError:
             raise
         except (OSError, MemoryError) as exc:
@@ -103,6 +103,7 @@ def run(args) -> int:
                   file=sys.stderr)
             return 1
     finally:
+        status.stop()
         if client is not None:
             client.close()
 
