@@ -70,10 +70,11 @@ def run(args) -> int:
         raise InputError("--scheduler only applies to --engine dask")
 
     from .._warmup import FirstRunStatus
-    from ..analyze import analyze
 
     # "compiling kernels (first run only)" on stderr, when a progress bar would show
-    status = FirstRunStatus(enabled=not args.no_progress and sys.stderr.isatty()).start()
+    status = FirstRunStatus(enabled=not args.no_progress and sys.stderr.isatty())
+    from ..analyze import analyze
+
     client = None
     try:
         if args.scheduler:
@@ -85,6 +86,7 @@ def run(args) -> int:
             except OSError as exc:
                 raise InputError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
         try:
+            status.start()
             result = analyze(
                 args.paths, min_slowdown=args.min_slowdown, engine=args.engine,
                 progress=not args.no_progress, chunk_rows=args.chunk_rows, client=client,
