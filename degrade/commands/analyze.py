@@ -109,7 +109,15 @@ def run(args) -> int:
         if client is not None:
             client.close()
 
-    if args.format == "json":
+    if args.format == "html":
+        if args.output:
+            result.to_html(args.output)
+            print(f"report written to {args.output}", file=sys.stderr)
+        else:
+            from ..analyze._report import render_report
+
+            sys.stdout.write(render_report(result) + "\n")
+    elif args.format == "json":
         text = result.to_json()
         if args.output:
             with open(args.output, "w", encoding="utf-8") as fh:
@@ -118,14 +126,6 @@ def run(args) -> int:
             sys.stdout.write(text + "\n")
     elif args.format == "parquet":
         result.to_parquet(args.output)
-    elif args.format == "html":
-        if args.output:
-            result.to_html(args.output)
-            print(f"report written to {args.output}", file=sys.stderr)
-        else:
-            from ..analyze._report import render_report
-
-            sys.stdout.write(render_report(result) + "\n")
     else:
         from .._optional import import_optional
         from ..analyze._formats import render_table
@@ -133,8 +133,7 @@ def run(args) -> int:
         console_mod = import_optional("rich.console", "batch", "rich")
         if args.output:
             with open(args.output, "w", encoding="utf-8") as fh:
-                render_table(result, console_mod.Console(file=fh, width=180, no_color=True),
-                             wide=args.wide)
+                render_table(result, console_mod.Console(file=fh, width=180, no_color=True))
         else:
             render_table(result, wide=args.wide)
     if args.report:
