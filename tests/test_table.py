@@ -173,6 +173,11 @@ def test_synthetic_result_with_many_job_events_fits(capsys):
                      start_step=10 * k, end_step=10 * k + 5, slowdown=0.3, devices=64, reason="r")
             for k in range(20)]
     res = AnalysisResult(verdicts=verdicts, jobs=jobs, stats={"jobs": 5, "rows": 10, "seconds": 0.1})
+    few = AnalysisResult(verdicts=verdicts, jobs=jobs[:2], stats={"jobs": 5})
+    few.jobs[0].cause_device = verdicts[1].device  # the engine may name the device that caused it
+    render_table(few, Console(width=80, no_color=True))
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+cause\s+GPU-00000001$", out, re.M), out
     for width in (80, 120):
         render_table(res, Console(width=width, no_color=True))
         out = capsys.readouterr().out

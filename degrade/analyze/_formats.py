@@ -274,11 +274,12 @@ def _key(step, t):
     return (step if step is not None else float("-inf"), t if t is not None else float("-inf"))
 
 
-def _job_events(events, console, width: float, *, detail_limit: int = 12) -> None:
+def _job_events(events, console, width: float, *, detail_limit: int = 12, ids=None) -> None:
     """Job events one per row (with the reason below) when few; else one row per (job, kind)."""
+    ids = ids or {}
     if len(events) <= detail_limit:
-        _paragraph(console, "", "Job events (the whole job or peer group slowed; no device blamed)",
-                   width, "bold")
+        _paragraph(console, "", "Job events (the whole job or peer group slowed; a device is named "
+                   "only if it caused it)", width, "bold")
         rows = [{"job": _num(e.job, "{}"), "kind": e.kind, "from": format_when(e.start_step, e.start_time),
                  "to": format_when(e.end_step, e.end_time), "slowdown": _pct(e.slowdown),
                  "devices": _num(e.devices)} for e in events]
@@ -293,6 +294,9 @@ def _job_events(events, console, width: float, *, detail_limit: int = 12) -> Non
             for k, h, _ in _EVENT_COLS:
                 if k not in shown and cells.get(k):
                     lines += _wrap(h, [cells[k]], width, bullet=False)
+            cause = getattr(e, "cause_device", None)  # the degraded device that slowed the job
+            if cause:
+                lines += _wrap("cause", [ids.get(cause, cause)], width, bullet=False)
             if e.reason:
                 lines += _wrap("why", [humanize(e.reason)], width, bullet=False)
             for line in lines:
@@ -301,8 +305,8 @@ def _job_events(events, console, width: float, *, detail_limit: int = 12) -> Non
     groups: dict[tuple, list] = {}
     for e in events:
         groups.setdefault((str(e.job), e.kind), []).append(e)
-    _paragraph(console, "", f"Job events: {len(events)} (the whole job or peer group slowed; no device "
-               "blamed; each one in --format json)", width, "bold")
+    _paragraph(console, "", f"Job events: {len(events)} (the whole job or peer group slowed; a device "
+               "is named only if it caused it; each one in --format json)", width, "bold")
     rows = []
     for (job, kind), evs in sorted(groups.items()):
         first = min(evs, key=lambda e: _key(e.start_step, e.start_time))
@@ -356,7 +360,8 @@ def render_table(result, console=None, *, limit: int = 200, wide: bool = False) 
         _paragraph(console, "", "No device is suspect, degraded, failed or unknown.", width, "green")
     if result.jobs:
         _print(console, "")
-        _job_events(result.jobs, console, width)
+        _job_events(result.jobs, console, width,
+                    ids={} if wide else short_ids(v.device for v in result.verdicts))
     for w in result.warnings:
         if w.kind == "ignored_file":  # e.g. the simulator's truth.parquet next to the data
             _paragraph(console, "note: ", w.message, width, "dim")

@@ -358,6 +358,11 @@ def _plots(result, v) -> list[str]:
     return out
 
 
+def _cause(e) -> str:
+    cause = getattr(e, "cause_device", None)  # the degraded device that slowed the job, if any
+    return f' <span class="muted">(caused by {_esc(cause)})</span>' if cause else ""
+
+
 def render_report(result, *, max_devices: int = 50) -> str:
     """The HTML report of ``result`` as text (see :func:`write_report`)."""
     from .. import __version__
@@ -419,8 +424,8 @@ def render_report(result, *, max_devices: int = 50) -> str:
                      "are listed above without cards.</p>")
     parts.append("<h2>Job events</h2>")
     if result.jobs:
-        parts.append('<p class="muted">The whole job or peer group slowed at once: no device is '
-                     "blamed.</p>")
+        parts.append('<p class="muted">The whole job or peer group slowed at once; a device is named '
+                     "only if its own slowdown caused it.</p>")
         parts.append('<table class="jobs"><tr><th>job</th><th>kind</th><th>from</th><th>to</th>'
                      "<th>slowdown</th><th>devices</th><th>why</th></tr>")
         for e in result.jobs:
@@ -428,7 +433,7 @@ def render_report(result, *, max_devices: int = 50) -> str:
                          f'<td class="num">{_esc(format_when(e.start_step, e.start_time))}</td>'
                          f'<td class="num">{_esc(format_when(e.end_step, e.end_time))}</td>'
                          f'<td class="num">{_pct(e.slowdown)}</td><td class="num">{_esc(e.devices)}</td>'
-                         f"<td>{_esc(humanize(e.reason))}</td></tr>")
+                         f"<td>{_esc(humanize(e.reason))}{_cause(e)}</td></tr>")
         parts.append("</table>")
     else:
         parts.append("<p>None.</p>")
