@@ -70,8 +70,9 @@ class _Report(HTMLParser):
             cls = self._text_tag.get("class")
             if cls == "y-label":
                 self._svg["y"] = data
-            if data in ("onset", "detected"):
-                self._svg["labels"][data] = (float(self._text_tag["x"]), float(self._text_tag["y"]))
+            if data.split()[0] in ("onset", "detected"):
+                self._svg["labels"][data.split()[0]] = (float(self._text_tag["x"]),
+                                                         float(self._text_tag["y"]))
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +138,29 @@ def test_format_html_is_the_report(demo):
     b.feed(html_fmt)
     assert set(a.rows) == set(b.rows) and a.jobs == b.jobs
     assert html_fmt.startswith("<!DOCTYPE html>")
+
+
+def test_format_html_to_a_pipe_writes_the_page_to_stdout(capsys):
+    assert main(["analyze", str(DEMO), "--format", "html", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    p = _Report()
+    p.feed(out)
+    assert out.startswith("<!DOCTYPE html>") and p.rows
+
+
+def test_a_marker_before_the_first_sample_is_drawn_at_the_edge():
+    import numpy as np
+
+    from degrade.analyze._report import svg_plot
+
+    x = np.arange(100.0, 200.0)
+    y = np.ones_like(x)
+    s = {"signal": "compute_time", "axis": "step", "x": x, "device": y, "median": y, "lo": y * 0.9,
+         "hi": y * 1.1, "peers": 3}
+    svg = svg_plot(s, onset=50.0, detected=120.0)
+    p = _Report()
+    p.feed(f'<div class="card" data-device="d">{svg}</div>')
+    (plot,) = p.cards["d"]["plots"]
+    assert plot["markers"] == ["marker-onset", "marker-detected"]
+    assert "onset (before)" in svg
+    assert svg_plot(s, onset=500.0, detected=None).count('class="marker') == 0  # after the end: none

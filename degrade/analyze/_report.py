@@ -319,12 +319,15 @@ def svg_plot(s: dict[str, Any], onset: float | None, detected: float | None) -> 
     out.append(f'<path d="{path(s["device"])}" fill="none" stroke="#dc2626" stroke-width="1.4"/>')
     for row, (val, color, label) in enumerate(((onset, "#d97706", "onset"),
                                                (detected, "#7c3aed", "detected"))):
-        if val is not None and math.isfinite(val) and x_lo <= val <= x_hi:
-            xv = px(val)
-            out.append(f'<line class="marker marker-{label}" x1="{xv:.1f}" x2="{xv:.1f}" y1="{_PAD_T}" '
+        if val is not None and math.isfinite(val) and val <= x_hi:
+            if val < x_lo:  # began before the first plotted sample: mark the left edge
+                label = f"{label} (before)"
+            xv = px(max(val, x_lo))
+            kind = label.split()[0]
+            out.append(f'<line class="marker marker-{kind}" x1="{xv:.1f}" x2="{xv:.1f}" y1="{_PAD_T}" '
                        f'y2="{_PAD_T + ph}" stroke="{color}" stroke-width="1.5" stroke-dasharray="5,3"/>')
             # each label in its own row; flipped to the left of its line near the right edge
-            right = xv > _PAD_L + pw - 60
+            right = xv > _PAD_L + pw - 8 * len(label)
             tx, anchor = (xv - 3, "end") if right else (xv + 3, "start")
             out.append(f'<text x="{tx:.1f}" y="{_PAD_T + 11 + 13 * row}" text-anchor="{anchor}" '
                        f'fill="{color}" style="fill:{color}">{label}</text>')
