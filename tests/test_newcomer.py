@@ -175,6 +175,17 @@ def test_readme_loop_snippet_runs(tmp_path):
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.parametrize("marker", ["from degrade import CUSUM", "degrade.evaluate(result.verdicts"])
+def test_readme_examples_run_and_print_what_they_say(marker, tmp_path):
+    require("polars")
+    code = _readme_block(marker)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
+    assert p.returncode == 0, p.stderr
+    for expected in re.findall(r"# -> (.+)$", code, re.M):  # the output each example promises
+        assert expected.strip() in p.stdout, (expected, p.stdout)
+
+
 def test_readme_names_no_missing_extra():
     try:
         import tomllib
