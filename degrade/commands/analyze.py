@@ -18,9 +18,13 @@ def register(sub) -> None:
             "with its own past and with its peers, and report the devices that are not healthy."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files, directories or globs")
-    p.add_argument("--format", choices=("table", "json", "parquet"), default="table",
-                   help="output format (default: table)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files, directories or globs")
+    p.add_argument("--demo", action="store_true",
+                   help="analyse the demo fleet (simulated once into a cache directory; see degrade demo)")
+    p.add_argument("--format", choices=("table", "json", "parquet", "html"), default="table",
+                   help="output format (default: table; html: the report of --report)")
+    p.add_argument("--wide", action="store_true",
+                   help="table: full device ids and every column on one line per device")
     p.add_argument("--output", "-o", metavar="FILE",
                    help="write the output here instead of stdout (required for parquet)")
     p.add_argument("--report", metavar="FILE.html",
@@ -63,6 +67,22 @@ def run(args) -> int:
 
     if args.format == "parquet" and not args.output:
         raise InputError("--format parquet writes a file: add --output FILE.parquet")
+    if args.format == "html" and not args.output and sys.stdout.isatty():
+        raise InputError("--format html writes a page: add --output FILE.html (or redirect stdout)")
+    if args.format == "table":  # before the analysis, not after it
+        from .._optional import import_optional
+
+        import_optional("rich.console", "batch", "rich")
+    if args.demo:
+        from .demo import demo_data
+
+        if args.paths:
+            raise InputError("--demo analyses the demo fleet: give either --demo or PATHs, not both")
+        d = demo_data(say=lambda m: print(f"degrade analyze: {m}", file=sys.stderr, flush=True))
+        args.paths = [f"{d}/timings.parquet", f"{d}/counters.parquet"]
+    elif not args.paths:
+        raise InputError("give the telemetry to analyse (files, directories or globs), "
+                         "or --demo for the demo fleet")
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise InputError(f"--chunk-rows must be a positive integer, got {args.chunk_rows}")
     if args.scheduler and args.engine != "dask":
@@ -75,6 +95,10 @@ def run(args) -> int:
     if args.output and args.report and os.path.realpath(args.output) == os.path.realpath(args.report):
         raise InputError(f"--output and --report name the same file ({args.output})")
 
+    from .._warmup import FirstRunStatus
+
+    # "compiling kernels (first run only)" on stderr, when a progress bar would show
+    status = FirstRunStatus(enabled=not args.no_progress and sys.stderr.isatty())
     from ..analyze import analyze
 
     args.paths = prometheus_paths(args)
@@ -89,6 +113,7 @@ def run(args) -> int:
             except OSError as exc:
                 raise InputError(f"cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
         try:
+            status.start()
             result = analyze(
                 args.paths, min_slowdown=args.min_slowdown, engine=args.engine,
                 progress=not args.no_progress, chunk_rows=args.chunk_rows, client=client,
@@ -108,6 +133,7 @@ def run(args) -> int:
                   file=sys.stderr)
             return 1
     finally:
+        status.stop()
         if client is not None:
             client.close()
 
@@ -121,7 +147,16 @@ def run(args) -> int:
 
 
 def _write(args, result) -> None:
-    if args.format == "json":
+    if args.format == "html":
+        if args.output:
+            with _atomic(args.output) as tmp:
+                result.to_html(tmp)
+            print(f"report written to {args.output}", file=sys.stderr)
+        else:
+            from ..analyze._report import render_report
+
+            sys.stdout.write(render_report(result) + "\n")
+    elif args.format == "json":
         text = result.to_json()
         if args.output:
             with _atomic(args.output) as tmp, open(tmp, "w", encoding="utf-8") as fh:
@@ -140,7 +175,7 @@ def _write(args, result) -> None:
             with _atomic(args.output) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 render_table(result, console_mod.Console(file=fh, width=180, no_color=True))
         else:
-            render_table(result)
+            render_table(result, wide=args.wide)
     if args.report:
         with _atomic(args.report) as tmp:
             result.to_html(tmp)
