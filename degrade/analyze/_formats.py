@@ -58,7 +58,7 @@ def _short(reasons: list[str], width: int = 110) -> str:
 def _job_table(events, console, rich_table, *, detail_limit: int = 12) -> None:
     """Job events one per row when few; otherwise one row per (job, kind) with counts."""
     if len(events) <= detail_limit:
-        t = rich_table.Table(title="Job events (whole job or peer group slowed; no device blamed)",
+        t = rich_table.Table(title="Job events (whole job or peer group slowed; a device is named only if it caused it)",
                              title_justify="left", header_style="bold")
         for name in ("job", "kind", "from", "to", "slowdown", "devices", "why"):
             t.add_column(name, justify="right" if name in ("from", "to", "slowdown", "devices") else "left",
@@ -71,8 +71,8 @@ def _job_table(events, console, rich_table, *, detail_limit: int = 12) -> None:
     groups: dict[tuple, list] = {}
     for e in events:
         groups.setdefault((str(e.job), e.kind), []).append(e)
-    t = rich_table.Table(title=f"Job events: {len(events)} (whole job or peer group slowed; no device "
-                         "blamed; each one in --format json)", title_justify="left", header_style="bold")
+    t = rich_table.Table(title=f"Job events: {len(events)} (whole job or peer group slowed; a device is "
+                         "named only if it caused it; each one in --format json)", title_justify="left", header_style="bold")
     for name in ("job", "kind", "events", "first", "last", "largest slowdown"):
         t.add_column(name, justify="left" if name in ("job", "kind") else "right", no_wrap=True)
     for (job, kind), evs in sorted(groups.items()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from statistics import NormalDist
 from typing import Any
 
@@ -703,8 +703,12 @@ class VerdictEngine:
         )
 
     def job_events(self) -> list[JobEvent]:
-        """Job-wide slowdowns so far, recurring ones merged (``EngineConfig.job_merge_gap``)."""
-        return _merge_events(self._raw_job_events(), self.config.job_merge_gap)
+        """Job-wide slowdowns so far: recurring ones as one event with their period and cost,
+        bursts merged (``EngineConfig.job_merge_gap``), a straggler's echo attributed to it
+        (``cause_device``); see ``degrade/verdict/_events.py``."""
+        from ._events import _merge_events
+
+        return _merge_events(self._raw_job_events(), self.config.job_merge_gap, self.verdicts())
 
     def _raw_job_events(self) -> list[JobEvent]:
         """Every job event as detected (closed ones, then the ones still open)."""
@@ -852,79 +856,6 @@ class VerdictEngine:
     @property
     def devices_(self) -> list[str]:
         return list(self._names)
-
-
-def _merge_events(events: list[JobEvent], gap: int) -> list[JobEvent]:
-    """Merge events of one job and kind that follow each other within ``gap`` steps.
-
-    Peer groups of one job (pipeline stages) usually see the same stall, so
-    they are merged too. Events without steps are left as they are.
-    """
-    if gap <= 0 or len(events) < 2:
-        return list(events)
-    keep = [e for e in events if e.start_step is None or e.end_step is None]
-    runs: dict[tuple, list[list[JobEvent]]] = {}
-    order: list[tuple] = []
-    for e in sorted((e for e in events if e.start_step is not None and e.end_step is not None),
-                    key=lambda e: (e.start_step, e.end_step)):
-        key = (e.job, e.kind)
-        if key not in runs:
-            runs[key] = []
-            order.append(key)
-        cur = runs[key][-1] if runs[key] else None
-        if cur is not None and e.start_step <= max(x.end_step for x in cur) + gap:
-            cur.append(e)
-        else:
-            runs[key].append([e])
-    out = list(keep)
-    for key in order:
-        for run in runs[key]:
-            out.append(run[0] if len(run) == 1 else _merged(run))
-    out.sort(key=lambda e: (e.start_step if e.start_step is not None else math.inf, str(e.job), e.kind))
-    return out
-
-
-def _merged(run: list[JobEvent]) -> JobEvent:
-    first = run[0]
-    # the same stall seen by several peer groups counts once
-    starts = sorted({e.start_step for e in run})
-    end = max(e.end_step for e in run)
-    t_end = [e.end_time for e in run if e.end_time is not None]
-    w = [max(e.end_step - e.start_step + 1, 1) for e in run]
-    sl = [(e.slowdown, k) for e, k in zip(run, w) if e.slowdown is not None]
-    mean = sum(x * k for x, k in sl) / sum(k for _, k in sl) if sl else None
-    peak = max((x for x, _ in sl), default=None)
-    slow_steps = len({s for e in run for s in range(e.start_step, e.end_step + 1)})
-    ongoing = any(e.reason.endswith("; ongoing") for e in run)
-    if len(starts) == 1:
-        # one event seen by several peer groups (pipeline stages)
-        body = first.reason.split(": ", 1)[-1]
-        return replace(first, end_step=end, end_time=max(t_end) if t_end else None,
-                       devices=sum(e.devices or 0 for e in run) or None,
-                       reason=f"job {first.job} ({len(run)} peer groups): {body}")
-    what = ("lasting level changes for all peers" if first.kind == "sustained_job_slowdown"
-            else "transient slowdowns of all peers (checkpoints, evaluations or data stalls)")
-    every = ""
-    if len(starts) >= 3:
-        d = sorted(b - a for a, b in zip(starts, starts[1:]))
-        every = f", every {d[len(d) // 2]} steps (median)"
-    reason = (f"job {first.job}: {len(starts)} {what} from step {starts[0]} to step {end}{every}, "
-              f"{slow_steps} slow steps in all; mean {100 * (mean or 0.0):.1f} % slower, "
-              f"worst {100 * (peak or 0.0):.1f} %")
-    if ongoing:
-        reason += "; ongoing"
-    return JobEvent(
-        job=first.job,
-        kind=first.kind,
-        start_step=starts[0],
-        end_step=end,
-        start_time=min((e.start_time for e in run if e.start_time is not None), default=None),
-        end_time=max(t_end) if t_end else None,
-        slowdown=mean,
-        devices=max((sum(e.devices or 0 for e in run if e.start_step == s0) for s0 in starts), default=0) or None,
-        reason=reason,
-        count=len(starts),
-    )
 
 
 def _int_or_none(x: float) -> int | None:
