@@ -10,7 +10,7 @@ simple peer rules on the same arrays:
   (100-step window medians; a device is degraded when the fastest median is
   below 0.75 x its own);
 - ``thresh5``: a plain 5 % threshold (100-step window median at least 5 %
-  above the median of the other devices' window medians).
+  above the median of all devices' window medians).
 
 Units: one sample per device per second, so a device-hour is 3,600
 samples. The target is what ``EngineConfig.arl0`` promises: one false alarm
@@ -174,17 +174,11 @@ def nvrx_rule(X: np.ndarray, threshold: float = 0.75) -> np.ndarray:
 
 
 def thresh_rule(X: np.ndarray, ratio: float = 1.05) -> np.ndarray:
+    """First step at which a device's window median is >= ``ratio`` x the devices' median (-1: never)."""
     med = _window_medians(X)
     flag = np.full(X.shape[1], -1)
-    N = X.shape[1]
     for w in range(med.shape[0]):
-        m = med[w]
-        others = (
-            np.array([np.nanmedian(np.delete(m, j)) for j in range(N)])
-            if N <= 16
-            else np.nanmedian(m)
-        )
-        hit = (m > ratio * others) & (flag < 0)
+        hit = (med[w] > ratio * np.nanmedian(med[w])) & (flag < 0)
         flag[hit] = (w + 1) * WINDOW - 1
     return flag
 
@@ -199,7 +193,6 @@ class Tally:
     nvrx: int = 0
     thresh: int = 0
     job_events: int = 0
-    job_event_rows_raw: int = 0
     seconds: float = 0.0
 
     @property

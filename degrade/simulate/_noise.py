@@ -281,7 +281,7 @@ def moe_imbalance(rng: np.random.Generator, shape, spec: NoiseSpec) -> np.ndarra
 
 def rank_permutations(rng: np.random.Generator, T: int, N: int, restarts) -> np.ndarray:
     """``rank[t, d]``: identity until the first restart, a new permutation after each."""
-    rank = np.empty((T, N), dtype=np.int64)
+    rank = np.empty((T, N), dtype=np.int32)
     perm = np.arange(N)
     bounds = [0, *sorted(int(s) for s in restarts if 0 < int(s) < T), T]
     for a, b in zip(bounds, bounds[1:]):
