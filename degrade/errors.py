@@ -12,6 +12,7 @@ __all__ = [
     "MissingDependencyError",
     "NVMLUnavailableError",
     "DeviceDegradedError",
+    "DataWarning",
 ]
 
 
@@ -58,3 +59,7 @@ class DeviceDegradedError(DegradeError):
     def __init__(self, message: str, verdict=None):
         super().__init__(message)
         self.verdict = verdict
+
+
+class DataWarning(UserWarning):
+    """Input samples that were skipped as data errors (implausible timings); the message says which."""
