@@ -631,3 +631,27 @@ def test_scenario_noise_key_errors():
         scenario_from_dict({"job": [{"name": "j", "noise_family": "t", "noise_nu": 1.5}]})
     with pytest.raises(InputError, match="garbage_columns"):
         scenario_from_dict({"job": [{"name": "j", "garbage_columns": ["power"]}]})
+
+
+def test_healthy_heavy_scenario_uses_the_noise_families():
+    sc = load_scenario("healthy_heavy")
+    j = sc.jobs[0]
+    assert (j.noise_family, j.ar, j.reshuffle, j.hosts * j.gpus_per_host, j.steps) == (
+        "t",
+        0.8,
+        True,
+        256,
+        30000,
+    )
+    assert not sc.faults
+    # a scaled-down copy simulates (the full one is 7.7 M rows: benchmarks, not tests)
+    j.hosts, j.steps, j.elastic, j.checkpoint_every = 2, 600, [[200, 0, 0], [400, 0, 0]], 100
+    res = simulate(sc)
+    assert res.truth.height == 0 and res.timings.height == 16 * 600
+    ranks = (
+        res.timings.pivot(on="device", index="step", values="rank")
+        .sort("step")
+        .drop("step")
+        .to_numpy()
+    )
+    assert not (ranks[300] == ranks[100]).all()
