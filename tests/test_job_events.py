@@ -246,3 +246,40 @@ def test_job_events_validate_against_the_schema():
     bad = {**events[0].to_dict(), "period": "often"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, sub)
+
+
+def test_recurring_cost_does_not_count_other_stalls_as_normal_time():
+    # 0.5 s steps; a checkpoint (+10 s) every 1000 steps and 40 other stalls (+5 s) in between
+    rng = np.random.default_rng(8)
+    dt, t0 = 0.5, 1e9
+    ck = list(range(1000, 20_001, 1000))
+    other = sorted(
+        int(s) for s in rng.choice(np.arange(1050, 19_950), 40, replace=False) if s % 1000 > 20
+    )
+    extra = {**{s: 10.0 for s in ck}, **{s: 5.0 for s in other}}
+    starts = sorted(extra)
+    cum = np.cumsum([extra[s] for s in starts])
+
+    def t(step):  # timestamp at the end of ``step``
+        k = np.searchsorted(starts, step, side="right")
+        return t0 + (step + 1) * dt + (cum[k - 1] if k else 0.0)
+
+    evs = [
+        JobEvent(
+            job="j",
+            kind="job_slowdown",
+            start_step=s,
+            end_step=s,
+            start_time=t(s),
+            end_time=t(s),
+            slowdown=extra[s] / dt,
+            devices=8,
+            reason="job j: x",
+        )
+        for s in starts
+    ]
+    rec = [e for e in _merge_events(evs, gap=100) if e.period]
+    assert len(rec) == 1 and rec[0].count == len(ck)
+    assert rec[0].extra_steps == pytest.approx(20.0)
+    assert rec[0].extra_seconds == pytest.approx(10.0, rel=0.01)
+    assert rec[0].time_share == pytest.approx(20 / 1020)

@@ -178,12 +178,12 @@ def _best_series(occ: list[JobEvent]) -> tuple[int, list[int]] | None:
     return best
 
 
-def _recurring(series: list[JobEvent], period: int) -> JobEvent:
+def _recurring(series: list[JobEvent], period: int, context: Sequence[JobEvent] = ()) -> JobEvent:
+    """One event for a recurring series; ``context`` = every transient occurrence of the job."""
     first, last = series[0], series[-1]
     n = len(series)
-    units = [
-        (e.slowdown or 0.0) * _steps(e) for e in series
-    ]  # extra time in steps of normal length
+    # extra time in steps of normal length
+    units = [(e.slowdown or 0.0) * _steps(e) for e in series]
     extra_steps = sum(units) / n
     extra_seconds = None
     step_s = None
@@ -191,7 +191,11 @@ def _recurring(series: list[JobEvent], period: int) -> JobEvent:
         wall = last.end_time - first.start_time
         span = last.end_step - first.start_step
         if span > 0 and wall > 0 and math.isfinite(wall):
-            step_s = wall / (span + sum(units))
+            # a normal step: the wall time of the span less every job event in it (the series and
+            # the other stalls), per step; otherwise the stalls would count as normal time
+            inside = [e for e in context if first.start_step <= e.start_step <= last.end_step]
+            slow = sum((e.slowdown or 0.0) * _steps(e) for e in inside) if inside else sum(units)
+            step_s = wall / (span + max(slow, sum(units)))
             extra_seconds = extra_steps * step_s
     share = extra_steps / (period + extra_steps) if period + extra_steps > 0 else None
     mean = _weighted_slowdown(series)
@@ -337,14 +341,14 @@ def _merge_events(
         for key in order:
             occ = [_occurrence(r) for r in _occurrences(by_key[key])]
             if key[1] == _TRANSIENT:
-                for _ in range(
-                    3
-                ):  # checkpoints and evaluations may both recur, at different periods
+                context = list(occ)
+                # checkpoints and evaluations may both recur, at different periods
+                for _ in range(3):
                     found = _best_series(occ)
                     if found is None:
                         break
                     period, members = found
-                    out.append(_recurring([occ[i] for i in members], period))
+                    out.append(_recurring([occ[i] for i in members], period, context))
                     taken = set(members)
                     occ = [e for i, e in enumerate(occ) if i not in taken]
             out.extend(_bursts(occ, gap))
