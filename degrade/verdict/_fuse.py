@@ -108,7 +108,7 @@ def _crossing(xs: float, xh: float, big: bool, chart: str = "CUSUM") -> str:
     if not (math.isfinite(xs) and math.isfinite(xh)):
         return ""
     if chart == "CUSUM" and big:
-        return f"; median of the last {K.RING} deviations {xs:.1f} sigma > {xh:.1f} (large-shift rule)"
+        return f"; median of the last {K.RING} innovations {xs:.1f} sigma > {xh:.1f} (large-shift rule)"
     return f"; {chart} {xs:.1f} > h {xh:.1f}"
 
 
