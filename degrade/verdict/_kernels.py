@@ -56,14 +56,15 @@ def _ring_median(S, i):
 
 
 @njit
-def _episode_degraded(mean, n, sig, mu0, mu1, xbig):
+def _episode_degraded(mean, n, sig, mu0, mu1, xbig, se0):
     """Whether an episode's slowdown estimate makes it ``degraded`` (else suspect).
 
     ``mean`` (log units) is the mean deviation over ``n`` samples since the
     onset, ``sig`` the channel's long-run sigma. Degraded needs the point
     estimate past the midpoint between ``healthy_offset`` and
     ``min_slowdown`` *and* ``min_slowdown`` within two standard errors
-    (``sig / sqrt(n)``) of it, so a long, well-measured 3.7 % episode stays
+    (``sig / sqrt(n)``, and ``se0`` of the level it is measured from) of
+    it, so a long, well-measured 4.5 % episode stays
     suspect while a short one at about ``min_slowdown`` keeps the benefit of
     the doubt. An alarm of the window-median rule alone (``xbig``) is never
     degraded: its threshold assumes Gaussian tails.
@@ -73,6 +74,8 @@ def _episode_degraded(mean, n, sig, mu0, mu1, xbig):
     if not (mean >= 0.5 * (mu0 + mu1)):
         return False
     se = sig / math.sqrt(max(n, 1.0)) if math.isfinite(sig) else 0.0
+    if math.isfinite(se0):
+        se = math.sqrt(se * se + se0 * se0)
     return mean + 2.0 * se >= mu1
 
 
@@ -90,24 +93,33 @@ def _episode_mean(S, i, own):
 
 
 @njit
+def _before_se(S, i, own):
+    """Standard error of the level an episode is measured from (0 when measured against peers)."""
+    return S[i, C_BSE] if (not own and S[i, C_BEFORE] < 0.0) else 0.0
+
+
+@njit
 def _judge_episode(S, i, own, P):
     """Judge the episode in progress degraded or not, with hysteresis.
 
     It becomes degraded when :func:`_episode_degraded` says so and stays
     degraded until its estimate is clearly short of ``min_slowdown``
-    (``mean + 1 se < mu1``, against ``mean + 2 se`` to enter), so a slowdown
-    right at the threshold does not flap between suspect and degraded while
-    a long, well-measured episode below it still ends suspect.
+    (``mean + 3 se < mu1``, against ``mean + 2 se >= mu1`` to enter), so a
+    slowdown right at the threshold does not flap between suspect and
+    degraded (a true 5 % slowdown at ``min_slowdown = 0.05`` stays degraded)
+    while a long, well-measured 4.5 % episode still ends suspect.
     """
     mean = _episode_mean(S, i, own)
     if S[i, C_EPDEG] == 0.0:
         mu0 = 0.0 if own else P[P_MU0]
-        if _episode_degraded(mean, S[i, C_AN], S[i, C_SIG], mu0, P[P_MU1], S[i, C_XBIG]):
+        if _episode_degraded(mean, S[i, C_AN], S[i, C_SIG], mu0, P[P_MU1], S[i, C_XBIG], _before_se(S, i, own)):
             S[i, C_EPDEG] = 1.0
         return
     sig = S[i, C_SIG]
     se = sig / math.sqrt(max(S[i, C_AN], 1.0)) if math.isfinite(sig) else 0.0
-    if mean + se < P[P_MU1]:
+    se0 = _before_se(S, i, own)
+    se = math.sqrt(se * se + se0 * se0)
+    if mean + 3.0 * se < P[P_MU1]:
         S[i, C_EPDEG] = 0.0
 
 
@@ -146,6 +158,7 @@ def _latch_episode(S, i, own, P):
     S[i, C_L_XBIG] = S[i, C_XBIG]
     S[i, C_L_SIG] = S[i, C_SIG]
     S[i, C_L_LOC] = S[i, C_BEFORE]
+    S[i, C_L_BSE] = S[i, C_BSE]
 
 
 @njit
@@ -192,12 +205,11 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
     Gaussian variance the design assumes.
     """
     n = S[i, C_N]
-    mu1 = P[P_MU1]
     if own:
-        mu0 = 0.0
+        delta = P[P_MU1]
         dv = x - S[i, C_LOC] if n > 0 else 0.0
     else:
-        mu0 = P[P_MU0]
+        delta = P[P_MU1] - P[P_MU0]
         dv = x
     s_prev = S[i, C_S]
     warm = n >= P[P_WARM]
@@ -221,12 +233,26 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
                 S[i, C_SIG] = sig_new
                 S[i, C_SIGE] = sig_m * math.sqrt(1.0 - phi * phi)
                 S[i, C_PHIU] = phi
-                S[i, C_H] = _interp_log_grid((mu1 - mu0) / sig_new, dz_grid, hz_grid)
+                S[i, C_H] = _interp_log_grid(delta / sig_new, dz_grid, hz_grid)
+            # the healthy level: up to healthy_offset above peers, and for a
+            # device that runs faster than its peers, up to healthy_offset
+            # above its own level (a 5 % slowdown of a device 2 % faster than
+            # its peers lands at +3 %, which peers alone would call healthy)
+            # (its level by an upper confidence bound: a noisy location must
+            # not pull the reference down, which would raise the false-alarm
+            # rate of every device that wanders)
+            if own:
+                S[i, C_MU0] = 0.0
+            else:
+                n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+                up = S[i, C_LOC] + 2.0 * S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
+                S[i, C_MU0] = P[P_MU0] + min(up, 0.0)
+        mu0 = S[i, C_MU0]
         sig = S[i, C_SIG]
         h = S[i, C_H]
         phiu = S[i, C_PHIU]
         # the innovation under the healthy hypothesis (level mu0), winsorised
-        # symmetrically, minus the reference k = (mu1 - mu0) / (2 sigma_lr):
+        # symmetrically, minus the reference k = delta / (2 sigma_lr):
         # clipping after subtracting k would cut the healthy side's tail and
         # keep the other, biasing the scores upwards
         e = dv - mu0
@@ -234,11 +260,12 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
             e -= phiu * (prev_dv - mu0)
         else:
             e *= 1.0 - phiu
-        z = _clip(e / S[i, C_SIGE], P[P_CLIP]) - 0.5 * (mu1 - mu0) / sig
+        z = _clip(e / S[i, C_SIGE], P[P_CLIP]) - 0.5 * delta / sig
         s_new = _page(s_prev, z)
         if s_new > P[P_CAP] * h:
             s_new = P[P_CAP] * h
         if s_prev == 0.0 and s_new > 0.0:
+            S[i, C_LOC0] = S[i, C_LOC]
             if n == P[P_WARM]:
                 # rising from the first judged sample: the device was off from its first
                 S[i, C_CSTEP] = S[i, C_FSTEP]
@@ -275,7 +302,7 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
         big = False
         sige = S[i, C_SIGE]
         big_h = P[P_BIGZ] * sige
-        if S[i, C_RN] >= RING and (mu1 - mu0) * (1.0 - phiu) < big_h:
+        if S[i, C_RN] >= RING and delta * (1.0 - phiu) < big_h:
             # the rule: more than half of the last RING innovations above
             # big_h (NaN counts as above, as it would sort last); P_BIGZ is
             # the binomial quantile that makes this happen once per arl0
@@ -311,6 +338,7 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
                 S[i, C_XBIG] = 1.0
                 S[i, C_EPDEG] = 0.0
                 S[i, C_BEFORE] = S[i, C_LOC]
+                S[i, C_BSE] = 0.0
                 S[i, C_DETSTEP] = step
                 S[i, C_DETTIME] = ts
                 S[i, C_CLEAR] = 0.0
@@ -410,20 +438,28 @@ def _confirm(S, HB, i, s_new, h, n, P):
                 p = (p + 1) % HIST
             S[i, C_ASUM] = tot
             S[i, C_AN] = cnt
-    # the level before the onset: the history before it (the running
-    # location may already have followed the first samples of the change)
-    S[i, C_BEFORE] = S[i, C_LOC]
-    hn = int(S[i, C_HN])
-    m = hn if hn < HIST else HIST
-    tot = 0.0
-    cnt = 0
-    for q in range(m):
-        p = (hn - m + q) % HIST
-        if HB[i, HIST + p] < S[i, C_ONSTEP]:
-            tot += HB[i, p]
-            cnt += 1
-    if cnt >= HIST_MIN:
-        S[i, C_BEFORE] = tot / cnt
+    # the level before the onset: the running location when the CUSUM
+    # left zero (an average of ~1,000 samples, learned before the change),
+    # or for a drift whose onset moved back, the history before that onset
+    # (the location then already followed part of the ramp); with the
+    # standard error of that level, so that the slowdown's uncertainty
+    # includes it
+    n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+    S[i, C_BEFORE] = S[i, C_LOC0] if math.isfinite(S[i, C_LOC0]) else S[i, C_LOC]
+    S[i, C_BSE] = S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
+    if S[i, C_ONSTEP] < S[i, C_CSTEP]:
+        hn = int(S[i, C_HN])
+        m = hn if hn < HIST else HIST
+        tot = 0.0
+        cnt = 0
+        for q in range(m):
+            p = (hn - m + q) % HIST
+            if HB[i, HIST + p] < S[i, C_ONSTEP]:
+                tot += HB[i, p]
+                cnt += 1
+        if cnt >= HIST_MIN:
+            S[i, C_BEFORE] = tot / cnt
+            S[i, C_BSE] = S[i, C_SIG] / math.sqrt(cnt)
     # the statistic and h at the crossing: h is re-designed between
     # excursions, so the reason must not pair a later h with it
     S[i, C_XS] = s_new

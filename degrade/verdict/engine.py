@@ -458,7 +458,7 @@ class VerdictEngine:
                   K.C_DETTIME, K.C_H, K.C_SIG, K.C_ENDSTEP, K.C_ENDTIME, K.C_LASTX, K.C_LASTSTEP,
                   K.C_FSTEP, K.C_FTIME, K.C_XS, K.C_XH, K.C_SIGE, K.C_PHIU, K.C_L_ONSTEP, K.C_L_ONTIME,
                   K.C_L_DETSTEP, K.C_L_DETTIME, K.C_L_ENDSTEP, K.C_L_ENDTIME, K.C_L_XS, K.C_L_XH,
-                  K.C_L_SIG, K.C_L_LOC, K.C_BEFORE):
+                  K.C_L_SIG, K.C_L_LOC, K.C_BEFORE, K.C_MU0, K.C_LOC0, K.C_BSE, K.C_L_BSE):
             row[f] = np.nan
         return row
 
