@@ -499,7 +499,6 @@ def _channel_reference(xs, P, dz, hz):
 
     c = P[K.P_CLIP]
     wk = winsorised_var_factor(c)
-    mid = 0.5 * (P[K.P_MU0] + P[K.P_MU1])
     n = 0
     loc = scale = prev = np.nan
     ac = sq = xp = 0.0
@@ -516,7 +515,8 @@ def _channel_reference(xs, P, dz, hz):
         s_prev = S
         if n >= P[K.P_WARM]:
             if s_prev == 0:
-                phi = ac
+                n_eff = min(n, (2 - P[K.P_LAMPHI]) / P[K.P_LAMPHI])
+                phi = min(ac + np.sqrt(max(1 - ac * ac, 0.0) / max(n_eff, 1.0)), P[K.P_PHIMAX])
                 sm = max(scale / np.sqrt(1 - phi * phi), P[K.P_MINSCALE])
                 sig_new = sm * np.sqrt((1 + phi) / (1 - phi))
                 if not abs(sig_new - sig) <= 0.01 * sig:
@@ -524,12 +524,16 @@ def _channel_reference(xs, P, dz, hz):
                     sige = sm * np.sqrt(1 - phi * phi)
                     phiu = phi
                     h = float(np.interp(np.log((P[K.P_MU1] - P[K.P_MU0]) / sig), np.log(dz), hz))
-            e = (x - mid) - phiu * (last - mid) if np.isfinite(last) else (x - mid) * (1 - phiu)
-            z = float(np.clip(e / sige, -c, c))
+            if s_prev == 0:
+                n_eff = min(n, (2 - P[K.P_LAMPHI]) / P[K.P_LAMPHI])
+                mu0 = P[K.P_MU0] + min(loc + 2 * sig / np.sqrt(max(n_eff, 1.0)), 0.0)
+            e = (x - mu0) - phiu * (last - mu0) if np.isfinite(last) else (x - mu0) * (1 - phiu)
+            z = float(np.clip(e / sige, -c, c)) - 0.5 * (P[K.P_MU1] - P[K.P_MU0]) / sig
             S = min(max(0.0, s_prev + z), P[K.P_CAP] * h)
             hit = hit + 1 if S > h else 0
         alarm = alarm or hit >= P[K.P_PERSIST]
-        if not alarm and (n < P[K.P_WARM] or S < 0.5 * h):
+        if not alarm:
+            move_loc = n < P[K.P_WARM] or S < 0.5 * h
             if n == 0:
                 loc, scale, prev, ac, sq, xp = x, np.nan, np.nan, 0.0, 0.0, 0.0
             elif np.isnan(scale):
@@ -545,7 +549,8 @@ def _channel_reference(xs, P, dz, hz):
                 se = max(scale, 0.1 * P[K.P_MINSCALE] * np.sqrt(1 - phi * phi))
                 sm = se / np.sqrt(1 - phi * phi)
                 rc = float(np.clip(x - loc, -c * sm, c * sm))
-                loc += lam * rc
+                if move_loc:
+                    loc += lphi * rc
                 if not np.isnan(prev):
                     zc = float(np.clip((rc - phi * prev) / se, -c, c))
                     scale = np.sqrt((1 - lam) * se * se + lam * se * se * zc * zc / wk)

@@ -96,11 +96,13 @@ class EngineSnapshot:
     lost_reasons: dict[str, str] = field(default_factory=dict)
 
 
-def _timing_status(snap: EngineSnapshot, mean: float, n: float, sig: float, own: bool = False) -> Status:
+def _timing_status(snap: EngineSnapshot, mean: float, n: float, sig: float, own: bool = False,
+                   se0: float = 0.0) -> Status:
     """Degraded only when the slowdown estimate reaches ``min_slowdown`` (see ``_episode_degraded``)."""
     p = snap.params
     mu0 = 0.0 if own else float(p[K.P_MU0])
-    return Status.DEGRADED if _episode_degraded(mean, n, sig, mu0, float(p[K.P_MU1]), 0.0) else Status.SUSPECT
+    ok = _episode_degraded(mean, n, sig, mu0, float(p[K.P_MU1]), 0.0, se0)
+    return Status.DEGRADED if ok else Status.SUSPECT
 
 
 def _crossing(xs: float, xh: float, big: bool, chart: str = "CUSUM") -> str:
@@ -108,7 +110,7 @@ def _crossing(xs: float, xh: float, big: bool, chart: str = "CUSUM") -> str:
     if not (math.isfinite(xs) and math.isfinite(xh)):
         return ""
     if chart == "CUSUM" and big:
-        return f"; median of the last {K.RING} deviations {xs:.1f} sigma > {xh:.1f} (large-shift rule)"
+        return f"; median of the last {K.RING} innovations {xs:.1f} sigma > {xh:.1f} (large-shift rule)"
     return f"; {chart} {xs:.1f} > h {xh:.1f}"
 
 
@@ -119,7 +121,9 @@ def _episode(snap: EngineSnapshot, row: np.ndarray, what: str, peers: bool, own:
     mean = row[f["asum"]] / max(row[f["an"]], 1.0)
     desc = what.format(pct=100.0 * math.expm1(mean))
     loc = row[f["loc"]]
+    se0 = 0.0
     if peers and math.isfinite(loc) and loc < 0.0:
+        se0 = float(row[f["bse"]]) if math.isfinite(row[f["bse"]]) else 0.0
         # a device that ran faster than its peers before the change: its
         # slowdown is measured against its own level before onset (the peers'
         # gap understates it by its healthy offset)
@@ -133,7 +137,7 @@ def _episode(snap: EngineSnapshot, row: np.ndarray, what: str, peers: bool, own:
         # once an episode qualified as degraded it stays so until it clears
         status = Status.DEGRADED
     else:
-        status = _timing_status(snap, mean, row[f["an"]], row[f["sig"]], own)
+        status = _timing_status(snap, mean, row[f["an"]], row[f["sig"]], own, se0)
     if big:
         # the window-median rule's arl0 holds for Gaussian AR(1) noise; a few
         # steps of heavy-tailed noise can mimic it, so it alone makes a suspect
@@ -148,10 +152,10 @@ def _episode(snap: EngineSnapshot, row: np.ndarray, what: str, peers: bool, own:
                      row[f["ontime"]], row[f["detstep"]], row[f["dettime"]])
 
 
-_CURRENT = {"asum": K.C_ASUM, "an": K.C_AN, "loc": K.C_BEFORE, "xbig": K.C_XBIG, "sig": K.C_SIG, "peak": K.C_PEAK,
+_CURRENT = {"asum": K.C_ASUM, "an": K.C_AN, "loc": K.C_BEFORE, "bse": K.C_BSE, "xbig": K.C_XBIG, "sig": K.C_SIG, "peak": K.C_PEAK,
             "onstep": K.C_ONSTEP, "ontime": K.C_ONTIME, "xs": K.C_XS, "xh": K.C_XH, "endstep": K.C_ENDSTEP,
             "endtime": K.C_ENDTIME, "detstep": K.C_DETSTEP, "dettime": K.C_DETTIME}
-_LATCHED = {"asum": K.C_L_ASUM, "an": K.C_L_AN, "loc": K.C_L_LOC, "xbig": K.C_L_XBIG, "sig": K.C_L_SIG,
+_LATCHED = {"asum": K.C_L_ASUM, "an": K.C_L_AN, "loc": K.C_L_LOC, "bse": K.C_L_BSE, "xbig": K.C_L_XBIG, "sig": K.C_L_SIG,
             "peak": K.C_L_PEAK, "onstep": K.C_L_ONSTEP, "ontime": K.C_L_ONTIME, "xs": K.C_L_XS, "xh": K.C_L_XH,
             "endstep": K.C_L_ENDSTEP, "endtime": K.C_L_ENDTIME, "detstep": K.C_L_DETSTEP,
             "dettime": K.C_L_DETTIME}

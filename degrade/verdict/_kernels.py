@@ -56,14 +56,15 @@ def _ring_median(S, i):
 
 
 @njit
-def _episode_degraded(mean, n, sig, mu0, mu1, xbig):
+def _episode_degraded(mean, n, sig, mu0, mu1, xbig, se0):
     """Whether an episode's slowdown estimate makes it ``degraded`` (else suspect).
 
     ``mean`` (log units) is the mean deviation over ``n`` samples since the
     onset, ``sig`` the channel's long-run sigma. Degraded needs the point
     estimate past the midpoint between ``healthy_offset`` and
     ``min_slowdown`` *and* ``min_slowdown`` within two standard errors
-    (``sig / sqrt(n)``) of it, so a long, well-measured 3.7 % episode stays
+    (``sig / sqrt(n)``, and ``se0`` of the level it is measured from) of
+    it, so a long, well-measured 4.5 % episode stays
     suspect while a short one at about ``min_slowdown`` keeps the benefit of
     the doubt. An alarm of the window-median rule alone (``xbig``) is never
     degraded: its threshold assumes Gaussian tails.
@@ -73,6 +74,8 @@ def _episode_degraded(mean, n, sig, mu0, mu1, xbig):
     if not (mean >= 0.5 * (mu0 + mu1)):
         return False
     se = sig / math.sqrt(max(n, 1.0)) if math.isfinite(sig) else 0.0
+    if math.isfinite(se0):
+        se = math.sqrt(se * se + se0 * se0)
     return mean + 2.0 * se >= mu1
 
 
@@ -90,24 +93,33 @@ def _episode_mean(S, i, own):
 
 
 @njit
+def _before_se(S, i, own):
+    """Standard error of the level an episode is measured from (0 when measured against peers)."""
+    return S[i, C_BSE] if (not own and S[i, C_BEFORE] < 0.0) else 0.0
+
+
+@njit
 def _judge_episode(S, i, own, P):
     """Judge the episode in progress degraded or not, with hysteresis.
 
     It becomes degraded when :func:`_episode_degraded` says so and stays
     degraded until its estimate is clearly short of ``min_slowdown``
-    (``mean + 1 se < mu1``, against ``mean + 2 se`` to enter), so a slowdown
-    right at the threshold does not flap between suspect and degraded while
-    a long, well-measured episode below it still ends suspect.
+    (``mean + 3 se < mu1``, against ``mean + 2 se >= mu1`` to enter), so a
+    slowdown right at the threshold does not flap between suspect and
+    degraded (a true 5 % slowdown at ``min_slowdown = 0.05`` stays degraded)
+    while a long, well-measured 4.5 % episode still ends suspect.
     """
     mean = _episode_mean(S, i, own)
     if S[i, C_EPDEG] == 0.0:
         mu0 = 0.0 if own else P[P_MU0]
-        if _episode_degraded(mean, S[i, C_AN], S[i, C_SIG], mu0, P[P_MU1], S[i, C_XBIG]):
+        if _episode_degraded(mean, S[i, C_AN], S[i, C_SIG], mu0, P[P_MU1], S[i, C_XBIG], _before_se(S, i, own)):
             S[i, C_EPDEG] = 1.0
         return
     sig = S[i, C_SIG]
     se = sig / math.sqrt(max(S[i, C_AN], 1.0)) if math.isfinite(sig) else 0.0
-    if mean + se < P[P_MU1]:
+    se0 = _before_se(S, i, own)
+    se = math.sqrt(se * se + se0 * se0)
+    if mean + 3.0 * se < P[P_MU1]:
         S[i, C_EPDEG] = 0.0
 
 
@@ -146,6 +158,7 @@ def _latch_episode(S, i, own, P):
     S[i, C_L_XBIG] = S[i, C_XBIG]
     S[i, C_L_SIG] = S[i, C_SIG]
     S[i, C_L_LOC] = S[i, C_BEFORE]
+    S[i, C_L_BSE] = S[i, C_BSE]
 
 
 @njit
@@ -181,25 +194,23 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
 
     The sequential test is Page's CUSUM (:func:`degrade.core._kernels_cusum._page`)
     on AR(1)-prewhitened, winsorised scores: with ``phi`` the deviation's
-    lag-1 autocorrelation and ``m`` the reference halfway between ``mu0``
-    and ``mu1``, the score is ``((d_t - m) - phi (d_{t-1} - m)) / sigma_e``
-    clipped at ``±winsor``, where ``sigma_e`` is the innovation scale. Its
-    mean is ``(mu - m) / sigma_lr`` with ``sigma_lr = sigma_e / (1 - phi)``
-    the long-run sigma, and for AR(1) noise the scores are independent, so
-    ``h`` comes from the i.i.d. design at the shift ``(mu1 - mu0) / sigma_lr``
-    (:func:`degrade.core.design.upper_h_grid`). ``sigma_e`` is a Huber
+    lag-1 autocorrelation, the score is ``((d_t - mu0) - phi (d_{t-1} -
+    mu0)) / sigma_e`` clipped at ``±winsor``, minus ``k = (mu1 - mu0) / (2
+    sigma_lr)``, where ``sigma_e`` is the innovation scale. At level ``mu``
+    the unclipped score has mean ``(mu - mu0) / sigma_lr`` with ``sigma_lr =
+    sigma_e / (1 - phi)`` the long-run sigma, and for AR(1) noise the scores
+    are independent, so ``h`` comes from the i.i.d. design at the shift
+    ``(mu1 - mu0) / sigma_lr`` (:func:`degrade.core.design.upper_h_grid`). ``sigma_e`` is a Huber
     (proposal 2) scale, so clipped scores of heavy-tailed noise have the
     Gaussian variance the design assumes.
     """
     n = S[i, C_N]
-    mu1 = P[P_MU1]
     if own:
-        mu0 = 0.0
+        delta = P[P_MU1]
         dv = x - S[i, C_LOC] if n > 0 else 0.0
     else:
-        mu0 = P[P_MU0]
+        delta = P[P_MU1] - P[P_MU0]
         dv = x
-    mid = 0.5 * (mu0 + mu1)
     s_prev = S[i, C_S]
     warm = n >= P[P_WARM]
     prev_dv = S[i, C_LASTX]
@@ -214,7 +225,7 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
             # sigma, phi and h are frozen during an excursion; between
             # excursions h is re-designed only when sigma_lr moved by more
             # than 1 % (it costs a log)
-            phi = S[i, C_AC]
+            phi = _phi_upper(S[i, C_AC], n, P)
             sig_m = max(S[i, C_SCALE] / math.sqrt(1.0 - phi * phi), P[P_MINSCALE])
             sig_new = sig_m * math.sqrt((1.0 + phi) / (1.0 - phi))
             sig_old = S[i, C_SIG]
@@ -222,20 +233,39 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
                 S[i, C_SIG] = sig_new
                 S[i, C_SIGE] = sig_m * math.sqrt(1.0 - phi * phi)
                 S[i, C_PHIU] = phi
-                S[i, C_H] = _interp_log_grid((mu1 - mu0) / sig_new, dz_grid, hz_grid)
+                S[i, C_H] = _interp_log_grid(delta / sig_new, dz_grid, hz_grid)
+            # the healthy level: up to healthy_offset above peers, and for a
+            # device that runs faster than its peers, up to healthy_offset
+            # above its own level (a 5 % slowdown of a device 2 % faster than
+            # its peers lands at +3 %, which peers alone would call healthy)
+            # (its level by an upper confidence bound: a noisy location must
+            # not pull the reference down, which would raise the false-alarm
+            # rate of every device that wanders)
+            if own:
+                S[i, C_MU0] = 0.0
+            else:
+                n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+                up = S[i, C_LOC] + 2.0 * S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
+                S[i, C_MU0] = P[P_MU0] + min(up, 0.0)
+        mu0 = S[i, C_MU0]
         sig = S[i, C_SIG]
         h = S[i, C_H]
         phiu = S[i, C_PHIU]
-        e = dv - mid
+        # the innovation under the healthy hypothesis (level mu0), winsorised
+        # symmetrically, minus the reference k = delta / (2 sigma_lr):
+        # clipping after subtracting k would cut the healthy side's tail and
+        # keep the other, biasing the scores upwards
+        e = dv - mu0
         if math.isfinite(prev_dv):
-            e -= phiu * (prev_dv - mid)
+            e -= phiu * (prev_dv - mu0)
         else:
             e *= 1.0 - phiu
-        z = _clip(e / S[i, C_SIGE], P[P_CLIP])
+        z = _clip(e / S[i, C_SIGE], P[P_CLIP]) - 0.5 * delta / sig
         s_new = _page(s_prev, z)
         if s_new > P[P_CAP] * h:
             s_new = P[P_CAP] * h
         if s_prev == 0.0 and s_new > 0.0:
+            S[i, C_LOC0] = S[i, C_LOC]
             if n == P[P_WARM]:
                 # rising from the first judged sample: the device was off from its first
                 S[i, C_CSTEP] = S[i, C_FSTEP]
@@ -253,55 +283,66 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
             S[i, C_HIT] += 1.0
         else:
             S[i, C_HIT] = 0.0
-        # large-shift rule: the median of the last RING deviations, whose
-        # standard error is ~1.25 sigma_lr / sqrt(RING) (median efficiency,
-        # long-run sigma for the autocorrelation); the median ignores single
-        # heavy-tailed spikes and their short AR echoes, a plateau of large
-        # deviations (a straggler for ten steps) crosses it
+        # large-shift rule: the median of the last RING innovations (the
+        # prewhitened deviations e above, in log units), whose standard error
+        # is ~1.25 sigma_e / sqrt(RING) (median efficiency). A plateau of
+        # level mu (a straggler for ten steps) keeps its innovations at
+        # (1 - phi)(mu - mu0), so the rule has the power of a median of
+        # deviations against sigma_lr; but a single heavy-tailed spike and
+        # its AR(1) echo are one large innovation, which a median of RING
+        # ignores (four of eight would have to be large), so the rule keeps
+        # its false-alarm rate under t(3) noise, where a median of the
+        # deviations themselves does not
         k = int(S[i, C_RN]) % RING
-        S[i, C_RING + k] = dv
+        S[i, C_RING + k] = e
         S[i, C_RING + RING + k] = step
         S[i, C_RING + 2 * RING + k] = ts
         S[i, C_RN] = S[i, C_RN] + 1.0
         wm = NAN
         big = False
-        big_h = P[P_BIGZ] * 1.2533 * sig / math.sqrt(RING)
-        if S[i, C_RN] >= RING and (mu1 - mu0) < big_h:
-            # the median can pass big_h only if its upper half does (NaN sorts
-            # last, so it counts as above): a count of RING values spares the
-            # sort at almost every step
+        sige = S[i, C_SIGE]
+        big_h = P[P_BIGZ] * sige
+        if S[i, C_RN] >= RING and delta * (1.0 - phiu) < big_h:
+            # the rule: more than half of the last RING innovations above
+            # big_h (NaN counts as above, as it would sort last); P_BIGZ is
+            # the binomial quantile that makes this happen once per arl0
+            # samples for Gaussian innovations (the normal approximation of a
+            # median of eight is three times too optimistic there)
             above = 0
             for q in range(RING):
-                if not (S[i, C_RING + q] - mu0 <= big_h):
+                if not (S[i, C_RING + q] <= big_h):
                     above += 1
-            if above >= RING // 2:
+            if above > RING // 2:
                 wm = _ring_median(S, i)
-                big = (not math.isnan(wm)) and wm - mu0 > big_h
+                big = not math.isnan(wm)
         if S[i, C_ALARM] == 0.0:
             if big and S[i, C_HIT] < P[P_PERSIST]:
                 S[i, C_ALARM] = 1.0
-                # onset: the first sample of the window above the threshold;
-                # the slowdown: the mean from there
+                # onset: the first sample of the window whose innovation is
+                # above the threshold; the slowdown: the mean deviation from
+                # there (the history's last RING entries are the ring's)
                 S[i, C_ASUM] = 0.0
                 S[i, C_AN] = 0.0
+                hn = int(S[i, C_HN])
                 for q in range(RING):
                     o = (int(S[i, C_RN]) - RING + q) % RING
-                    if S[i, C_AN] == 0.0 and S[i, C_RING + o] - mu0 <= big_h:
+                    if S[i, C_AN] == 0.0 and S[i, C_RING + o] <= big_h:
                         continue
                     if S[i, C_AN] == 0.0:
                         S[i, C_ONSTEP] = S[i, C_RING + RING + o]
                         S[i, C_ONTIME] = S[i, C_RING + 2 * RING + o]
-                    S[i, C_ASUM] += S[i, C_RING + o]
+                    S[i, C_ASUM] += HB[i, (hn - RING + q) % HIST]
                     S[i, C_AN] += 1.0
-                S[i, C_XS] = (wm - mu0) / sig
-                S[i, C_XH] = big_h / sig
+                S[i, C_XS] = wm / sige
+                S[i, C_XH] = big_h / sige
                 S[i, C_XBIG] = 1.0
                 S[i, C_EPDEG] = 0.0
                 S[i, C_BEFORE] = S[i, C_LOC]
+                S[i, C_BSE] = 0.0
                 S[i, C_DETSTEP] = step
                 S[i, C_DETTIME] = ts
                 S[i, C_CLEAR] = 0.0
-                S[i, C_PEAK] = max(s_new / h, (wm - mu0) / big_h)
+                S[i, C_PEAK] = max(s_new / h, wm / big_h)
                 S[i, C_ENDSTEP] = NAN
                 S[i, C_ENDTIME] = NAN
                 S[i, C_EPISODES] += 1.0
@@ -342,17 +383,32 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
                 _latch_episode(S, i, own, P)
     else:
         s_new = 0.0
-    # location/scale learn only while the statistic is low, so a fault cannot
-    # teach the detector that it is normal; excluding every sample with S > 0
-    # would bias the autocorrelation down (positive runs are what lift S)
+    # nothing is learned during an alarm, and the location only while the
+    # statistic is low, so a fault cannot teach the detector that it is
+    # normal; scale and phi learn from every other sample, since leaving out
+    # the samples that lift S (the positive runs) would bias both down
     if n == 0:
         S[i, C_FSTEP] = step
         S[i, C_FTIME] = ts
-    if S[i, C_ALARM] == 0.0 and (not warm or s_new < 0.5 * S[i, C_H]):
-        _learn_channel(S, i, x, n, P)
+    if S[i, C_ALARM] == 0.0:
+        _learn_channel(S, i, x, n, not warm or s_new < 0.5 * S[i, C_H], P)
     S[i, C_N] = n + 1.0
     S[i, C_LASTX] = dv
     S[i, C_LASTSTEP] = step
+
+
+@njit
+def _phi_upper(phi, n, P):
+    """``phi`` plus one standard error ``sqrt((1 - phi^2) / n_eff)``, at most ``P_PHIMAX``.
+
+    The long-run sigma ``sigma_e / (1 - phi)`` is convex in ``phi``, so an
+    unbiased but noisy estimate still under-states it on average and the
+    false-alarm rate rises (most at phi near 1 and early in a run, when
+    ``n_eff`` is small); one standard error of margin pays for that.
+    """
+    n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+    ph = phi + math.sqrt(max(1.0 - phi * phi, 0.0) / max(n_eff, 1.0))
+    return ph if ph < P[P_PHIMAX] else P[P_PHIMAX]
 
 
 @njit
@@ -382,20 +438,28 @@ def _confirm(S, HB, i, s_new, h, n, P):
                 p = (p + 1) % HIST
             S[i, C_ASUM] = tot
             S[i, C_AN] = cnt
-    # the level before the onset: the history before it (the running
-    # location may already have followed the first samples of the change)
-    S[i, C_BEFORE] = S[i, C_LOC]
-    hn = int(S[i, C_HN])
-    m = hn if hn < HIST else HIST
-    tot = 0.0
-    cnt = 0
-    for q in range(m):
-        p = (hn - m + q) % HIST
-        if HB[i, HIST + p] < S[i, C_ONSTEP]:
-            tot += HB[i, p]
-            cnt += 1
-    if cnt >= HIST_MIN:
-        S[i, C_BEFORE] = tot / cnt
+    # the level before the onset: the running location when the CUSUM
+    # left zero (an average of ~1,000 samples, learned before the change),
+    # or for a drift whose onset moved back, the history before that onset
+    # (the location then already followed part of the ramp); with the
+    # standard error of that level, so that the slowdown's uncertainty
+    # includes it
+    n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+    S[i, C_BEFORE] = S[i, C_LOC0] if math.isfinite(S[i, C_LOC0]) else S[i, C_LOC]
+    S[i, C_BSE] = S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
+    if S[i, C_ONSTEP] < S[i, C_CSTEP]:
+        hn = int(S[i, C_HN])
+        m = hn if hn < HIST else HIST
+        tot = 0.0
+        cnt = 0
+        for q in range(m):
+            p = (hn - m + q) % HIST
+            if HB[i, HIST + p] < S[i, C_ONSTEP]:
+                tot += HB[i, p]
+                cnt += 1
+        if cnt >= HIST_MIN:
+            S[i, C_BEFORE] = tot / cnt
+            S[i, C_BSE] = S[i, C_SIG] / math.sqrt(cnt)
     # the statistic and h at the crossing: h is re-designed between
     # excursions, so the reason must not pair a later h with it
     S[i, C_XS] = s_new
@@ -404,7 +468,7 @@ def _confirm(S, HB, i, s_new, h, n, P):
 
 
 @njit
-def _learn_channel(S, i, x, n, P):
+def _learn_channel(S, i, x, n, move_loc, P):
     """Robust location, AR(1) coefficient and innovation scale of the channel's input.
 
     Location: EWMA of residuals winsorised at ``winsor`` marginal sigmas.
@@ -443,7 +507,10 @@ def _learn_channel(S, i, x, n, P):
     s_m = s_e / math.sqrt(1.0 - phi * phi)
     c = P[P_CLIP]
     rc = _clip(r, c * s_m)
-    S[i, C_LOC] += lam * rc
+    # the location forgets as slowly as phi: a location that follows the
+    # AR(1) wander itself would absorb low frequencies and bias phi down
+    if move_loc:
+        S[i, C_LOC] += lphi * rc
     pv = S[i, C_PREV]
     if not math.isnan(pv):
         zc = _clip((rc - phi * pv) / s_e, c)

@@ -70,7 +70,11 @@ C_L_LOC = C_FIELDS_V2 + 16
 C_LATCHED = C_FIELDS_V2 + 17  # 2: the C_L_* fields hold a degraded episode, 1: a suspect one, 0: none
 C_EPDEG = C_FIELDS_V2 + 18  # 1 once the episode in progress qualified as degraded (no flapping back)
 C_BEFORE = C_FIELDS_V2 + 19  # the deviation's level before the onset of the current/last episode
-C_FIELDS = C_FIELDS_V2 + 20
+C_MU0 = C_FIELDS_V2 + 20  # healthy level of the deviation in use (frozen during an excursion)
+C_LOC0 = C_FIELDS_V2 + 21  # the location when the statistic last left zero
+C_BSE = C_FIELDS_V2 + 22  # standard error of C_BEFORE
+C_L_BSE = C_FIELDS_V2 + 23
+C_FIELDS = C_FIELDS_V2 + 24
 C_B_LEVEL = C_SIGE  # stall channel (which has no sigma of its own): fast level of its deviations
 C_FIELDS_V1 = 31  # rows saved before the crossing fields existed
 

@@ -146,8 +146,8 @@ class EngineConfig:
         80 steps).
     outlier_ratio
         A timing more than this factor away from its peers' median *and*
-        from the device's own last plausible timing (1e300 s, 1e-6 s where
-        peers take 0.1 s) is a data error: counted (``signals
+        from the device's own last plausible timing (1e300 s, 1e-6 s, or
+        a unit slip where peers take 0.1 s) is a data error: counted (``signals
         ["timing_outliers"]``), skipped like NaN, and warned about.
     xid_hold
         Samples a non-fatal XID (and uncorrectable ECC) keeps the device
@@ -189,7 +189,7 @@ class EngineConfig:
     job_merge_gap: int = 100
     intermittent_min: float = 0.2
     intermittent_rate: float = 0.05
-    outlier_ratio: float = 100.0
+    outlier_ratio: float = 1000.0
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> InputError:
@@ -228,11 +228,30 @@ class EngineConfig:
         if not (0.0 < self.intermittent_min < 10.0):
             raise bad("intermittent_min", "a fraction in (0, 10), e.g. 0.2 for 20 %")
         if not (isinstance(self.outlier_ratio, (int, float)) and 2.0 <= self.outlier_ratio < math.inf):
-            raise bad("outlier_ratio", "a finite factor >= 2, e.g. 100")
+            raise bad("outlier_ratio", "a finite factor >= 2, e.g. 1000")
         if not (0.0 < self.counter_rate_degraded <= 1.0):
             raise bad("counter_rate_degraded", "a fraction in (0, 1]")
         if self.timing_metric is not None and not str(self.timing_metric).endswith("_time"):
             raise bad("timing_metric", "None or a column name ending in '_time'")
+
+
+# ------------------------------------------------------------------ thresholds
+def _big_quantile(alpha: float) -> float:
+    """``t`` with P(more than RING/2 of RING i.i.d. N(0, 1) exceed t) = ``alpha`` (exact binomial tail)."""
+    n = K.RING
+    need = n // 2 + 1
+
+    def tail(p: float) -> float:
+        return sum(math.comb(n, j) * p**j * (1.0 - p) ** (n - j) for j in range(need, n + 1))
+
+    lo, hi = 0.0, 0.5
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if tail(mid) < alpha:
+            lo = mid
+        else:
+            hi = mid
+    return NormalDist().inv_cdf(1.0 - lo)
 
 
 # ------------------------------------------------------------------ helpers
@@ -393,15 +412,19 @@ class VerdictEngine:
         p[K.P_STALL_P1] = p1
         p[K.P_LAMRATE] = 1.0 - 0.5 ** (1.0 / (10.0 * cfg.scale_halflife))
         p[K.P_STALL_H] = math.log(cfg.arl0)
-        # window-median rule: about one independent window every RING samples,
-        # so the per-window tail probability is RING / arl0
-        p[K.P_BIGZ] = NormalDist().inv_cdf(1.0 - K.RING / cfg.arl0)
+        # large-shift rule: more than RING/2 of the last RING innovations above
+        # P_BIGZ sigmas. Windows slide by one sample, so every alarm starts at
+        # a window that passes: a per-window probability of 1 / arl0 bounds
+        # the rate of alarms by 1 / arl0 (RING / arl0, as if one window in
+        # RING were independent, measured 3.6x the target under AR(0.8))
+        p[K.P_BIGZ] = _big_quantile(1.0 / cfg.arl0)
         from degrade.core._kernels_common import winsorised_var_factor
 
         p[K.P_WINK] = winsorised_var_factor(cfg.winsor)
-        # phi = 0.95 (sigma_lr = 6.2 marginal sigmas) is the strongest
-        # autocorrelation the calibration was checked for
-        p[K.P_PHIMAX] = 0.95
+        # the estimate is clipped to phi = 0.97 (sigma_lr = 8.1 marginal
+        # sigmas) so that an upper bound for phi = 0.95, the strongest
+        # autocorrelation the calibration was checked for, fits below it
+        p[K.P_PHIMAX] = 0.97
         p[K.P_LAMPHI] = 1.0 - 0.5 ** (1.0 / (4.0 * cfg.scale_halflife))
         p[K.P_OUTLIER] = math.log(cfg.outlier_ratio)
         return p
@@ -435,7 +458,7 @@ class VerdictEngine:
                   K.C_DETTIME, K.C_H, K.C_SIG, K.C_ENDSTEP, K.C_ENDTIME, K.C_LASTX, K.C_LASTSTEP,
                   K.C_FSTEP, K.C_FTIME, K.C_XS, K.C_XH, K.C_SIGE, K.C_PHIU, K.C_L_ONSTEP, K.C_L_ONTIME,
                   K.C_L_DETSTEP, K.C_L_DETTIME, K.C_L_ENDSTEP, K.C_L_ENDTIME, K.C_L_XS, K.C_L_XH,
-                  K.C_L_SIG, K.C_L_LOC, K.C_BEFORE):
+                  K.C_L_SIG, K.C_L_LOC, K.C_BEFORE, K.C_MU0, K.C_LOC0, K.C_BSE, K.C_L_BSE):
             row[f] = np.nan
         return row
 
