@@ -18,7 +18,7 @@ Every tolerance comes from the sample size: false alarms are Poisson with
 mean ``samples / arl0``; a claim "within Monte Carlo error" fails only when
 the count is above the Poisson 99.9 % quantile.
 
-Tests marked xfail fail on the engine of this branch (engine e02c51e merged; see the reason); the
+Tests marked xfail fail on the engine of this branch (engine dcbaabf merged; see the reason); the
 coordinator removes the marks once the rebuilt engine passes them.
 """
 
@@ -76,9 +76,7 @@ FAMILIES = {
 
 # families on which the engine of this branch breaks the claims (measured; see docs/verdicts.md)
 _DEG_BREAKS: dict[str, str] = {}
-_SUS_BREAKS = {
-    "t3-ar0.8": "the engine at e02c51e makes 9 of 128 healthy devices suspect here (1 allowed)",
-}
+_SUS_BREAKS: dict[str, str] = {}
 _BREAKS = {"degraded": _DEG_BREAKS, "suspect": _SUS_BREAKS}
 
 
@@ -148,8 +146,10 @@ def _alarm_episodes(X, arl0, n_group=16):
 
 
 _TRACK_BREAKS = {
-    "gaussian": "the engine at e02c51e raises 1 alarm where 16 are expected at the design point on "
+    "gaussian": "the engine at dcbaabf raises 1 alarm where 16 are expected at the design point on "
     "Gaussian noise: far below the target, not tracking it (bench_calibration --targets)",
+    "t3-ar0.8": "the engine at dcbaabf raises 2 alarms where 16 are expected at the design point on "
+    "t(3) AR(0.8) noise (e02c51e: within [1/4, 2] x target)",
 }
 
 
@@ -162,7 +162,11 @@ _TRACK_BREAKS = {
             id="gaussian",
             marks=pytest.mark.xfail(strict=False, reason=_TRACK_BREAKS["gaussian"]),
         ),
-        pytest.param(NoiseSpec(family="t", nu=3.0, sd=0.03, phi=0.8), id="t3-ar0.8"),
+        pytest.param(
+            NoiseSpec(family="t", nu=3.0, sd=0.03, phi=0.8),
+            id="t3-ar0.8",
+            marks=pytest.mark.xfail(strict=False, reason=_TRACK_BREAKS["t3-ar0.8"]),
+        ),
     ],
 )
 def test_achieved_rate_tracks_the_target_at_the_design_point(spec):
