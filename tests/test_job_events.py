@@ -283,3 +283,20 @@ def test_recurring_cost_does_not_count_other_stalls_as_normal_time():
     assert rec[0].extra_steps == pytest.approx(20.0)
     assert rec[0].extra_seconds == pytest.approx(10.0, rel=0.01)
     assert rec[0].time_share == pytest.approx(20 / 1020)
+
+
+def test_dense_stalls_make_no_series_and_stay_fast():
+    import time
+
+    rng = np.random.default_rng(0)
+    starts = np.sort(rng.choice(100_000, 4000, replace=False))
+    evs = [_ev(int(s), int(s) + 1) for s in starts]
+    t0 = time.perf_counter()
+    out = _merge_events(evs, gap=100)
+    assert time.perf_counter() - t0 < 2.0  # the loop monitor asks for job events every K steps
+    assert not [e for e in out if e.period]
+    # a real rhythm among 300 random stalls is found
+    evs = [_ev(int(s), int(s) + 1) for s in np.sort(rng.choice(100_000, 300, replace=False))]
+    evs += [_ev(s, s + 1, slowdown=20.0) for s in range(1000, 100_000, 1000)]
+    out = _merge_events(sorted(evs, key=lambda e: e.start_step), gap=100)
+    assert [(e.period, e.count) for e in out if e.period] == [(1000, 99)]

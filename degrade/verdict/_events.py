@@ -24,6 +24,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from ._types import JobEvent, Status, Verdict
 
 __all__: list[str] = []
@@ -142,16 +144,21 @@ def _best_series(occ: list[JobEvent]) -> tuple[int, list[int]] | None:
     if len(occ) < MIN_OCCURRENCES:
         return None
     starts = [e.start_step for e in occ]
+    S = np.asarray(starts, dtype=np.int64)
+    n = S.size
     # gaps to the next few occurrences, not only the next one: two rhythms interleave
-    diffs = [
-        starts[j] - starts[i]
-        for i in range(len(starts))
-        for j in range(i + 1, min(i + 9, len(starts)))
-    ]
+    D = np.sort(np.concatenate([S[k:] - S[:-k] for k in range(1, min(8, n - 1) + 1)]))
     # candidate periods: gaps that recur (a series of n has n - 1 gaps near p; random stalls
     # rarely have two gaps within the tolerance of each other)
-    freq = {d: sum(abs(x - d) <= _tol(d) for x in diffs) for d in set(diffs) if d >= 2}
-    cands = sorted((d for d in freq if freq[d] >= 2), key=lambda d: (-freq[d], d))[:24]
+    u = np.unique(D[D >= 2])
+    tol = 2 + u // 1000  # _tol, vectorised
+    freq = np.searchsorted(D, u + tol, "right") - np.searchsorted(D, u - tol, "left")
+    # where stalls are so dense that a grid point of the chain's window (4 tol + 1 steps) holds
+    # one by chance with probability q >= 0.25 (Poisson), a series would be a coincidence
+    lam = n / max(int(S[-1] - S[0]), 1)
+    dense = 1.0 - np.exp(-lam * (4 * tol + 1)) >= 0.25
+    order = np.lexsort((u, -freq))
+    cands = [int(u[j]) for j in order[:24] if freq[j] >= 2 and not dense[j]]
     best: tuple[int, list[int]] | None = None
     best_score = (0.0, 0)
     cost = [(e.slowdown or 0.0) * _steps(e) for e in occ]
