@@ -514,17 +514,20 @@ def _channel_reference(xs, P, dz, hz):
             continue
         s_prev = S
         if n >= P[K.P_WARM]:
-            if s_prev == 0:
+            redesign = s_prev == 0 or (not alarm and s_prev < 0.5 * h)
+            if redesign:
                 n_eff = min(n, (2 - P[K.P_LAMPHI]) / P[K.P_LAMPHI])
                 phi = min(ac + np.sqrt(max(1 - ac * ac, 0.0) / max(n_eff, 1.0)), P[K.P_PHIMAX])
                 sm = max(scale / np.sqrt(1 - phi * phi), P[K.P_MINSCALE])
                 sig_new = sm * np.sqrt((1 + phi) / (1 - phi))
-                if not abs(sig_new - sig) <= 0.01 * sig:
+                if not abs(sig_new - sig) <= 0.01 * sig and (s_prev == 0 or sig_new < sig):
                     sig = sig_new
+                    if s_prev > 0:
+                        s_prev *= sige / (sm * np.sqrt(1 - phi * phi))
                     sige = sm * np.sqrt(1 - phi * phi)
                     phiu = phi
                     h = float(np.interp(np.log((P[K.P_MU1] - P[K.P_MU0]) / sig), np.log(dz), hz))
-            if s_prev == 0:
+            if redesign:
                 n_eff = min(n, (2 - P[K.P_LAMPHI]) / P[K.P_LAMPHI])
                 mu0 = P[K.P_MU0] + min(loc + 2 * sig / np.sqrt(max(n_eff, 1.0)), 0.0)
             e = (x - mu0) - phiu * (last - mu0) if np.isfinite(last) else (x - mu0) * (1 - phiu)

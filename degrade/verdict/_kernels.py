@@ -221,17 +221,25 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
     HB[i, 2 * HIST + hq] = ts
     S[i, C_HN] += 1.0
     if warm:
-        if s_prev == 0.0:
-            # sigma, phi and h are frozen during an excursion; between
-            # excursions h is re-designed only when sigma_lr moved by more
-            # than 1 % (it costs a log)
+        if s_prev == 0.0 or (S[i, C_ALARM] == 0.0 and s_prev < 0.5 * S[i, C_H]):
+            # h is re-designed when sigma_lr moved by more than 1 % (it costs
+            # a log): between excursions either way; during one (below h/2,
+            # no alarm) only towards a smaller sigma, so a fault cannot widen
+            # its own test while a statistic that never returns to zero (a
+            # device slow from its first step) still leaves the cautious
+            # design of its warm-up for that of its learned noise. The
+            # statistic is rescaled to the new sigma_e so its evidence keeps
+            # its meaning
             phi = _phi_upper(S[i, C_AC], n, P)
             sig_m = max(S[i, C_SCALE] / math.sqrt(1.0 - phi * phi), P[P_MINSCALE])
             sig_new = sig_m * math.sqrt((1.0 + phi) / (1.0 - phi))
             sig_old = S[i, C_SIG]
-            if not (abs(sig_new - sig_old) <= 0.01 * sig_old):
+            if not (abs(sig_new - sig_old) <= 0.01 * sig_old) and (s_prev == 0.0 or sig_new < sig_old):
+                sige_new = sig_m * math.sqrt(1.0 - phi * phi)
+                if s_prev > 0.0:
+                    s_prev *= S[i, C_SIGE] / sige_new
                 S[i, C_SIG] = sig_new
-                S[i, C_SIGE] = sig_m * math.sqrt(1.0 - phi * phi)
+                S[i, C_SIGE] = sige_new
                 S[i, C_PHIU] = phi
                 S[i, C_H] = _interp_log_grid(delta / sig_new, dz_grid, hz_grid)
             # the healthy level: up to healthy_offset above peers, and for a
