@@ -18,7 +18,7 @@ Every tolerance comes from the sample size: false alarms are Poisson with
 mean ``samples / arl0``; a claim "within Monte Carlo error" fails only when
 the count is above the Poisson 99.9 % quantile.
 
-Tests marked xfail fail on the engine of this branch (engine dcbaabf merged; see the reason); the
+Tests marked xfail fail on the engine of this branch (engine 83d2ac9 merged; see the reason); the
 coordinator removes the marks once the rebuilt engine passes them.
 """
 
@@ -146,9 +146,9 @@ def _alarm_episodes(X, arl0, n_group=16):
 
 
 _TRACK_BREAKS = {
-    "gaussian": "the engine at dcbaabf raises 1 alarm where 16 are expected at the design point on "
+    "gaussian": "the engine at 83d2ac9 raises 1 alarm where 16 are expected at the design point on "
     "Gaussian noise: far below the target, not tracking it (bench_calibration --targets)",
-    "t3-ar0.8": "the engine at dcbaabf raises 2 alarms where 16 are expected at the design point on "
+    "t3-ar0.8": "the engine at 83d2ac9 raises 2 alarms where 16 are expected at the design point on "
     "t(3) AR(0.8) noise (e02c51e: within [1/4, 2] x target)",
 }
 
