@@ -34,7 +34,7 @@ __all__: list[str] = []
 MIN_OCCURRENCES = 5
 #: ... at least this share of the grid points between its first and last one ...
 MIN_COVERAGE = 0.75
-#: ... and may skip at most this many grid points between two occurrences
+#: ... and two consecutive occurrences at most this many periods apart
 MAX_SKIP = 3
 #: a job slowdown starting within this many steps of a degraded device's onset is blamed on it
 CAUSE_STEPS = 50
