@@ -95,8 +95,8 @@ def run(args) -> int:
     threading.excepthook = thread_hook
     try:
         return _run(args, log)
-    except DegradeError:
-        raise  # one line from degrade.cli, with the error's exit status
+    except (DegradeError, ModuleNotFoundError):
+        raise  # one line from degrade.cli (a missing extra names its pip install), with its exit status
     except Exception as exc:  # noqa: BLE001 - never a bare traceback
         log.error("stopped by an unexpected error: %s: %s", type(exc).__name__, exc)
         return 1
