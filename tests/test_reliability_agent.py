@@ -365,6 +365,15 @@ def test_read_only_state_and_record_dirs(rodir):
     assert a.polls_total == 10
     assert a.errors_total["state_write"] >= 5 and a.errors_total["record_write"] >= 2
     assert a.snapshot()["agent_errors"]["state_write"] == a.errors_total["state_write"]
+    # and the count reaches Prometheus as degrade_agent_errors_total{kind}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from degrade.agent._exporter import exposition
+
+    fams = {f.name: f for f in text_string_to_metric_families(exposition(a).decode())}
+    served = {s.labels["kind"]: s.value for s in fams["degrade_agent_errors"].samples
+              if s.name == "degrade_agent_errors_total"}
+    assert served["state_write"] == a.errors_total["state_write"] and served["poll"] == 0
 
 
 def test_cli_agent_survives_read_only_textfile_and_state(rodir, tmp_path):

@@ -193,6 +193,11 @@ class DegradeCollector:
             "Atomic writes of the state file",
             value=float(snap["state_saves_total"]),
         )
+        errors = CounterMetricFamily("degrade_agent_errors", "Faults the agent survived, by kind",
+                                     labels=["kind"])
+        for kind, n in sorted(snap.get("agent_errors", {}).items()):
+            errors.add_metric([kind], float(n))
+        yield errors
         if math.isfinite(snap["last_poll_seconds"]):
             yield GaugeMetricFamily(
                 "degrade_agent_last_poll_duration_seconds",

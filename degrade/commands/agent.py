@@ -185,7 +185,7 @@ def _run(args, log) -> int:
     try:
         if args.textfile is None:
             server = serve(agent, args.listen, labels=args.labels)
-            where = f"http://{server.host}:{server.port}/metrics"
+            where = f"{server.scheme}://{server.host}:{server.port}/metrics"
         else:
             where = f"{args.textfile}/degrade.prom"
         models = sorted({g.name for g in collector.gpus_})
