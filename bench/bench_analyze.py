@@ -17,6 +17,17 @@ loaded from cache) before timing.
 
     python bench/bench_analyze.py                       # 2,000 x 2,500 = 5e6 rows
     python bench/bench_analyze.py --devices 10000 --steps 10000   # 1e8 rows
+
+``--memory`` measures peak memory instead: each pass runs in its own
+subprocess (``python -c``) and its peak RSS is the child's own ``VmHWM``
+(``/proc/self/status``, read by the child as it ends): a new address space
+per ``exec``, so neither this process's heap (``ru_maxrss`` keeps the RSS the
+child had when forked from us, across ``exec``) nor another pass counts. Passes: the interpreter
+with degrade imported and its kernels loaded (the floor), polars' plain
+pass above, and ``analyze(file, chunk_rows=N)`` for every ``--memory-chunks``
+value:
+
+    python bench/bench_analyze.py --memory --devices 4000 --steps 2500   # 1e7 rows
 """
 
 from __future__ import annotations
@@ -74,6 +85,34 @@ def write_dataset(path: str, devices: int, steps: int, job_size: int, seed: int 
     return rows
 
 
+def write_counters(path: str, devices: int, samples: int, seed: int = 0) -> int:
+    """Device counters, 8 GPUs per host, one sample every 10 s, written 200 GPUs at a time."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    writer, rows = None, 0
+    for g0 in range(0, devices, 200):
+        d = np.arange(g0, min(devices, g0 + 200))
+        n = d.size * samples
+        df = pl.DataFrame({
+            "device": np.tile(np.char.add("GPU-", d.astype(str)), samples),
+            "host": np.tile(np.char.add("node-", (d // 8).astype(str)), samples),
+            "model": "H100",
+            "timestamp": np.repeat(1.7e9 + 10.0 * np.arange(samples), d.size),
+            "sm_clock_mhz": 1980.0 + rng.standard_normal(n),
+            "power_watts": 500.0 + 5.0 * rng.standard_normal(n),
+            "gpu_temp_celsius": 60.0 + rng.standard_normal(n),
+        })
+        table = df.to_arrow()
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=1_000_000)
+        rows += n
+    writer.close()
+    return rows
+
+
 ALIASES = {"job": "job_id", "device": "uuid", "step": "iteration", "compute_time": "compute_seconds"}
 
 
@@ -124,6 +163,81 @@ def run_io(path: str, chunk_rows: int | None) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+_HWM = """
+import sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # the cwd must not shadow PYTHONPATH
+def _hwm():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])  # kB
+import atexit
+atexit.register(lambda: print("VmHWM", _hwm(), flush=True))
+"""
+
+_FLOOR = _HWM + """
+import numpy as np, polars as pl
+from degrade.analyze import analyze
+analyze(pl.DataFrame({"device": ["a", "b", "c"] * 30, "step": np.repeat(np.arange(30), 3),
+                      "compute_time": 0.1, "step_time": 0.1}))
+"""
+
+_POLARS = _HWM + """
+import sys, polars as pl
+lf = pl.scan_parquet(sys.argv[1])
+if "uuid" in lf.collect_schema():
+    lf = lf.rename({"job_id": "job", "uuid": "device", "iteration": "step", "compute_seconds": "compute_time"})
+if "step" in lf.collect_schema():
+    lf.sort(["job", "device", "step"]).group_by(["job", "device"]).agg(
+        pl.col("compute_time").median(), pl.len()).collect()
+else:  # counters
+    lf.sort(["device", "timestamp"]).group_by("device").agg(
+        pl.col("sm_clock_mhz").median(), pl.len()).collect()
+"""
+
+_DEGRADE = _FLOOR + """
+import json, sys
+res = analyze(sys.argv[1], chunk_rows=int(sys.argv[2]))
+print(json.dumps({"peak_block_rows": res.stats["peak_block_rows"], "rows": res.stats["rows"],
+                  "flagged": sum(str(v.status) in ("degraded", "failed") for v in res.verdicts)}))
+"""
+
+
+def run_memory(path: str, rows: int, chunks: list[int], polars_pass: bool) -> None:
+    """Peak RSS of each pass, each in a fresh subprocess (see the module docstring)."""
+    import json
+    import subprocess
+    import sys
+
+    def measure(code, *argv):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", code, *argv], stdout=subprocess.PIPE, text=True)
+        out = proc.stdout.read()
+        if proc.wait() != 0:
+            raise SystemExit(f"pass failed with status {proc.returncode}")
+        hwm = [int(x.split()[1]) for x in out.splitlines() if x.startswith("VmHWM ")]
+        return hwm[-1] / 1e6, time.perf_counter() - t0, out
+
+    env_note = os.environ.get("PYTHONPATH", "")
+    floor, wf, _ = measure(_FLOOR)
+    print(f"\n| pass ({rows:,} rows) | peak RSS GB | wall s | ratio to polars |")
+    print("|---|---:|---:|---:|")
+    ref = None
+    if polars_pass:
+        ref, wp, _ = measure(_POLARS, path)
+        print(f"| polars scan + sort + group-by | {ref:.2f} | {wp:.1f} | 1.00 |")
+    print(f"| python + degrade imported, kernels loaded (floor) | {floor:.2f} | {wf:.1f} | "
+          + (f"{floor / ref:.2f} |" if ref else "- |"))
+    for c in chunks:
+        rss, wd, out = measure(_DEGRADE, path, str(c))
+        info = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
+        ratio = f"{rss / ref:.2f}" if ref else "-"
+        print(f"| degrade analyze --chunk-rows {c:,} (peak block {info['peak_block_rows']:,} rows, "
+              f"{info['flagged']} flagged) | {rss:.2f} | {wd:.1f} | {ratio} |")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+          + (f"; PYTHONPATH={env_note}" if env_note else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=2000)
@@ -136,16 +250,32 @@ def main() -> None:
     ap.add_argument("--aliases", action="store_true",
                     help="write uuid/iteration/compute_seconds/job_id instead of the canonical names "
                          "(read through degrade.io's aliases; the polars pass sorts the same columns)")
+    ap.add_argument("--memory", action="store_true",
+                    help="measure peak RSS of each pass in a subprocess instead of timing")
+    ap.add_argument("--memory-chunks", default="4000000,1000000,250000",
+                    help="with --memory: comma-separated --chunk-rows values to measure")
+    ap.add_argument("--counters", action="store_true",
+                    help="with --memory: a counters file instead (--devices GPUs, 8 per host, --steps "
+                         "samples 10 s apart; the polars pass sorts by device and timestamp)")
+    ap.add_argument("--no-polars", action="store_true",
+                    help="with --memory: skip the polars pass (its in-memory sort needs ~0.13 GB "
+                         "per 1e6 rows)")
     args = ap.parse_args()
+    if args.counters and not args.memory:
+        ap.error("--counters goes with --memory")
 
     import polars as pl
 
     d = args.dir or tempfile.mkdtemp(prefix="degrade-bench-")
     os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, f"timings_{args.devices}x{args.steps}{'_aliases' if args.aliases else ''}.parquet")
+    kind = "counters" if args.counters else "timings"
+    path = os.path.join(d, f"{kind}_{args.devices}x{args.steps}{'_aliases' if args.aliases else ''}.parquet")
     t0 = time.perf_counter()
     if not os.path.exists(path):
-        rows = write_dataset(path, args.devices, args.steps, args.job_size)
+        if args.counters:
+            rows = write_counters(path, args.devices, args.steps)
+        else:
+            rows = write_dataset(path, args.devices, args.steps, args.job_size)
         if args.aliases:
             tmp = path + ".tmp"
             pl.scan_parquet(path).rename(ALIASES).sink_parquet(tmp)
@@ -155,6 +285,13 @@ def main() -> None:
     print(f"data: {rows:,} rows ({args.devices:,} devices x {args.steps:,} steps, jobs of "
           f"{args.job_size}), {os.path.getsize(path) / 1e6:.0f} MB Parquet, written in "
           f"{time.perf_counter() - t0:.0f} s; polars {pl.__version__}, {os.cpu_count()} CPUs")
+
+    if args.memory:
+        run_memory(path, rows, [int(c) for c in args.memory_chunks.split(",")], not args.no_polars)
+        if not args.keep and args.dir is None:
+            os.remove(path)
+            os.rmdir(d)
+        return
 
     # compile (or load from the numba cache) outside the timing
     from degrade.analyze import analyze

@@ -264,8 +264,10 @@ def _read_regular(path: Path, max_bytes: int) -> bytes:
         raise StateFileError(f"{path}: no such state file", missing=True) from exc
     except IsADirectoryError as exc:
         raise StateFileError(f"{path}: is a directory, not a state file") from exc
-    except OSError as exc:
-        raise StateFileError(f"{path}: cannot open the state file ({exc.strerror or exc})") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise StateFileError(
+            f"{path}: cannot open the state file ({getattr(exc, 'strerror', None) or exc})"
+        ) from exc
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):

@@ -13,6 +13,7 @@ __all__ = [
     "NVMLUnavailableError",
     "DeviceDegradedError",
     "StateFileError",
+    "DataWarning",
     "PeerDegradedError",
 ]
 
@@ -72,6 +73,10 @@ class StateFileError(InputError):
     def __init__(self, message: str, *, missing: bool = False):
         super().__init__(message)
         self.missing = missing
+
+
+class DataWarning(UserWarning):
+    """Input samples that were skipped as data errors (implausible timings); the message says which."""
 
 
 class PeerDegradedError(DegradeError):

@@ -317,16 +317,29 @@ def test_restart_keeps_baselines_bit_for_bit(tmp_path):
     assert not np.array_equal(fresh.engine.state_dict()["clock_peer"], b["clock_peer"])
 
 
-def test_bad_state_file_is_one_clear_error(tmp_path):
+def test_bad_state_file_starts_fresh_with_one_warning(tmp_path):
     require("pynvml")
+    import logging
+
     from degrade.agent import Agent, AgentConfig
-    from degrade.errors import InputError
 
     p = tmp_path / "agent.state"
-    p.write_bytes(b"not a pickle")
+    p.write_bytes(b"not a state file")
     fake, _ = _fake_from_arrays()
-    with pytest.raises(InputError, match=f"{p}: not a readable degrade agent state"):
-        Agent(_collector(fake, xid_events=False), AgentConfig(state_path=str(p))).start()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("degrade.agent").addHandler(handler)
+    try:
+        agent = Agent(_collector(fake, xid_events=False), AgentConfig(state_path=str(p))).start()
+    finally:
+        logging.getLogger("degrade.agent").removeHandler(handler)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(p) in warnings[0] and "fresh baselines" in warnings[0], warnings
+    assert agent.restored_from is None and agent.errors_total["state_load"] == 1
+    agent.poll_once()
+    agent.close()  # the unusable file is replaced by a good state
+    assert Agent(_collector(fake, xid_events=False), AgentConfig(state_path=str(p))).start().restored_from == str(p)
 
 
 def test_gpu_lost_mid_run_is_failed_and_others_keep_going():
@@ -406,15 +419,15 @@ def test_exposition_labels_and_values(replay):
     for s in st:
         lab = s.labels
         assert set(lab) >= {
-            "hostname",
+            "Hostname",
             "gpu",
             "UUID",
             "pci_bus_id",
             "device",
-            "model_name",
+            "modelName",
             "status",
         }
-        assert lab["device"] == f"nvidia{lab['gpu']}" and lab["hostname"] == fake.host
+        assert lab["device"] == f"nvidia{lab['gpu']}" and lab["Hostname"] == fake.host
         assert lab["status"] == ("degraded" if lab["UUID"] == bad else "healthy")
     slow = {s.labels["UUID"]: s.value for s in fams["degrade_device_slowdown_ratio"].samples}
     assert 0.05 < slow[bad] < 1.0
@@ -448,11 +461,12 @@ def test_promtool_check_metrics_and_textfile(replay, tmp_path):
         [exe, "check", "metrics"], input=exposition(agent, "snake"), capture_output=True, timeout=30
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    # the default, dcgm-exporter's join labels (UUID, gpu, pci_bus_id, hostname), passes too
+    # the default, dcgm-exporter's join labels: promtool's only finding is the camelCase modelName
     r = subprocess.run(
         [exe, "check", "metrics"], input=exposition(agent), capture_output=True, timeout=30
     )
-    assert r.returncode == 0, r.stdout + r.stderr
+    findings = {line.split(" ", 1)[1] for line in (r.stdout + r.stderr).decode().splitlines() if line}
+    assert findings == {"label names should be written in 'snake_case' not 'camelCase'"}, findings
     path = write_textfile(agent, tmp_path, labels="snake")
     assert sorted(os.listdir(tmp_path)) == ["degrade.prom"]  # the temp file was renamed away
     r = subprocess.run(

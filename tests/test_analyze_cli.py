@@ -90,8 +90,14 @@ def test_truncated_parquet_inside_a_dataset_is_named(tmp_path):
     fleet(1, jobs=1, n_step=50).write_parquet(good / "a.parquet")
     data = (good / "a.parquet").read_bytes()
     (good / "b.parquet").write_bytes(data[: len(data) // 2])
-    p = _cli(str(good))
-    assert p.returncode != 0 and "Traceback" not in p.stderr
+    # inside a directory it is skipped with a warning naming it (docs/schema.md) ...
+    p = _cli(str(good), "--no-progress")
+    assert p.returncode == 0 and "Traceback" not in p.stderr
+    warn = [x for x in p.stderr.splitlines() if "warning" in x]
+    assert len(warn) == 1 and "b.parquet" in warn[0] and "skipped" in warn[0]
+    # ... and --strict makes it the one-line error it used to be
+    p = _cli(str(good), "--strict")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "b.parquet" in p.stderr
 
 

@@ -203,14 +203,15 @@ def test_dcgm_46_names():
             "timestamp": [1.7e9],
             "GPU_TEMP_CELSIUS": [71.0],
             "BOARD_POWER_WATTS": [512.0],
-            "GPU_UTIL_RATIO": [0.9],
+            "GPU_UTIL_RATIO": [90],  # DCGM 4.6: still field 203, INT64 percent
             "XID_ERROR": [48],
             "PCIE_REPLAY_TOTAL": [12],
             "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": [0x20],
         }
     )
     r = read_counters(df).collect().row(0, named=True)
-    assert (r["gpu_temp_celsius"], r["power_watts"], r["gpu_util_ratio"]) == (71.0, 512.0, 0.9)
+    assert (r["gpu_temp_celsius"], r["power_watts"]) == (71.0, 512.0)
+    assert r["gpu_util_ratio"] == pytest.approx(0.9)
     assert (r["xid_last"], r["pcie_replay_total"], r["clock_event_reasons"]) == (48, 12, 0x20)
 
 

@@ -131,7 +131,9 @@ def test_thermal_counters_match_timing_effect():
     assert after["gpu_temp_celsius"].min() > 83 and before["gpu_temp_celsius"].max() < 80
     ratio = before["sm_clock_mhz"].median() / after["sm_clock_mhz"].median()
     assert ratio == pytest.approx(1.25, abs=0.03)
-    assert before["power_watts"].median() / after["power_watts"].median() == pytest.approx(1.25, abs=0.08)
+    assert before["power_watts"].median() / after["power_watts"].median() == pytest.approx(
+        1.25, abs=0.08
+    )
     assert _ratio_to_peers(res.timings, dev, 200, 600) == pytest.approx(1.25, abs=0.05)
 
 
@@ -387,18 +389,269 @@ def test_partitioned_write_reads_back(tmp_path):
     res = simulate("demo")
     paths = res.write(tmp_path, partition_by="job")
     assert sorted(p.name for p in (tmp_path / "timings").iterdir()) == [
-        "job=llm-pretrain", "job=moe-pipeline", "job=serve"]
+        "job=llm-pretrain",
+        "job=moe-pipeline",
+        "job=serve",
+    ]
     assert partitions(paths["timings"]) == ["llm-pretrain", "moe-pipeline", "serve"]
     one = read_timings(paths["timings"], jobs="serve").collect()
     assert one.height == res.timings.filter(pl.col("job") == "serve").height
     c = read_counters(paths["counters"]).collect()
-    assert c.height == res.counters.height and c["host"].n_unique() == res.counters["host"].n_unique()
+    assert (
+        c.height == res.counters.height and c["host"].n_unique() == res.counters["host"].n_unique()
+    )
     with pytest.raises(InputError, match="partition_by"):
         res.write(tmp_path, partition_by="device")
 
 
 def test_stall_magnitude_is_its_mean_slowdown():
-    res = simulate(_one_job([dict(job="j", device=0, type="stall", onset_step=0, prob=0.1, stall_factor=3.0)]))
+    res = simulate(
+        _one_job([dict(job="j", device=0, type="stall", onset_step=0, prob=0.1, stall_factor=3.0)])
+    )
     assert res.truth["magnitude"][0] == pytest.approx(0.2)
     sc = load_scenario("hard_noise")
-    assert simulate(sc).truth.filter(pl.col("fault") == "stall")["magnitude"][0] == pytest.approx(0.2)
+    assert simulate(sc).truth.filter(pl.col("fault") == "stall")["magnitude"][0] == pytest.approx(
+        0.2
+    )
+
+
+# ---------------------------------------------------------------- noise families (issue 10)
+from degrade.simulate import Fault, NoiseSpec, compute_times, simulate_times  # noqa: E402
+from degrade.simulate._noise import ar1, innovations, moe_imbalance  # noqa: E402
+
+
+def _lag1(x):
+    x = x - x.mean(axis=0)
+    return float((x[1:] * x[:-1]).sum() / (x * x).sum())
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.5, 0.8, 0.95])
+@pytest.mark.parametrize("family", ["gaussian", "t"])
+def test_ar1_unit_variance_and_lag1(phi, family):
+    T, N = 4000, 64
+    z = ar1(innovations(np.random.default_rng(7), (T, N), family, 3.0), phi)
+    # lag-1 autocorrelation: se ~ sqrt((1 - phi^2) / (T N)) < 0.002, bias of the demeaned
+    # estimate ~ (1 + 4 phi) / T < 0.0012
+    assert _lag1(z) == pytest.approx(phi, abs=0.01)
+    if family == "gaussian":
+        # the pooled variance has se ~ sqrt(2 (1 + phi^2) / (1 - phi^2) / (T N)) <= 0.02 at phi 0.95
+        assert float(z.var()) == pytest.approx(1.0, abs=0.08)
+    else:
+        # t(3) has no fourth moment: check the scale robustly (median |z| of a unit-variance t(3) is
+        # 0.7649 / sqrt(3) at phi = 0; an AR sum of t innovations is closer to Gaussian, so only bounds)
+        med = float(np.median(np.abs(z)))
+        lo = 0.7649 / np.sqrt(3) - 0.01
+        assert lo < med < 0.6745 + 0.01
+
+
+@pytest.mark.parametrize("nu", [3.0, 2.5])
+def test_student_t_tail_probability(nu):
+    stats = pytest.importorskip("scipy.stats")
+    n = 400_000
+    z = innovations(np.random.default_rng(11), (n,), "t", nu)
+    c = np.sqrt((nu - 2) / nu)
+    for q in (1.0, 3.0, 6.0):
+        p = 2 * stats.t.sf(q / c, nu)
+        se = np.sqrt(p * (1 - p) / n)
+        assert float(np.mean(np.abs(z) > q)) == pytest.approx(p, abs=5 * se)
+
+
+def test_heavy_tails_are_heavier_than_gaussian():
+    g = innovations(np.random.default_rng(1), (200_000,), "gaussian")
+    t = innovations(np.random.default_rng(1), (200_000,), "t", 3.0)
+    assert np.mean(np.abs(t) > 4) > 20 * np.mean(np.abs(g) > 4)
+
+
+def test_heteroscedastic_sd_per_device():
+    spec = NoiseSpec(sd=0.02, hetero=1.0)
+    x = np.log(compute_times(3000, 200, spec, seed=2, base=1.0))
+    sd = x.std(axis=0)
+    # log-uniform multiplier in [1/2, 2]: per-device sd within that band (3000 samples: ~1.3 % se)
+    assert sd.min() > 0.02 * 0.5 * 0.93 and sd.max() < 0.02 * 2 * 1.07
+    assert sd.max() / sd.min() > 3.0
+    flat = np.log(compute_times(3000, 200, NoiseSpec(sd=0.02), seed=2, base=1.0)).std(axis=0)
+    assert flat.max() / flat.min() < 1.2
+
+
+def test_moe_imbalance_is_zero_sum_correlated_and_persistent():
+    spec = NoiseSpec(sd=0.0, moe=0.05, moe_phi=0.8, moe_group=8, moe_rho=0.5)
+    g = moe_imbalance(np.random.default_rng(3), (5000, 64), spec)
+    assert np.abs(g.sum(axis=1)).max() < 1e-9  # tokens moved, not created
+    assert _lag1(g) == pytest.approx(0.8, abs=0.02)
+    c = np.corrcoef(g.T)
+    same = np.mean([c[i, j] for i in range(8) for j in range(8) if i != j])
+    other = np.mean([c[i, j] for i in range(8) for j in range(8, 16)])
+    # g_i = a_i + b_block(i) centred over R = 64 ranks in nb = 8 blocks, var a = 1 - rho, var b = rho
+    R, nb, rho = 64, 8, 0.5
+    var = (1 - rho) * (1 - 1 / R) + rho * (1 - 1 / nb)
+    assert same == pytest.approx((rho * (1 - 1 / nb) - (1 - rho) / R) / var, abs=0.06)
+    assert other == pytest.approx((-rho / nb - (1 - rho) / R) / var, abs=0.04)
+    assert float(g.std()) == pytest.approx(0.05 * np.sqrt(var), rel=0.08)
+
+
+def test_periodic_all_rank_events_and_restarts_reshuffle():
+    spec = NoiseSpec(sd=0.01, period=250, period_factor=2.0, period_seconds=10.0, restarts=(600,))
+    tm = simulate_times(1000, 16, spec, seed=4)
+    med = np.median(tm.compute, axis=1)
+    ev = np.arange(250, 1000, 250)
+    assert np.all(med[ev] > 1.6 * 0.5) and np.all(tm.step[ev, 0] > 10.0)
+    quiet = np.setdiff1d(np.arange(1000), np.r_[ev, 600:640])
+    assert np.median(med[quiet]) == pytest.approx(0.5, rel=0.01) and tm.step[quiet, 0].max() < 1.0
+    assert med[600] > 2.5 * 0.5  # warm-up after the restart
+    assert (tm.rank[:600] == np.arange(16)).all()
+    assert not (tm.rank[600:] == np.arange(16)).all()
+    assert sorted(tm.rank[700]) == list(range(16)) and (tm.rank[600:] == tm.rank[600]).all()
+
+
+def test_moe_imbalance_follows_the_rank_after_a_reshuffle():
+    spec = NoiseSpec(sd=0.0, moe=0.05, moe_phi=0.999, restarts=(500,), restart_factor=1.0)
+    tm = simulate_times(1000, 8, spec, seed=5)
+    x = np.log(tm.compute / 0.5)
+    perm = tm.rank[600]
+    # the near-constant per-rank level moves with the rank: device d after = the device that held perm[d]
+    before = {int(r): x[499, d] for d, r in enumerate(tm.rank[499])}
+    after = np.array([before[int(r)] for r in perm])
+    assert np.allclose(x[500], after, atol=0.01)
+
+
+def test_garbage_replaces_a_fraction_of_compute_only():
+    spec = NoiseSpec(sd=0.02, garbage_rate=0.01)
+    tm = simulate_times(2000, 50, spec, seed=6)
+    n = tm.garbage.size
+    assert tm.garbage.mean() == pytest.approx(0.01, abs=5 * np.sqrt(0.01 * 0.99 / n))
+    bad = tm.compute[tm.garbage]
+    assert set(np.unique(bad[np.isfinite(bad)]).tolist()) <= {1e300, 1e-6, 0.0}
+    assert np.isnan(bad).mean() == pytest.approx(0.25, abs=0.05)
+    assert np.isfinite(tm.step).all() and tm.step.max() < 2.0
+    assert not np.isin(tm.compute[~tm.garbage], [1e300, 1e-6, 0.0]).any()
+
+
+@pytest.mark.parametrize("m", [0.03, 0.05, 0.07, 0.10, 0.20])
+def test_step_faults_have_their_magnitude(m):
+    spec = NoiseSpec(sd=0.02)
+    healthy = simulate_times(800, 16, spec, seed=8)
+    faulty = simulate_times(
+        800, 16, spec, seed=8, faults=[Fault(device=3, kind="step", onset=300, magnitude=m)]
+    )
+    r = faulty.compute / healthy.compute  # same seed: the same healthy noise
+    assert np.allclose(r[:300], 1.0) and np.allclose(r[300:, 3], 1 + m)
+    assert np.allclose(np.delete(r, 3, axis=1), 1.0)
+    assert faulty.truth == [
+        dict(device=3, kind="step", onset=300, magnitude=m, ramp_steps=500, prob=0.15, end=None)
+    ]
+    assert np.allclose(
+        compute_times(800, 16, spec, seed=8, faults=[Fault(device=3, magnitude=m)])[:, 3]
+        / healthy.compute[:, 3],
+        1 + m,
+    )  # onset 0: slow from the first step
+
+
+def test_drift_and_intermittent_faults():
+    h = simulate_times(3000, 8, NoiseSpec(sd=0.02), seed=9).compute
+    d = simulate_times(
+        3000,
+        8,
+        NoiseSpec(sd=0.02),
+        seed=9,
+        faults=[Fault(device=1, kind="drift", onset=1000, magnitude=0.2, ramp_steps=400)],
+    ).compute
+    r = d[:, 1] / h[:, 1]
+    assert (
+        np.allclose(r[:1000], 1)
+        and r[1199] == pytest.approx(1.1, abs=1e-3)
+        and np.allclose(r[1400:], 1.2)
+    )
+    i = simulate_times(
+        3000,
+        8,
+        NoiseSpec(sd=0.02),
+        seed=9,
+        faults=[
+            Fault(device=2, kind="intermittent", onset=500, magnitude=0.3, prob=0.15, end=2500)
+        ],
+    ).compute
+    r = i[:, 2] / h[:, 2]
+    hit = ~np.isclose(r, 1.0)
+    assert not hit[:500].any() and not hit[2500:].any()
+    assert np.allclose(r[hit], 1.3)
+    assert hit[500:2500].mean() == pytest.approx(0.15, abs=5 * np.sqrt(0.15 * 0.85 / 2000))
+
+
+def test_noise_spec_errors_name_the_field():
+    with pytest.raises(InputError, match="nu > 2"):
+        NoiseSpec(family="t", nu=2.0)
+    with pytest.raises(InputError, match="phi"):
+        NoiseSpec(phi=1.0)
+    with pytest.raises(InputError, match="family 'cauchy'"):
+        NoiseSpec(family="cauchy")
+    with pytest.raises(InputError, match="unknown key"):
+        NoiseSpec.from_dict({"sd": 0.1, "sigma": 2})
+    with pytest.raises(InputError, match="Fault.kind"):
+        Fault(device=0, kind="ramp")
+    with pytest.raises(InputError, match="outside"):
+        simulate_times(10, 4, faults=[Fault(device=4)])
+
+
+def test_scenario_noise_keys_draw_the_family():
+    base = dict(steps=3000, hosts=2, gpus_per_host=8, noise=0.02, device_offset=0.0, spike_prob=0.0)
+    g = simulate(_one_job(**base)).timings
+    t = simulate(_one_job(noise_family="t", noise_nu=3.0, **base)).timings
+
+    def tails(tt):
+        w = tt.filter(pl.col("step") > 50).pivot(on="device", index="step", values="compute_time")
+        x = np.log(w.drop("step").to_numpy())
+        x = x - np.median(x, axis=0)
+        return float(np.mean(np.abs(x) > 0.08))  # 4 sd
+
+    assert tails(t) > 10 * max(tails(g), 1e-5)
+
+
+def test_scenario_reshuffle_moe_and_garbage():
+    sc = _one_job(
+        steps=1200,
+        hosts=2,
+        gpus_per_host=8,
+        elastic=[[600, 0, 0]],
+        reshuffle=True,
+        moe=0.04,
+        garbage_rate=0.01,
+    )
+    t = simulate(sc).timings
+    piv = t.pivot(on="device", index="step", values="rank").sort("step").drop("step").to_numpy()
+    assert (piv[:600] == piv[0]).all() and (piv[600:] == piv[600]).all()
+    assert sorted(piv[700].tolist()) == list(range(16)) and not (piv[700] == piv[0]).all()
+    ct = t["compute_time"].to_numpy()
+    frac = np.mean(~np.isfinite(ct) | (ct > 1e200) | (ct < 1e-3))
+    assert frac == pytest.approx(0.01, abs=0.004)
+    assert np.isfinite(t["step_time"].to_numpy()).all() and t["step_time"].max() < 100
+
+
+def test_scenario_noise_key_errors():
+    with pytest.raises(InputError, match="job 'j'.*nu > 2"):
+        scenario_from_dict({"job": [{"name": "j", "noise_family": "t", "noise_nu": 1.5}]})
+    with pytest.raises(InputError, match="garbage_columns"):
+        scenario_from_dict({"job": [{"name": "j", "garbage_columns": ["power"]}]})
+
+
+def test_healthy_heavy_scenario_uses_the_noise_families():
+    sc = load_scenario("healthy_heavy")
+    j = sc.jobs[0]
+    assert (j.noise_family, j.ar, j.reshuffle, j.hosts * j.gpus_per_host, j.steps) == (
+        "t",
+        0.8,
+        True,
+        256,
+        30000,
+    )
+    assert not sc.faults
+    # a scaled-down copy simulates (the full one is 7.7 M rows: benchmarks, not tests)
+    j.hosts, j.steps, j.elastic, j.checkpoint_every = 2, 600, [[200, 0, 0], [400, 0, 0]], 100
+    res = simulate(sc)
+    assert res.truth.height == 0 and res.timings.height == 16 * 600
+    ranks = (
+        res.timings.pivot(on="device", index="step", values="rank")
+        .sort("step")
+        .drop("step")
+        .to_numpy()
+    )
+    assert not (ranks[300] == ranks[100]).all()

@@ -13,7 +13,14 @@ the same code runs on the real driver (``import pynvml``) and on
 - a call that hangs costs at most ``timeout`` seconds: each GPU is polled by
   its own worker thread, a GPU whose worker is still stuck yields an empty
   row (missing data, so the engine calls it ``unknown``) and gets no new
-  work until the stuck call returns.
+  work until the stuck call returns;
+- start-up has deadlines too: ``nvmlInit`` and ``nvmlDeviceGetCount`` get
+  ``init_timeout`` seconds (then :class:`NVMLUnavailableError`), and each
+  GPU is identified (handle, UUID, name, PCI info) on its own worker within
+  ``timeout``: a GPU whose identification hangs is listed as
+  ``GPU-index-<i>``, stalled, and takes its real identity if the call ever
+  returns; XID event registration runs on the event thread, and
+  ``nvmlShutdown`` is given ``timeout`` seconds at close.
 
 XID errors come through an NVML event set on a background thread
 (``nvmlEventSetWait_v2``), not by polling.
@@ -239,6 +246,10 @@ class GPUInfo:
     absent: bool = False
     xid_last: int = 0
     slow: dict[str, float] = field(default_factory=dict)
+    #: identification still running on the GPU's worker (it hung at start-up)
+    pending: Future | None = field(repr=False, default=None)
+    #: identified after start-up: register it for XID events at its next poll
+    xid_register: bool = False
 
 
 class _Worker:
@@ -277,6 +288,33 @@ class _Worker:
         self._q.put(None)
 
 
+class _Hung(Exception):
+    """An NVML call at start-up or shutdown that did not return within its deadline."""
+
+
+def _call_with_deadline(fn: Callable[[], Any], timeout: float, name: str) -> Any:
+    """Run ``fn`` on a daemon thread; raise :class:`_Hung` if it is not done within ``timeout`` s.
+
+    A call stuck inside the driver cannot be cancelled: the thread is left
+    behind (daemon, so it does not keep the process alive).
+    """
+    fut: Future = Future()
+
+    def run() -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name=f"degrade-{name}", daemon=True).start()
+    try:
+        return fut.result(timeout=timeout)
+    except TimeoutError:
+        raise _Hung(f"{name} did not return within {timeout:g} s") from None
+
+
 class NVMLCollector:
     """Poll NVML for every GPU on the node and return canonical counter rows.
 
@@ -297,6 +335,9 @@ class NVMLCollector:
         Host name recorded in the rows (default: the machine's).
     xid_events
         Listen for XID critical-error events on a background thread.
+    init_timeout
+        Seconds ``nvmlInit`` and ``nvmlDeviceGetCount`` may take at start-up
+        (a driver without persistence mode can take seconds per GPU).
 
     Examples
     --------
@@ -317,7 +358,10 @@ class NVMLCollector:
         clock: Callable[[], float] | None = None,
         host: str | None = None,
         xid_events: bool = True,
+        init_timeout: float = 30.0,
     ) -> None:
+        if not (init_timeout > 0 and math.isfinite(init_timeout)):
+            raise InputError(f"init_timeout={init_timeout!r}: expected a positive number of seconds")
         if not (slow_interval > 0 and math.isfinite(slow_interval)):
             raise InputError(f"slow_interval={slow_interval!r}: expected a positive number of seconds")
         if not (timeout > 0 and math.isfinite(timeout)):
@@ -328,6 +372,7 @@ class NVMLCollector:
         self.clock = clock
         self.host = host
         self.xid_events = xid_events
+        self.init_timeout = init_timeout
         self.gpus_: list[GPUInfo] = []
         self.errors_: dict[tuple[int, str], int] = {}
         self.timeouts_ = 0
@@ -351,7 +396,9 @@ class NVMLCollector:
 
             self.host = socket.gethostname()
         try:
-            nv.nvmlInit()
+            _call_with_deadline(nv.nvmlInit, self.init_timeout, "nvmlInit")
+        except _Hung as exc:
+            raise NVMLUnavailableError(f"NVML is hanging: {exc}; check the driver (nvidia-smi)") from None
         except nv.NVMLError as exc:
             if exc.value in (_LIBRARY_NOT_FOUND, _DRIVER_NOT_LOADED, _NO_PERMISSION):
                 raise NVMLUnavailableError(
@@ -361,30 +408,45 @@ class NVMLCollector:
                 ) from exc
             raise NVMLUnavailableError(f"NVML failed to initialise: {_s(exc)}") from exc
         self._started = True
-        self.gpus_ = []
-        for i in range(nv.nvmlDeviceGetCount()):
-            try:
-                h = nv.nvmlDeviceGetHandleByIndex(i)
-                info = GPUInfo(
-                    index=i,
-                    uuid=_s(nv.nvmlDeviceGetUUID(h)),
-                    name=_s(nv.nvmlDeviceGetName(h)),
-                    pci_bus_id=_s(nv.nvmlDeviceGetPciInfo(h).busId),
-                    handle=h,
-                )
-            except nv.NVMLError as exc:
-                # a GPU that cannot even be identified is reported, not skipped silently
-                info = GPUInfo(index=i, uuid=f"GPU-index-{i}", name="unknown", pci_bus_id="", handle=None)
-                self._count_error(i, exc)
-                if exc.value == _GPU_IS_LOST:
-                    info.lost = True
-                else:
-                    info.absent = True
-            self.gpus_.append(info)
-        self._workers = [_Worker(f"degrade-nvml-gpu{g.index}") for g in self.gpus_]
+        try:
+            count = int(_call_with_deadline(nv.nvmlDeviceGetCount, self.init_timeout, "nvmlDeviceGetCount"))
+        except (_Hung, nv.NVMLError) as exc:
+            self._started = False
+            raise NVMLUnavailableError(f"NVML cannot count the GPUs: {_s(exc)}") from None
+        self.gpus_ = [GPUInfo(index=i, uuid=f"GPU-index-{i}", name="unknown", pci_bus_id="") for i in range(count)]
+        self._workers = [_Worker(f"degrade-nvml-gpu{i}") for i in range(count)]
+        # every GPU is identified on its own worker, in parallel: a hung call costs one timeout
+        futs = [w.submit(lambda i=i: self._identify(i)) for i, w in enumerate(self._workers)]
+        if futs:
+            wait_futures(futs, timeout=self.timeout)
+        for g, fut in zip(self.gpus_, futs):
+            if fut.done():
+                self._apply_identity(g, fut)
+            else:
+                g.pending = fut  # the poll reports it stalled until the call returns
+                with self._lock:
+                    self.timeouts_ += 1
+                self._count_error(g.index, _Timeout())
         if self.xid_events:
             self._start_xid_listener()
         return self
+
+    def _identify(self, i: int) -> tuple[Any, str, str, str]:
+        nv = self.nvml
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        return h, _s(nv.nvmlDeviceGetUUID(h)), _s(nv.nvmlDeviceGetName(h)), _s(nv.nvmlDeviceGetPciInfo(h).busId)
+
+    def _apply_identity(self, g: GPUInfo, fut: Future) -> None:
+        g.pending = None
+        try:
+            g.handle, g.uuid, g.name, g.pci_bus_id = fut.result()
+        except Exception as exc:  # noqa: BLE001 - NVMLError or a broken binding: the GPU is reported
+            # a GPU that cannot even be identified is reported, not skipped silently
+            self._count_error(g.index, exc)
+            if getattr(exc, "value", None) == _GPU_IS_LOST:
+                g.lost = True
+            else:
+                g.absent = True
 
     def close(self) -> None:
         """Stop the worker and event threads and shut NVML down."""
@@ -396,8 +458,8 @@ class NVMLCollector:
         if self._events_thread is not None:
             self._events_thread.join(timeout=self.timeout + 1.5)
         try:
-            self.nvml.nvmlShutdown()
-        except self.nvml.NVMLError:
+            _call_with_deadline(self.nvml.nvmlShutdown, self.timeout, "nvmlShutdown")
+        except (_Hung, self.nvml.NVMLError):
             pass
         self._started = False
 
@@ -409,12 +471,20 @@ class NVMLCollector:
 
     # ------------------------------------------------------------ XID events
     def _start_xid_listener(self) -> None:
+        # creating the event set and registering may hang like any NVML call: done on the thread
+        self._xid_ready = threading.Event()
+        self._events_thread = threading.Thread(target=self._xid_loop, name="degrade-nvml-xid", daemon=True)
+        self._events_thread.start()
+        # wait for the registration (so no event of the first polls is missed), but not forever
+        self._xid_ready.wait(self.timeout)
+
+    def _xid_register(self) -> bool:
         nv = self.nvml
         try:
             evset = nv.nvmlEventSetCreate()
         except nv.NVMLError as exc:
             self._count_error(-1, exc)
-            return
+            return False
         by_handle = {}
         for g in self.gpus_:
             if g.handle is None:
@@ -426,11 +496,41 @@ class NVMLCollector:
                 self._count_error(g.index, exc)
         self._evset = evset
         self._by_handle = by_handle
-        self._events_thread = threading.Thread(target=self._xid_loop, name="degrade-nvml-xid", daemon=True)
-        self._events_thread.start()
+        return True
+
+    def _xid_register_one(self, g: GPUInfo) -> None:
+        """Register XID events for a GPU identified after start-up (its identification hung)."""
+        g.xid_register = False
+        nv = self.nvml
+        try:
+            nv.nvmlDeviceRegisterEvents(g.handle, nv.nvmlEventTypeXidCriticalError, self._evset)
+        except nv.NVMLError as exc:
+            self._count_error(g.index, exc)
+            return
+        with self._lock:
+            self._by_handle[_hkey(g.handle)] = g
 
     def _xid_loop(self) -> None:
+        try:
+            self._xid_events_loop()
+        except Exception as exc:  # noqa: BLE001 - a broken event stream must not end with a traceback
+            self._count_error(-1, exc)
+            import logging
+
+            logging.getLogger("degrade.agent").warning(
+                "XID event listener stopped: %s: %s; XIDs are no longer seen", type(exc).__name__, exc)
+        finally:
+            if hasattr(self, "_xid_ready"):
+                self._xid_ready.set()
+
+    def _xid_events_loop(self) -> None:
         nv = self.nvml
+        try:
+            ok = self._xid_register()
+        finally:
+            self._xid_ready.set()
+        if not ok:
+            return
         while not self._stop.is_set():
             try:
                 data = nv.nvmlEventSetWait_v2(self._evset, 1000)
@@ -468,6 +568,8 @@ class NVMLCollector:
 
     def _poll_gpu(self, g: GPUInfo, slow: bool) -> dict[str, float]:
         nv = self.nvml
+        if g.xid_register:
+            self._xid_register_one(g)
         out: dict[str, float] = {}
         probes = list(FAST_METRICS.items()) + (list(SLOW_METRICS.items()) if slow else [])
         for name, probe in probes:
@@ -508,6 +610,13 @@ class NVMLCollector:
         futures: dict[int, Future] = {}
         stuck: set[int] = set()
         for g, w in zip(self.gpus_, self._workers):
+            if g.pending is not None and g.pending.done():
+                self._apply_identity(g, g.pending)  # a hung identification finally returned
+                # XIDs were registered at start without it: its next poll (on its worker) registers it
+                g.xid_register = g.handle is not None and getattr(self, "_by_handle", None) is not None
+            if g.pending is not None:
+                stuck.add(g.index)
+                continue
             if g.lost or g.absent or g.handle is None:
                 continue
             if w.busy is not None and not w.busy.done():

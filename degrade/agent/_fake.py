@@ -279,7 +279,12 @@ class FakeNVML:
         self._removed[gpu] = self.tick if at_tick is None else at_tick
 
     def inject_hang(self, call: str, gpu: int | None = None, seconds: float = math.inf, at_tick: int = 0) -> None:
-        """Make ``call`` block for ``seconds`` (or until :meth:`release`) from ``at_tick`` on."""
+        """Make ``call`` block for ``seconds`` (or until :meth:`release`) from ``at_tick`` on.
+
+        Any call can hang, ``nvmlInit``, ``nvmlDeviceGetCount`` and the
+        identification calls of start-up (handle, UUID, name, PCI info)
+        included; the block is a real ``threading.Event.wait``.
+        """
         self._release.clear()
         self._hangs.append((call, gpu, seconds, at_tick))
 
@@ -298,16 +303,21 @@ class FakeNVML:
     def _err(self, code: int):
         return self._pynvml.NVMLError(code)
 
-    def _enter(self, call: str, h: _Handle | None = None) -> None:
+    def _hang(self, call: str, g: int | None) -> None:
+        # a real blocking wait (Event.wait), as a call stuck in the driver blocks its thread
+        for c, hg, seconds, at in list(self._hangs):
+            if c == call and (hg is None or g is None or hg == g) and self.tick >= at:
+                self._release.wait(None if math.isinf(seconds) else seconds)
+
+    def _enter(self, call: str, h: _Handle | None = None, index: int | None = None) -> None:
         self.calls += 1
         if not self._initialised:
             raise self._err(self._pynvml.NVML_ERROR_UNINITIALIZED)
         if h is None:
+            self._hang(call, index)
             return
         g = h.index
-        for c, hg, seconds, at in self._hangs:
-            if c == call and (hg is None or hg == g) and self.tick >= at:
-                self._release.wait(None if math.isinf(seconds) else seconds)
+        self._hang(call, g)
         if self._removed.get(g, np.iinfo(np.int64).max) <= self.tick:
             raise self._err(self._pynvml.NVML_ERROR_NOT_FOUND)
         if self._lost_at[g] <= self.tick:
@@ -330,6 +340,7 @@ class FakeNVML:
 
     def nvmlInit(self) -> None:
         self.calls += 1
+        self._hang("nvmlInit", None)
         if self._no_driver:
             raise self._err(self._pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
         # enumeration is fixed at init, as with the driver: removed GPUs vanish on the next init
@@ -345,7 +356,7 @@ class FakeNVML:
         return len(self._order)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
-        self._enter("nvmlDeviceGetHandleByIndex")
+        self._enter("nvmlDeviceGetHandleByIndex", index=index)
         if not 0 <= index < len(self._order):
             raise self._err(self._pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return _Handle(self._order[index])

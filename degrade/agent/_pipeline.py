@@ -5,11 +5,20 @@ Each poll feeds the engine one sample per GPU, with the GPUs of the same
 model on the node as peers (``groups`` = model name). Exporters read a
 consistent :meth:`Agent.snapshot` under a lock, so scrapes never see a
 half-updated engine.
+
+Faults never stop the agent: a state, record or textfile write that fails
+(full disk, read-only file system), an unusable state file or a poll that
+raises is logged (one line, through :mod:`logging`, logger
+``degrade.agent``) and counted in :attr:`Agent.errors_total` by kind —
+rendered as ``degrade_agent_errors_total{kind}`` — and the agent keeps
+polling and serving.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,12 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from degrade.errors import InputError
+from degrade.errors import InputError, StateFileError
 
 from ._collector import NVMLCollector
-from ._state import load_state, save_state
+from ._state import cleanup_temp, load_state, save_state, validate_engine_state
 
-__all__ = ["Agent", "AgentConfig"]
+__all__ = ["Agent", "AgentConfig", "ERROR_KINDS"]
+
+log = logging.getLogger("degrade.agent")
+
+#: kinds of ``Agent.errors_total`` / ``degrade_agent_errors_total{kind}``
+ERROR_KINDS = ("state_load", "state_write", "record_write", "textfile_write", "poll")
+# a fault that repeats (a full disk fails every save) is logged again at most this often
+_LOG_EVERY_S = 300.0
 
 
 @dataclass
@@ -127,6 +143,9 @@ class Agent:
         self._record: list[dict[str, Any]] = []
         self._last_record = math.nan
         self.records_written = 0
+        self.errors_total: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
+        self._fault_logged: dict[str, tuple[float, int]] = {}  # kind -> (monotonic time, count) of last log
+        self._failing: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -138,28 +157,103 @@ class Agent:
         return self._engine
 
     def start(self) -> Agent:
-        """Start NVML and restore saved baselines (if ``state_path`` holds any)."""
+        """Start NVML and restore saved baselines (if ``state_path`` holds any).
+
+        An unusable state file (not a state, a pickle, wrong types, a
+        directory or a FIFO) is logged with one warning naming it and the
+        agent starts with fresh baselines; it is replaced at the next save.
+        Temporary files left by interrupted saves are removed.
+        """
         if self._started:
             return self
         self.collector.slow_interval = self.config.slow_interval
         self.collector.timeout = self.config.timeout
         self.collector.start()
         if self.config.state_path:
-            state = load_state(self.config.state_path)
-            if state is not None:
-                self._restore(state)
+            removed = cleanup_temp(self.config.state_path)
+            if removed:
+                log.info("removed %d temporary file(s) of interrupted state saves next to %s",
+                         len(removed), self.config.state_path)
+            try:
+                state = load_state(self.config.state_path)
+            except StateFileError as exc:
+                self._fault("state_load", f"{exc}; starting with fresh baselines")
+                state = None
+            if state is not None and self._restore(state):
                 self.restored_from = self.config.state_path
+        if self.config.record_dir:
+            self._cleanup_record_temp()
         self._started = True
         return self
 
     def close(self) -> None:
-        """Flush recorded counters, save state (if configured) and stop the collector."""
-        if self._started and self.config.record_dir:
-            self.flush_record()
-        if self._started and self.config.state_path:
+        """Flush recorded counters, save state (if configured) and stop the collector.
+
+        A write that fails is logged and counted, never raised: the
+        collector is stopped whatever happens.
+        """
+        try:
+            if self._started and self.config.record_dir:
+                self._flush_record_safely()
+            if self._started and self.config.state_path:
+                self._save_safely()
+        finally:
+            self.collector.close()
+            self._started = False
+
+    # ------------------------------------------------------------ faults
+    def _fault(self, kind: str, message: str) -> None:
+        """Count a fault of ``kind`` and log it (a repeating fault at most every few minutes)."""
+        with self._lock:
+            self.errors_total[kind] = self.errors_total.get(kind, 0) + 1
+            n = self.errors_total[kind]
+            last = self._fault_logged.get(kind)
+            now = time.monotonic()
+            self._failing.add(kind)
+            if last is not None and now - last[0] < _LOG_EVERY_S:
+                return
+            self._fault_logged[kind] = (now, n)
+        since = f" ({n - last[1]} times since the last report)" if last is not None else ""
+        log.warning("%s%s", " ".join(str(message).split()), since)
+
+    def _recovered(self, kind: str, what: str) -> None:
+        with self._lock:
+            if kind not in self._failing:
+                return
+            self._failing.discard(kind)
+            self._fault_logged.pop(kind, None)
+        log.info("%s works again", what)
+
+    def _save_safely(self) -> bool:
+        try:
             self.save()
-        self.collector.close()
-        self._started = False
+        except (StateFileError, OSError) as exc:
+            self._fault("state_write", f"cannot save the state: {exc}; still running, baselines kept in memory")
+            return False
+        self._recovered("state_write", f"saving the state to {self.config.state_path}")
+        return True
+
+    def _flush_record_safely(self) -> None:
+        n = len(self._record)
+        try:
+            self.flush_record()
+        except Exception as exc:  # noqa: BLE001 - OSError, or polars' own I/O errors: never fatal
+            self._record = []
+            self._fault("record_write", f"cannot write recorded counters under {self.config.record_dir}: "
+                        f"{type(exc).__name__}: {exc}; {n} row(s) dropped")
+            return
+        self._recovered("record_write", f"recording counters under {self.config.record_dir}")
+
+    def _cleanup_record_temp(self) -> None:
+        from pathlib import Path
+
+        try:
+            for d in Path(self.config.record_dir).glob("host=*"):
+                for f in d.glob(".counters-*.parquet.tmp"):
+                    f.unlink()
+        except OSError:
+            pass
+
 
     def __enter__(self) -> Agent:
         return self.start()
@@ -202,18 +296,45 @@ class Agent:
         save_state(self.config.state_path, self.state())
         self.state_saves_total += 1
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, state: dict[str, Any]) -> bool:
+        """Restore a validated state; on anything wrong start fresh (one warning) and return False.
+
+        The configured engine settings win over the saved ones: the saved
+        baselines are loaded under this run's ``EngineConfig``, with a warning
+        naming the settings that differ.
+        """
+        from dataclasses import asdict
+
+        from degrade.verdict import JobEvent
+        from degrade.verdict.engine import EngineConfig
+
+        path = self.config.state_path
         try:
-            self.engine.load_state_dict(state["engine"])
-            gpus = state.get("gpus", {})
-            lost = state.get("lost_marked", [])
-        except KeyError as exc:
-            raise InputError(f"{self.config.state_path}: agent state lacks {exc}; move it away") from exc
-        for dev, info in gpus.items():
+            eng = state["engine"]
+            validate_engine_state(eng, path, EngineConfig, JobEvent)
+            configured = asdict(EngineConfig(**self.config.engine))
+            saved = eng["config"]
+            differ = sorted(k for k in set(saved) | set(configured)
+                            if k not in saved or not _same(saved[k], configured.get(k)))
+            if differ:
+                shown = ", ".join(f"{k}={saved.get(k)!r}->{configured.get(k)!r}" for k in differ[:6])
+                more = f" (+{len(differ) - 6} more)" if len(differ) > 6 else ""
+                log.warning("%s was saved with other engine settings (%s%s); the configured settings are used",
+                            path, shown, more)
+            self.engine.load_state_dict({**eng, "config": configured})
+        except Exception as exc:  # noqa: BLE001 - an unusable state must never stop the agent
+            self._engine = None
+            self._gpus = {}
+            self._lost_marked = set()
+            msg = str(exc) if str(path) in str(exc) else f"{path}: {type(exc).__name__}: {exc}"
+            self._fault("state_load", f"{msg}; starting with fresh baselines")
+            return False
+        for dev, info in state.get("gpus", {}).items():
             info = dict(info)
             info["present"] = False  # until this run's NVML sees it again
             self._gpus[dev] = info
-        self._lost_marked = set(lost)
+        self._lost_marked = set(state.get("lost_marked", []))
+        return True
 
     # ------------------------------------------------------------ polling
     def poll_once(self) -> list[dict[str, Any]]:
@@ -272,10 +393,10 @@ class Agent:
             if math.isnan(self._last_record):
                 self._last_record = now
             elif now - self._last_record >= self.config.record_interval:
-                self.flush_record()
+                self._flush_record_safely()
                 self._last_record = now
         if self.config.state_path and now - self._last_save >= self.config.save_interval:
-            self.save()
+            self._save_safely()
             self._last_save = now
         if self.advance is not None:
             self.advance()
@@ -285,7 +406,6 @@ class Agent:
         """Write the buffered counters to one Parquet file (temp file + rename); return its path."""
         if not self._record:
             return None
-        import os
         from pathlib import Path
 
         from ._collector import rows_to_frame
@@ -298,8 +418,15 @@ class Agent:
         t0, t1 = rows[0]["timestamp"], rows[-1]["timestamp"]
         path = d / f"counters-{t0:.0f}-{t1:.0f}.parquet"
         tmp = d / f".{path.name}.tmp"
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
+        try:
+            df.write_parquet(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
         self.records_written += 1
         return str(path)
 
@@ -322,7 +449,12 @@ class Agent:
         stop = stop or threading.Event()
         nxt = time.monotonic()
         while not stop.is_set() and (max_polls is None or self.polls_total < max_polls):
-            self.poll_once()
+            try:
+                self.poll_once()
+            except Exception as exc:  # noqa: BLE001 - a bad poll must not stop the monitoring
+                self._fault("poll", f"poll failed: {type(exc).__name__}: {exc}")
+                if max_polls is not None:
+                    self.polls_total += 1  # a bounded run still ends
             if realtime:
                 # a fixed schedule, so a slow poll does not shift every later one
                 nxt += self.config.interval
@@ -385,7 +517,17 @@ class Agent:
                 "last_poll_seconds": self.last_poll_seconds,
                 "last_poll_time": self.last_poll_time,
                 "state_saves_total": self.state_saves_total,
+                "agent_errors": dict(self.errors_total),
             }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                                             and not isinstance(a, bool) and not isinstance(b, bool) and a == b)
 
 
 def _lost_reason(row: dict[str, Any]) -> str:

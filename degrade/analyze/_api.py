@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ._warnings import AnalysisWarning, WarningLog
+from ._warnings import _FILE_KINDS, AnalysisWarning, WarningLog
+
+_SKIPPED = ("empty_file", "unreadable_file")
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -83,8 +85,10 @@ class AnalysisResult:
             f"({s.get('rows', 0):,} rows, {s.get('seconds', 0.0):.1f} s): "
             + (", ".join(parts) if parts else "nothing analysed")
             + f"; {len(self.jobs)} job events"
-            + (f"; {sum(w.count for w in self.warnings if w.kind != 'ignored_file'):,} rows skipped or repaired"
-               if any(w.kind != "ignored_file" for w in self.warnings) else "")
+            + (f"; {sum(w.count for w in self.warnings if w.kind not in _FILE_KINDS):,} rows skipped or repaired"
+               if any(w.kind not in _FILE_KINDS for w in self.warnings) else "")
+            + (f"; {sum(w.count for w in self.warnings if w.kind in _SKIPPED):,} files skipped"
+               if any(w.kind in _SKIPPED for w in self.warnings) else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,6 +186,7 @@ def analyze(
     progress: bool | Callable[[int, int], None] = False,
     chunk_rows: int | None = None,
     client: Any = None,
+    strict: bool = False,
 ) -> AnalysisResult:
     """Analyse a fleet's telemetry and return one verdict per device.
 
@@ -209,6 +214,10 @@ def analyze(
         time, each holding at most two chunks: the bound on memory.
     client : dask.distributed.Client, optional
         For ``engine="dask"``.
+    strict : bool, default False
+        A file inside a directory that is empty, not a regular file or cannot
+        be read is skipped with a warning (kinds ``empty_file``,
+        ``unreadable_file``); with ``strict=True`` it is an :class:`InputError`.
 
     Returns
     -------
@@ -245,7 +254,7 @@ def analyze(
     t0 = time.perf_counter()
     cfg = _engine_config(config, min_slowdown)
     log = WarningLog()
-    sources = resolve_inputs(paths_or_frames, log)
+    sources = resolve_inputs(paths_or_frames, log, strict=bool(strict))
     units, info = plan_units(sources, log)
     chunk = int(chunk_rows or DEFAULT_CHUNK_ROWS)
     total = int(info["rows"])
@@ -277,11 +286,14 @@ def analyze(
     events.sort(key=lambda e: (e.job is not None, str(e.job), e.start_step if e.start_step is not None else -1,
                                e.start_time if e.start_time is not None else -1.0, e.kind))
     jobs = {v.job for v in verdicts if v.job is not None}
+    # rows kept, exact: the plan counts timing rows duplicates included (see _plan_timings)
+    timing_rows = sum(r.timing_rows for r in results)
+    counter_rows = int(info["counter_rows"])
     stats = {
         "engine": engine,
-        "rows": total,
-        "timing_rows": int(info["timing_rows"]),
-        "counter_rows": int(info["counter_rows"]),
+        "rows": timing_rows + counter_rows,
+        "timing_rows": timing_rows,
+        "counter_rows": counter_rows,
         "units": len(units),
         "jobs": len(jobs) if jobs else (1 if any(u.timing_meta is not None for u in units) else 0),
         "blocks": sum(r.blocks for r in results),

@@ -136,6 +136,7 @@ def timing_block(df, meta, value_cols, *, job=None, log: WarningLog, source: str
 
     if df.height == 0:
         return None
+    input_rows = df.height
     nulls = df.select(pl.col("device").is_null().sum(), pl.col("step").is_null().sum()).row(0)
     if any(nulls):
         log.add("null_key", df.height - df.drop_nulls(["device", "step"]).height, source=source)
@@ -161,7 +162,9 @@ def timing_block(df, meta, value_cols, *, job=None, log: WarningLog, source: str
         tot = np.bincount(t_idx[ok], weights=ts[ok], minlength=axis.size)
         with np.errstate(invalid="ignore", divide="ignore"):
             timestamps = tot / cnt  # mean over the devices that logged the step; NaN if none
-    return _finish("timings", job, meta, present, values, axis, timestamps, df.height)
+    block = _finish("timings", job, meta, present, values, axis, timestamps, df.height)
+    block.extra["input_rows"] = input_rows
+    return block
 
 
 def counter_block(df, meta, metric_cols, *, t0: float, interval: float, job=None,

@@ -1,14 +1,33 @@
-"""Output formats of ``degrade analyze``: a rich table, Parquet rows (JSON lives on the result)."""
+"""Output formats of ``degrade analyze``: a terminal table, Parquet rows (JSON lives on the result).
+
+The table fits the terminal it is printed on. Each flagged device gets one
+row (status, a short device id, slowdown, onset, then job, host and
+detection time while they fit) and, below it, every reason and the
+recommended action, wrapped at word boundaries so no identifier is ever
+broken across lines. Columns that do not fit move into those lines instead
+of being squeezed. Times are ISO 8601 in UTC (``2026-01-01T00:09:45Z``);
+step numbers are written ``step N``. GPU UUIDs are shortened to the
+shortest prefix that is unique among the analysed devices (``GPU-50d0``);
+``wide=True`` (``--wide``) prints full ids and every column on one line
+per device, and the JSON document always carries the full UUID.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import math
 import os
+import re
+import textwrap
 from typing import Any
 
 from .._optional import import_optional
 
-__all__ = ["render_table", "verdict_frame", "write_parquet", "read_parquet_document"]
+__all__ = [
+    "render_table", "verdict_frame", "write_parquet", "read_parquet_document",
+    "short_ids", "format_time", "format_when", "humanize", "score_text",
+]
 
 _STATUS_STYLE = {
     "failed": "bold white on red",
@@ -27,6 +46,89 @@ _COLUMNS = (
 )
 
 
+#: a time below this (1973-03-03) is not a Unix time but seconds since some start
+_EPOCH_MIN = 1e8
+#: scores at or above this are the engine's marker for a hard fault (XID, failed remap)
+_HARD_SCORE = 1e5
+_UUID = re.compile(r"^(?:GPU|MIG)-[0-9a-fA-F]{8}-")
+_T_EQ = re.compile(r"\bt=(-?\d+(?:\.\d+)?)")
+_INDENT, _GAP, _LABEL = 2, 2, 8
+
+
+def format_time(t: float | None) -> str:
+    """A Unix time as ISO 8601 UTC to the second; a small (relative) time as ``t=N s``.
+
+    >>> format_time(1767226185.4)
+    '2026-01-01T00:09:45Z'
+    >>> format_time(12.0)
+    't=12 s'
+    """
+    if t is None or not math.isfinite(t):
+        return ""
+    if abs(t) >= _EPOCH_MIN:
+        try:
+            return _dt.datetime.fromtimestamp(round(t), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, OSError, ValueError):
+            pass
+    return f"t={t:,.0f} s"
+
+
+def format_when(step: int | None, t: float | None) -> str:
+    """``step N`` when the step is known, else the time (:func:`format_time`), else ``""``."""
+    if step is not None:
+        return f"step {step}"
+    return format_time(t)
+
+
+def humanize(text: str) -> str:
+    """A reason with every ``t=<Unix time>`` written as ISO 8601 UTC.
+
+    >>> humanize("XID 79 (GPU has fallen off the bus) at t=1767226185")
+    'XID 79 (GPU has fallen off the bus) at 2026-01-01T00:09:45Z'
+    """
+
+    def sub(m: re.Match) -> str:
+        v = float(m.group(1))
+        return format_time(v) if abs(v) >= _EPOCH_MIN else m.group(0)
+
+    return _T_EQ.sub(sub, text)
+
+
+def score_text(score: float | None) -> str:
+    """The evidence score for people: hard faults say so instead of a sentinel number."""
+    if score is None or not math.isfinite(score):
+        return ""
+    if score >= _HARD_SCORE:
+        return "hard fault"
+    return f"{score:.1f}"
+
+
+def short_ids(devices) -> dict[str, str]:
+    """Each GPU/MIG UUID shortened to the shortest prefix unique among ``devices``.
+
+    Prefixes keep at least four hex digits (``GPU-50d0``) and never end on a
+    hyphen; other device names are kept as they are.
+
+    >>> short_ids(["GPU-50d010b5-3b5f-bd65-b895-c6c283cf0a76", "GPU-50d1aaaa-0000-0000-0000-000000000000", "gpu7"])
+    {'GPU-50d010b5-3b5f-bd65-b895-c6c283cf0a76': 'GPU-50d0', 'GPU-50d1aaaa-0000-0000-0000-000000000000': 'GPU-50d1', 'gpu7': 'gpu7'}
+    """
+    ids = list(dict.fromkeys(str(d) for d in devices))
+    out = {d: d for d in ids}
+    uu = sorted({d for d in ids if _UUID.match(d)})
+    if not uu:
+        return out
+    n = 8
+    longest = max(len(d) for d in uu)
+    while n < longest:
+        if len({d[:n] for d in uu}) == len(uu) and all(d[n - 1 : n] != "-" for d in uu):
+            break
+        n += 1
+    others = set(ids) - set(uu)
+    for d in uu:
+        out[d] = d if d[:n] in others else d[:n]
+    return out
+
+
 def _pct(x) -> str:
     return "" if x is None else f"{100.0 * x:+.1f} %"
 
@@ -35,96 +137,237 @@ def _num(x, fmt="{:,}") -> str:
     return "" if x is None else fmt.format(x)
 
 
-def _when(step, t) -> str:
-    if step is not None:
-        return f"{step:,}"
-    if t is not None:
-        import datetime as dt
+def _fit(rows: list[dict[str, str]], cols: list[tuple[str, str, str]], priority: list[str],
+         width: float, keep: int = 2) -> list[tuple[str, str, str, int]]:
+    """The columns (key, header, align, width) that fit in ``width``, in display order.
 
-        try:
-            return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%m-%d %H:%M:%S")
-        except (OverflowError, OSError, ValueError):
-            return f"{t:.0f}"
-    return ""
+    The first ``keep`` keys of ``priority`` are always shown; the others in
+    priority order while they fit. Columns empty in every row are left out.
+    """
+    header = {k: h for k, h, _ in cols}
+    natural = {k: max([len(h)] + [len(r.get(k, "")) for r in rows]) for k, h, _ in cols}
+    nonempty = {k for k, _, _ in cols if any(r.get(k) for r in rows)}
+    chosen: set[str] = set()
+    used = _INDENT
+    for i, k in enumerate(priority):
+        if k not in header or (k not in nonempty and i >= keep):
+            continue
+        need = natural[k] + (_GAP if chosen else 0)
+        if i < keep or used + need <= width:
+            chosen.add(k)
+            used += need
+    return [(k, h, a, natural[k]) for k, h, a in cols if k in chosen]
 
 
-def _short(reasons: list[str], width: int = 110) -> str:
-    if not reasons:
-        return ""
-    first = reasons[0] if len(reasons[0]) <= width else reasons[0][: width - 1] + "…"
-    return first + (f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else "")
+def _row_text(cells: dict[str, str], layout, style_of=None):
+    from rich.text import Text
+
+    line = Text(" " * _INDENT)
+    for i, (k, _, align, w) in enumerate(layout):
+        if i:
+            line.append(" " * _GAP)
+        v = cells.get(k, "")
+        pad = " " * (w - len(v))
+        if align == "r":
+            line.append(pad)
+        line.append(v, style=(style_of(k, v) if style_of else None) or "")
+        if align != "r" and i < len(layout) - 1:
+            line.append(pad)
+    return line
 
 
-def _job_table(events, console, rich_table, *, detail_limit: int = 12) -> None:
-    """Job events one per row when few; otherwise one row per (job, kind) with counts."""
-    if len(events) <= detail_limit:
-        t = rich_table.Table(title="Job events (whole job or peer group slowed; no device blamed)",
-                             title_justify="left", header_style="bold")
-        for name in ("job", "kind", "from", "to", "slowdown", "devices", "why"):
-            t.add_column(name, justify="right" if name in ("from", "to", "slowdown", "devices") else "left",
-                         no_wrap=name != "why")
-        for e in events:
-            t.add_row(_num(e.job, "{}"), e.kind, _when(e.start_step, e.start_time),
-                      _when(e.end_step, e.end_time), _pct(e.slowdown), _num(e.devices), _short([e.reason]))
-        console.print(t)
-        return
-    groups: dict[tuple, list] = {}
-    for e in events:
-        groups.setdefault((str(e.job), e.kind), []).append(e)
-    t = rich_table.Table(title=f"Job events: {len(events)} (whole job or peer group slowed; no device "
-                         "blamed; each one in --format json)", title_justify="left", header_style="bold")
-    for name in ("job", "kind", "events", "first", "last", "largest slowdown"):
-        t.add_column(name, justify="left" if name in ("job", "kind") else "right", no_wrap=True)
-    for (job, kind), evs in sorted(groups.items()):
-        firsts = [(_key(e.start_step, e.start_time), e) for e in evs]
-        lasts = [(_key(e.end_step, e.end_time), e) for e in evs]
-        first = min(firsts, key=lambda p: p[0])[1]
-        last = max(lasts, key=lambda p: p[0])[1]
-        worst = max((e.slowdown for e in evs if e.slowdown is not None), default=None)
-        t.add_row(job, kind, f"{len(evs):,}", _when(first.start_step, first.start_time),
-                  _when(last.end_step, last.end_time), _pct(worst))
-    console.print(t)
+def _wrap(label: str, paragraphs: list[str], width: float, *, bullet: bool) -> list[str]:
+    """``label`` then each paragraph wrapped at word boundaries under a hanging indent.
+
+    Words are never broken: when one is longer than the space beside the
+    label, the label gets a line of its own and the text a smaller indent.
+    """
+    lead = " " * (_INDENT + 2)
+    hang = " " * (_INDENT + 2 + _LABEL + 1)
+    finite = math.isfinite(width)
+    longest = max((len(w) for p in paragraphs for w in p.split()), default=0) + 2
+    out: list[str] = []
+    if finite and longest > width - len(hang):
+        out.append(lead + label)
+        hang = lead + "  "
+    avail = int(max(24, width - len(hang))) if finite else 10**9
+    for p in paragraphs:
+        first, rest = ("- ", "  ") if bullet else ("", "")
+        lines = textwrap.wrap(p, avail, initial_indent=first, subsequent_indent=rest,
+                              break_on_hyphens=False, break_long_words=False) or [""]
+        for line in lines:
+            head = lead + label.ljust(_LABEL) + " " if not out else hang
+            out.append(head + line)
+    return out
+
+
+def _print(console, line, style: str | None = None) -> None:
+    from rich.text import Text
+
+    if isinstance(line, str):
+        line = Text(line, style=style or "")
+    line.rstrip()
+    console.print(line, soft_wrap=True, highlight=False)
+
+
+def _device_rows(result, flagged, full_ids: bool) -> list[dict[str, str]]:
+    ids = short_ids(v.device for v in result.verdicts) if not full_ids else {}
+    rows = []
+    for v in flagged:
+        rows.append({
+            "status": str(v.status), "device": ids.get(v.device, v.device),
+            "job": _num(v.job, "{}"), "host": _num(v.host, "{}"), "slowdown": _pct(v.slowdown),
+            "onset": format_when(v.onset_step, v.onset_time),
+            "detected": format_when(v.detected_step, v.detected_time),
+            "score": score_text(v.score),
+        })
+    return rows
+
+
+_DEVICE_COLS = [("status", "status", "l"), ("device", "device", "l"), ("job", "job", "l"),
+                ("host", "host", "l"), ("slowdown", "slowdown", "r"), ("onset", "onset", "l"),
+                ("detected", "detected", "l"), ("score", "score", "r")]
+_DEVICE_PRIORITY = ["status", "device", "slowdown", "onset", "job", "host", "detected"]
+
+
+def _devices(result, flagged, console, width: float, wide: bool) -> bool:
+    """Print the device rows; True when device ids were shortened."""
+    priority = _DEVICE_PRIORITY + (["score"] if wide else [])
+    rows = _device_rows(result, flagged, full_ids=True)
+    layout = _fit(rows, _DEVICE_COLS, priority, width)
+    wanted = {k for k in priority if any(r.get(k) for r in rows)}
+    short = not wide and not wanted <= {k for k, *_ in layout}
+    if short:  # full UUIDs would push columns out: shortest unique prefixes instead
+        rows = _device_rows(result, flagged, full_ids=False)
+        layout = _fit(rows, _DEVICE_COLS, priority, width)
+    shown = {k for k, *_ in layout}
+    _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
+    _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
+    for i, (v, cells) in enumerate(zip(flagged, rows)):
+        if i:
+            _print(console, "")
+        status_style = _STATUS_STYLE.get(cells["status"])
+        _print(console, _row_text(cells, layout,
+                                  lambda k, _, s=status_style: s if k == "status" else None))
+        extra = [(h, cells[k]) for k, h, _ in _DEVICE_COLS
+                 if k not in shown and cells.get(k) and (k != "score" or wide)]
+        lines: list[str] = []
+        for h, val in extra:
+            lines += _wrap(h, [val], width, bullet=False)
+        reasons = [humanize(r) for r in v.reasons]
+        if reasons:
+            lines += _wrap("why", reasons, width, bullet=len(reasons) > 1)
+        if v.action:
+            lines += _wrap("action", [v.action], width, bullet=False)
+        for line in lines:
+            _print(console, line, "dim" if line.lstrip().startswith(tuple(h for h, _ in extra)) else None)
+    return short
+
+
+_EVENT_COLS = [("job", "job", "l"), ("kind", "kind", "l"), ("from", "from", "l"), ("to", "to", "l"),
+               ("slowdown", "slowdown", "r"), ("devices", "devices", "r")]
+_GROUP_COLS = [("job", "job", "l"), ("kind", "kind", "l"), ("events", "events", "r"),
+               ("first", "first", "l"), ("last", "last", "l"), ("largest", "largest slowdown", "r")]
 
 
 def _key(step, t):
     return (step if step is not None else float("-inf"), t if t is not None else float("-inf"))
 
 
-def render_table(result, console=None, *, limit: int = 200) -> None:
-    """Print devices that are not healthy, job events, warnings and a one-line summary."""
+def _job_events(events, console, width: float, *, detail_limit: int = 12, ids=None) -> None:
+    """Job events one per row (with the reason below) when few; else one row per (job, kind)."""
+    ids = ids or {}
+    if len(events) <= detail_limit:
+        _paragraph(console, "", "Job events (the whole job or peer group slowed; a device is named "
+                   "only if it caused it)", width, "bold")
+        rows = [{"job": _num(e.job, "{}"), "kind": e.kind, "from": format_when(e.start_step, e.start_time),
+                 "to": format_when(e.end_step, e.end_time), "slowdown": _pct(e.slowdown),
+                 "devices": _num(e.devices)} for e in events]
+        layout = _fit(rows, _EVENT_COLS, ["job", "kind", "from", "to", "slowdown", "devices"], width,
+                      keep=1)
+        shown = {k for k, *_ in layout}
+        _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
+        _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
+        for e, cells in zip(events, rows):
+            _print(console, _row_text(cells, layout))
+            lines: list[str] = []
+            for k, h, _ in _EVENT_COLS:
+                if k not in shown and cells.get(k):
+                    lines += _wrap(h, [cells[k]], width, bullet=False)
+            cause = getattr(e, "cause_device", None)  # the degraded device that slowed the job
+            if cause:
+                lines += _wrap("cause", [ids.get(cause, cause)], width, bullet=False)
+            if e.reason:
+                lines += _wrap("why", [humanize(e.reason)], width, bullet=False)
+            for line in lines:
+                _print(console, line)
+        return
+    groups: dict[tuple, list] = {}
+    for e in events:
+        groups.setdefault((str(e.job), e.kind), []).append(e)
+    _paragraph(console, "", f"Job events: {len(events)} (the whole job or peer group slowed; a device "
+               "is named only if it caused it; each one in --format json)", width, "bold")
+    rows = []
+    for (job, kind), evs in sorted(groups.items()):
+        first = min(evs, key=lambda e: _key(e.start_step, e.start_time))
+        last = max(evs, key=lambda e: _key(e.end_step, e.end_time))
+        worst = max((e.slowdown for e in evs if e.slowdown is not None), default=None)
+        rows.append({"job": job, "kind": kind, "events": f"{len(evs):,}",
+                     "first": format_when(first.start_step, first.start_time),
+                     "last": format_when(last.end_step, last.end_time), "largest": _pct(worst)})
+    layout = _fit(rows, _GROUP_COLS, ["job", "kind", "events", "largest", "first", "last"], width,
+                  keep=1)
+    shown = {k for k, *_ in layout}
+    _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
+    _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
+    for cells in rows:
+        _print(console, _row_text(cells, layout))
+        for k, h, _ in _GROUP_COLS:
+            if k not in shown and cells.get(k):
+                for line in _wrap(h, [cells[k]], width, bullet=False):
+                    _print(console, line)
+
+
+def _paragraph(console, prefix: str, text: str, width: float, style: str | None = None) -> None:
+    avail = int(width) if math.isfinite(width) else 10**9
+    for line in textwrap.wrap(prefix + text, max(24, avail), subsequent_indent="  ",
+                              break_on_hyphens=False, break_long_words=False) or [prefix]:
+        _print(console, line, style)
+
+
+def render_table(result, console=None, *, limit: int = 200, wide: bool = False) -> None:
+    """Print devices that are not healthy, job events, warnings and a one-line summary.
+
+    Every line fits ``console.width`` unless ``wide`` (then nothing is
+    shortened or moved: full device ids and every column on the row line).
+    """
     rich_console = import_optional("rich.console", "batch", "rich")
-    rich_table = import_optional("rich.table", "batch", "rich")
     if console is None:
         console = rich_console.Console()
-        if not console.is_terminal:  # piped: 80 columns would fold every reason
-            console = rich_console.Console(width=180)
+    width: float = float("inf") if wide else max(int(console.width), 40)
     flagged = result.flagged()
     if flagged:
-        t = rich_table.Table(title="Devices that are not healthy", title_justify="left",
-                             header_style="bold", expand=False)
-        nw = {"no_wrap": True}
-        for name, kw in (("status", nw), ("device", {"overflow": "fold"}), ("job", {}),
-                         ("host", {}), ("slowdown", {"justify": "right", **nw}),
-                         ("onset", {"justify": "right", **nw}), ("detected", {"justify": "right", **nw}),
-                         ("why", {"overflow": "fold", "ratio": 1, "min_width": 36})):
-            t.add_column(name, **kw)
-        for v in flagged[:limit]:
-            st = str(v.status)
-            t.add_row(
-                f"[{_STATUS_STYLE.get(st, '')}]{st}[/]", v.device, _num(v.job, "{}"),
-                _num(v.host, "{}"), _pct(v.slowdown), _when(v.onset_step, v.onset_time),
-                _when(v.detected_step, v.detected_time), _short(v.reasons),
-            )
-        console.print(t)
+        n = len(result.verdicts)
+        _paragraph(console, "", f"Devices that are not healthy: {len(flagged)} of {n} (times in UTC)",
+                   width, "bold")
+        short = _devices(result, flagged[:limit], console, width, wide)
         if len(flagged) > limit:
-            console.print(f"[dim]… and {len(flagged) - limit} more (use --format json)[/]")
+            _print(console, f"  … and {len(flagged) - limit} more (use --format json)", "dim")
+        if short and any(_UUID.match(v.device) for v in flagged):
+            _paragraph(console, "", "device: the shortest unique prefix of each GPU UUID; --wide or "
+                       "--format json for the full UUID", width, "dim")
     else:
-        console.print("[green]No device is suspect, degraded, failed or unknown.[/]")
+        _paragraph(console, "", "No device is suspect, degraded, failed or unknown.", width, "green")
     if result.jobs:
-        _job_table(result.jobs, console, rich_table)
+        _print(console, "")
+        _job_events(result.jobs, console, width,
+                    ids={} if wide else short_ids(v.device for v in result.verdicts))
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
-    console.print(f"[bold]{result.summary()}[/]", highlight=False)
+        if w.kind == "ignored_file":  # e.g. the simulator's truth.parquet next to the data
+            _paragraph(console, "note: ", w.message, width, "dim")
+        else:
+            _paragraph(console, "warning: ", w.message, width, "yellow")
+    _paragraph(console, "", result.summary(), width, "bold")
 
 
 def verdict_frame(result):

@@ -7,6 +7,7 @@ little beside the analysis even for very large jobs.
 
 from __future__ import annotations
 
+import datetime as _dt
 import html
 import math
 import os
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["write_report", "device_series"]
+__all__ = ["write_report", "render_report", "device_series", "counter_series"]
 
 _MAX_PEERS = 64
 _MAX_POINTS = 600
@@ -76,8 +77,8 @@ def device_series(result, verdict) -> dict[str, Any] | None:
     """
     import polars as pl
 
-    from ._blocks import counter_block, timing_block
-    from ._plan import _counter_columns, _indexed, _job_filter, scan_kind
+    from ._blocks import timing_block
+    from ._plan import _indexed, _job_filter, scan_kind
     from ._warnings import WarningLog
 
     sources = result._sources
@@ -101,17 +102,31 @@ def device_series(result, verdict) -> dict[str, Any] | None:
                 peers = [peers[i] for i in idx]
             chosen = [verdict.device, *peers]
             meta = _indexed(pl.DataFrame({"device": chosen}))
-            cols = ["device", "step", signal]
+            cols = ["device", "step", signal] + (["timestamp"] if "timestamp" in schema else [])
             df = job_lf.filter(pl.col("device").is_in(chosen)).select(cols).collect()
             block = timing_block(df, meta, [signal], job=verdict.job, log=log)
             if block is not None:
                 return _series(block, verdict.device, signal, "step", block.steps)
+    return counter_series(result, verdict)
+
+
+def counter_series(result, verdict, signal: str | None = None) -> dict[str, Any] | None:
+    """The device's counter ``signal`` (default: the one its reasons name) against its host's GPUs."""
+    import polars as pl
+
+    from ._blocks import counter_block
+    from ._plan import _counter_columns, _indexed, scan_kind
+    from ._warnings import WarningLog
+
+    sources = result._sources
+    log = WarningLog()
     cl = scan_kind(sources, "counters") if any(s.kind == "counters" for s in sources) else None
     if cl is not None:
         schema = cl.collect_schema()
         metrics = _counter_columns(schema)
-        signal = next((m for m in ("sm_clock_mhz", "gpu_temp_celsius", "power_watts") if m in metrics),
-                      None)
+        if signal is None or signal not in metrics:
+            wanted = [*_evidence_signals(verdict), "sm_clock_mhz", "gpu_temp_celsius", "power_watts"]
+            signal = next((m for m in wanted if m in metrics), None)
         if signal is None:
             return None
         host_of = cl.filter(pl.col("device") == verdict.device)
@@ -138,6 +153,40 @@ def device_series(result, verdict) -> dict[str, Any] | None:
     return None
 
 
+#: words of a reason -> the counter that shows that evidence
+_EVIDENCE = (
+    ("PCIe link width", "pcie_link_width"), ("PCIe link gen", "pcie_link_gen"),
+    ("PCIe replay", "pcie_replay_total"), ("NVLink", "nvlink_crc_errors_total"),
+    ("SM clock", "sm_clock_mhz"), ("thermal", "gpu_temp_celsius"), ("power", "power_watts"),
+    ("clock-event", "sm_clock_mhz"), ("remap", "remapped_rows_uncorrectable"),
+    ("ECC", "ecc_uncorrected_total"),
+)
+
+#: y-axis unit of each plotted signal
+_UNITS = {
+    "compute_time": "s", "step_time": "s", "sm_clock_mhz": "MHz", "mem_clock_mhz": "MHz",
+    "gpu_temp_celsius": "°C", "memory_temp_celsius": "°C", "power_watts": "W",
+    "pcie_link_width": "lanes", "pcie_link_gen": "PCIe generation", "pcie_replay_total": "replays",
+    "nvlink_crc_errors_total": "errors", "remapped_rows_uncorrectable": "rows",
+    "ecc_uncorrected_total": "errors",
+}
+
+
+def _evidence_signals(verdict) -> list[str]:
+    out = []
+    for reason in verdict.reasons:
+        for word, sig in _EVIDENCE:
+            if word.lower() in reason.lower() and sig not in out:
+                out.append(sig)
+    return out
+
+
+def _unit(signal: str) -> str:
+    if signal in _UNITS:
+        return _UNITS[signal]
+    return "s" if signal.endswith("_time") else ""
+
+
 def _series(block, device, signal, axis_name, axis) -> dict[str, Any] | None:
     if device not in block.devices:
         return None
@@ -154,8 +203,28 @@ def _series(block, device, signal, axis_name, axis) -> dict[str, Any] | None:
             med = lo = hi = np.full(v.shape[0], np.nan)
     x, (mine, med, lo, hi) = _downsample(np.asarray(axis, dtype=float), [mine, med, lo, hi],
                                          _MAX_POINTS)
-    return {"signal": signal, "axis": axis_name, "x": x, "device": mine, "median": med,
-            "lo": lo, "hi": hi, "peers": int(others.shape[1])}
+    out = {"signal": signal, "axis": axis_name, "x": x, "device": mine, "median": med,
+           "lo": lo, "hi": hi, "peers": int(others.shape[1])}
+    if axis_name == "step" and block.timestamps is not None:
+        ts = np.asarray(block.timestamps, dtype=float)
+        st = np.asarray(axis, dtype=float)
+        ok = np.isfinite(ts)
+        if ok.sum() >= 2 and np.all(np.diff(ts[ok]) >= 0):
+            out["step_of_time"] = (ts[ok], st[ok])  # to place a marker known only by its time
+    return out
+
+
+def _marker_x(s: dict[str, Any], step, t) -> float | None:
+    """Where an onset/detection known by step and/or time falls on this plot's axis."""
+    if s["axis"] == "time":
+        return None if t is None else float(t)
+    if step is not None:
+        return float(step)
+    if t is not None and "step_of_time" in s:
+        ts, st = s["step_of_time"]
+        if t <= ts[-1]:  # a time before the first step's end is at the first step
+            return float(np.interp(t, ts, st))
+    return None
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -177,8 +246,17 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _time_tick(t: float) -> str:
+    return _dt.datetime.fromtimestamp(round(t), _dt.timezone.utc).strftime("%H:%M")
+
+
 def svg_plot(s: dict[str, Any], onset: float | None, detected: float | None) -> str:
-    """An inline SVG of the device's series against its peers' median and band."""
+    """An inline SVG of the device's series against its peers' median and band.
+
+    ``onset`` and ``detected`` are positions on the plot's own axis (a step,
+    or a Unix time for counters); each is drawn as a dashed line with its
+    label in its own row, so the two labels never overlap.
+    """
     x = s["x"]
     ys = np.concatenate([s["device"], s["median"], s["lo"], s["hi"]])
     ys = ys[np.isfinite(ys)]
@@ -210,16 +288,27 @@ def svg_plot(s: dict[str, Any], onset: float | None, detected: float | None) -> 
             pen = True
         return " ".join(parts)
 
+    unit = _unit(s["signal"])
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" '
-           f'viewBox="0 0 {_W} {_H}" role="img">']
+           f'viewBox="0 0 {_W} {_H}" role="img" data-signal="{_esc(s["signal"])}">']
     out.append(f'<rect x="{_PAD_L}" y="{_PAD_T}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#e4e4e7"/>')
     for t in _nice_ticks(y_lo, y_hi):
         out.append(f'<line x1="{_PAD_L}" x2="{_PAD_L + pw}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#ececec"/>')
         out.append(f'<text x="{_PAD_L - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+    y_label = f"{s['signal']} ({unit})" if unit else s["signal"]
+    out.append(f'<text class="y-label" x="12" y="{_PAD_T + ph / 2:.0f}" text-anchor="middle" '
+               f'transform="rotate(-90 12 {_PAD_T + ph / 2:.0f})">{_esc(y_label)}</text>')
+    is_time = s["axis"] == "time"
     for t in _nice_ticks(x_lo, x_hi, 6):
-        out.append(f'<text x="{px(t):.1f}" y="{_PAD_T + ph + 16}" text-anchor="middle">{_fmt(t)}</text>')
-    axis_label = "step" if s["axis"] == "step" else "time (s since epoch)"
-    out.append(f'<text x="{_PAD_L + pw / 2:.0f}" y="{_H - 4}" text-anchor="middle">{axis_label}</text>')
+        label = _time_tick(t) if is_time else _fmt(t)
+        out.append(f'<text x="{px(t):.1f}" y="{_PAD_T + ph + 16}" text-anchor="middle">{label}</text>')
+    if is_time:
+        day = _dt.datetime.fromtimestamp(round(x_lo), _dt.timezone.utc).strftime("%Y-%m-%d")
+        axis_label = f"time (UTC, from {day})"
+    else:
+        axis_label = "step"
+    out.append(f'<text class="x-label" x="{_PAD_L + pw / 2:.0f}" y="{_H - 4}" '
+               f'text-anchor="middle">{axis_label}</text>')
     # peers' 10-90 % band as one polygon (finite points only)
     ok = np.isfinite(s["lo"]) & np.isfinite(s["hi"])
     if ok.sum() >= 2:
@@ -228,11 +317,20 @@ def svg_plot(s: dict[str, Any], onset: float | None, detected: float | None) -> 
         out.append(f'<polygon points="{top} {bot}" fill="#a1a1aa" fill-opacity="0.28" stroke="none"/>')
     out.append(f'<path d="{path(s["median"])}" fill="none" stroke="#52525b" stroke-width="1.3"/>')
     out.append(f'<path d="{path(s["device"])}" fill="none" stroke="#dc2626" stroke-width="1.4"/>')
-    for val, color, label in ((onset, "#d97706", "onset"), (detected, "#7c3aed", "detected")):
-        if val is not None and math.isfinite(val) and x_lo <= val <= x_hi:
-            out.append(f'<line x1="{px(val):.1f}" x2="{px(val):.1f}" y1="{_PAD_T}" y2="{_PAD_T + ph}" '
-                       f'stroke="{color}" stroke-width="1.5" stroke-dasharray="5,3"/>')
-            out.append(f'<text x="{px(val) + 3:.1f}" y="{_PAD_T + 11}" fill="{color}" style="fill:{color}">{label}</text>')
+    for row, (val, color, label) in enumerate(((onset, "#d97706", "onset"),
+                                               (detected, "#7c3aed", "detected"))):
+        if val is not None and math.isfinite(val) and val <= x_hi:
+            if val < x_lo:  # began before the first plotted sample: mark the left edge
+                label = f"{label} (before)"
+            xv = px(max(val, x_lo))
+            kind = label.split()[0]
+            out.append(f'<line class="marker marker-{kind}" x1="{xv:.1f}" x2="{xv:.1f}" y1="{_PAD_T}" '
+                       f'y2="{_PAD_T + ph}" stroke="{color}" stroke-width="1.5" stroke-dasharray="5,3"/>')
+            # each label in its own row; flipped to the left of its line near the right edge
+            right = xv > _PAD_L + pw - 8 * len(label)
+            tx, anchor = (xv - 3, "end") if right else (xv + 3, "start")
+            out.append(f'<text x="{tx:.1f}" y="{_PAD_T + 11 + 13 * row}" text-anchor="{anchor}" '
+                       f'fill="{color}" style="fill:{color}">{label}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -245,11 +343,36 @@ def _legend(s) -> str:
             f'signal: <code>{_esc(s["signal"])}</code></p>')
 
 
-def write_report(result, path: str | os.PathLike, *, max_devices: int = 50) -> None:
-    """Write the HTML report of ``result`` to ``path``."""
-    from .. import __version__
+def _plots(result, v) -> list[str]:
+    """Each plot of the device's evidence (timings, then the counter its reasons name) with markers."""
+    out = []
+    series = [device_series(result, v)]
+    if series[0] is not None and series[0]["axis"] == "step":
+        counter_evidence = _evidence_signals(v) or (["sm_clock_mhz"] if v.onset_step is None else [])
+        if counter_evidence:
+            series.append(counter_series(result, v, counter_evidence[0]))
+    for s in series:
+        if s is None:
+            continue
+        onset = _marker_x(s, v.onset_step, v.onset_time)
+        det = _marker_x(s, v.detected_step, v.detected_time)
+        out.append(svg_plot(s, onset, det))
+        out.append(_legend(s))
+    return out
 
-    flagged = [v for v in result.flagged() if str(v.status) in ("failed", "degraded", "suspect")]
+
+def _cause(e) -> str:
+    cause = getattr(e, "cause_device", None)  # the degraded device that slowed the job, if any
+    return f' <span class="muted">(caused by {_esc(cause)})</span>' if cause else ""
+
+
+def render_report(result, *, max_devices: int = 50) -> str:
+    """The HTML report of ``result`` as text (see :func:`write_report`)."""
+    from .. import __version__
+    from ._formats import format_when, humanize, score_text, short_ids
+
+    flagged = result.flagged()  # every device that is not healthy, unknown ones included
+    ids = short_ids(v.device for v in result.verdicts)
     c = result.counts()
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              "<title>degrade analyze report</title>", f"<style>{_CSS}</style></head><body>",
@@ -259,49 +382,61 @@ def write_report(result, path: str | os.PathLike, *, max_devices: int = 50) -> N
              + "".join(f'<td class="num s-{k}">{n}</td>' for k, n in c.items()) + '</tr></table>']
     parts.append("<h2>Devices that are not healthy</h2>")
     if flagged:
-        parts.append("<table><tr><th>status</th><th>device</th><th>job</th><th>host</th>"
-                     "<th>slowdown</th><th>onset step</th><th>detected step</th><th>score</th></tr>")
+        parts.append('<p class="muted">Times in UTC. The full UUID is in each card and in the JSON '
+                     "output.</p>")
+        parts.append('<table class="devices"><tr><th>status</th><th>device</th><th>job</th><th>host</th>'
+                     "<th>slowdown</th><th>onset</th><th>detected</th><th>score</th><th>why</th></tr>")
         for i, v in enumerate(flagged):
             st = str(v.status)
-            link = f'<a href="#d{i}">{_esc(v.device)}</a>' if i < max_devices else _esc(v.device)
+            name = _esc(ids.get(v.device, v.device))
+            link = f'<a href="#d{i}">{name}</a>' if i < max_devices else name
+            why = _esc(humanize(v.reasons[0])) if v.reasons else ""
+            if len(v.reasons) > 1:
+                why += f' <span class="muted">(+{len(v.reasons) - 1} in the card)</span>'
             parts.append(
-                f'<tr><td class="s-{st}">{st}</td><td>{link}</td><td>{_esc(v.job)}</td>'
+                f'<tr data-device="{_esc(v.device)}" data-status="{st}"><td class="s-{st}">{st}</td>'
+                f'<td title="{_esc(v.device)}">{link}</td><td>{_esc(v.job)}</td>'
                 f'<td>{_esc(v.host)}</td><td class="num">{_pct(v.slowdown)}</td>'
-                f'<td class="num">{_esc(v.onset_step)}</td><td class="num">{_esc(v.detected_step)}</td>'
-                f'<td class="num">{"" if v.score is None else f"{v.score:.1f}"}</td></tr>')
+                f'<td class="num">{_esc(format_when(v.onset_step, v.onset_time))}</td>'
+                f'<td class="num">{_esc(format_when(v.detected_step, v.detected_time))}</td>'
+                f'<td class="num">{_esc(score_text(v.score))}</td><td>{why}</td></tr>')
         parts.append("</table>")
     else:
         parts.append("<p>None: every device with enough data is healthy.</p>")
     for i, v in enumerate(flagged[:max_devices]):
         st = str(v.status)
-        parts.append(f'<div class="card" id="d{i}"><h3><span class="s-{st}">{st}</span> '
-                     f'{_esc(v.device)} <span class="muted">job {_esc(v.job)} · host {_esc(v.host)}'
-                     f' · slowdown {_pct(v.slowdown) or "n/a"}</span></h3>')
+        parts.append(f'<div class="card" id="d{i}" data-device="{_esc(v.device)}"><h3>'
+                     f'<span class="s-{st}">{st}</span> {_esc(v.device)} <span class="muted">job '
+                     f'{_esc(v.job)} · host {_esc(v.host)} · slowdown {_pct(v.slowdown) or "n/a"}'
+                     f' · onset {_esc(format_when(v.onset_step, v.onset_time)) or "n/a"}'
+                     f' · detected {_esc(format_when(v.detected_step, v.detected_time)) or "n/a"}'
+                     "</span></h3>")
         if v.reasons:
-            parts.append("<ul>" + "".join(f"<li>{_esc(r)}</li>" for r in v.reasons) + "</ul>")
+            parts.append("<ul>" + "".join(f"<li>{_esc(humanize(r))}</li>" for r in v.reasons) + "</ul>")
         if v.action:
-            parts.append(f'<p class="muted">action: {_esc(v.action)}</p>')
-        s = device_series(result, v)
-        if s is None:
-            parts.append('<p class="muted">no timing or counter series to plot for this device</p>')
+            parts.append(f'<p><b>action:</b> {_esc(v.action)}</p>')
+        if st == "unknown":
+            parts.append('<p class="muted">not enough data to judge this device: no plot</p>')
         else:
-            onset = v.onset_step if s["axis"] == "step" else v.onset_time
-            det = v.detected_step if s["axis"] == "step" else v.detected_time
-            parts.append(svg_plot(s, onset, det))
-            parts.append(_legend(s))
+            plots = _plots(result, v)
+            parts.extend(plots or ['<p class="muted">no timing or counter series to plot for this '
+                                   "device</p>"])
         parts.append("</div>")
     if len(flagged) > max_devices:
-        parts.append(f'<p class="muted">{len(flagged) - max_devices} more flagged devices are listed '
-                     'above without plots.</p>')
+        parts.append(f'<p class="muted">{len(flagged) - max_devices} more devices that are not healthy '
+                     "are listed above without cards.</p>")
     parts.append("<h2>Job events</h2>")
     if result.jobs:
-        parts.append("<table><tr><th>job</th><th>kind</th><th>from step</th><th>to step</th>"
+        parts.append('<p class="muted">The whole job or peer group slowed at once; a device is named '
+                     "only if its own slowdown caused it.</p>")
+        parts.append('<table class="jobs"><tr><th>job</th><th>kind</th><th>from</th><th>to</th>'
                      "<th>slowdown</th><th>devices</th><th>why</th></tr>")
         for e in result.jobs:
-            parts.append(f"<tr><td>{_esc(e.job)}</td><td>{_esc(e.kind)}</td>"
-                         f'<td class="num">{_esc(e.start_step)}</td><td class="num">{_esc(e.end_step)}</td>'
+            parts.append(f'<tr class="job-event"><td>{_esc(e.job)}</td><td>{_esc(e.kind)}</td>'
+                         f'<td class="num">{_esc(format_when(e.start_step, e.start_time))}</td>'
+                         f'<td class="num">{_esc(format_when(e.end_step, e.end_time))}</td>'
                          f'<td class="num">{_pct(e.slowdown)}</td><td class="num">{_esc(e.devices)}</td>'
-                         f"<td>{_esc(e.reason)}</td></tr>")
+                         f"<td>{_esc(humanize(e.reason))}{_cause(e)}</td></tr>")
         parts.append("</table>")
     else:
         parts.append("<p>None.</p>")
@@ -314,5 +449,17 @@ def write_report(result, path: str | os.PathLike, *, max_devices: int = 50) -> N
     parts.append(f'<p class="muted">degrade {__version__} · generated {_esc(result.stats.get("generated_at"))}'
                  f' · engine {_esc(result.stats.get("engine"))} · min_slowdown '
                  f'{_esc(result.config.get("min_slowdown"))}</p></body></html>')
+    return "\n".join(parts)
+
+
+def write_report(result, path: str | os.PathLike, *, max_devices: int = 50) -> None:
+    """Write the HTML report of ``result`` to ``path``.
+
+    It lists every device that is not healthy (unknown ones with their
+    reason), a card per device with every reason, the recommended action and
+    a plot of each kind of evidence (timings against peers; the counter its
+    reasons name) with onset and detection marked, and every job event.
+    """
+    text = render_report(result, max_devices=max_devices)
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(parts))
+        fh.write(text)

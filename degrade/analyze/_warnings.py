@@ -17,7 +17,13 @@ _MESSAGES = {
     "ignored_file": "ignored {source}: {column}",
     "group_changed": "{count} devices changed peer group within a job (first group used)",
     "no_timestamp": "{count} counter rows without a timestamp were dropped",
+    "empty_file": "skipped {source}: empty file ({column})",
+    "unreadable_file": "skipped {source}: cannot read it ({column})",
+    "duplicate_file": "skipped {source}: the same file or directory as {column}, read once (a symbolic link)",
 }
+
+#: kinds about whole files, not rows (their message names the file itself)
+_FILE_KINDS = frozenset({"ignored_file", "empty_file", "unreadable_file", "duplicate_file"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class WarningLog:
             self._counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2] or "")
         ):
             text = _MESSAGES.get(kind, kind).format(count=count, column=column, source=source)
-            if source and kind != "ignored_file":
+            if source and kind not in _FILE_KINDS:
                 text = f"{source}: {text}"
             out.append(AnalysisWarning(kind, count, text, source, column))
         return out

@@ -697,3 +697,80 @@ def _hac_var(y, a, b, bw):
         # a negative autocovariance sum is noise, not a real long-run variance
         lrv = floor
     return lrv, mu
+
+
+@njit
+def _hinge_split(y, lo_t, hi_t):
+    """Index ``t`` in [lo_t, hi_t] best fitting a flat level that starts to ramp at ``t``.
+
+    Model ``y_i = a + b max(0, i - t)`` (a drift that begins at ``t``); least
+    squares per candidate from running sums. Returns ``(t, rss)``; ties go to
+    the earliest index.
+    """
+    n = y.shape[0]
+    sy = 0.0
+    syy = 0.0
+    for i in range(n):
+        sy += y[i]
+        syy += y[i] * y[i]
+    best = math.inf
+    arg = lo_t
+    for t in range(lo_t, hi_t + 1):
+        sg = 0.0
+        sgg = 0.0
+        sgy = 0.0
+        for i in range(t + 1, n):
+            g = float(i - t)
+            sg += g
+            sgg += g * g
+            sgy += g * y[i]
+        # normal equations of [1, g]: det = n sgg - sg^2
+        det = n * sgg - sg * sg
+        if det <= 0.0:
+            rss = syy - sy * sy / n
+        else:
+            a = (sgg * sy - sg * sgy) / det
+            b = (n * sgy - sg * sy) / det
+            rss = syy - a * sy - b * sgy
+        if rss < best:
+            best = rss
+            arg = t
+    return arg, best
+
+
+@njit
+def _robust_onset(y, lo_t, hi_t):
+    """Onset index of the one change in ``y`` (a step or the start of a ramp).
+
+    Residuals beyond 4 MADs of the window's median are winsorised first (a
+    spike or a stall cannot pose as the change); then the least-squares
+    single mean split (:func:`_single_mean_split`) and the best hinge
+    (:func:`_hinge_split`) are compared by residual sum of squares, and the
+    better model's index is returned. A step fits the split exactly; a drift
+    fits the hinge, whose index is where the ramp began, long before the
+    level crossed a detector's reference. Both models have three parameters.
+    """
+    n = y.shape[0]
+    med = np.median(y)
+    mad = 1.482602218505602 * np.median(np.abs(y - med))
+    yw = y.copy()
+    if mad > 0.0:
+        lim = 4.0 * mad
+        for i in range(n):
+            if yw[i] > med + lim:
+                yw[i] = med + lim
+            elif yw[i] < med - lim:
+                yw[i] = med - lim
+    ts, gain = _single_mean_split(yw, lo_t, hi_t)
+    mu = 0.0
+    for i in range(n):
+        mu += yw[i]
+    mu /= n
+    tot = 0.0
+    for i in range(n):
+        tot += (yw[i] - mu) * (yw[i] - mu)
+    rss_step = tot - gain
+    th, rss_hinge = _hinge_split(yw, lo_t, hi_t)
+    if rss_hinge < rss_step:
+        return th
+    return ts

@@ -290,21 +290,40 @@ def _learn(S, B, j, v, P):
         S[COL_SIGMA, j] = sigma
 
 
+@njit(inline="always")
+def _clip(z, c):
+    """``z`` winsorised to ``[-c, c]`` (bounded influence of one sample)."""
+    if z > c:
+        return c
+    if z < -c:
+        return -c
+    return z
+
+
+@njit(inline="always")
+def _huber_sigma(sigma, zc, a, win_k):
+    """One EWMA step (gain ``a``) of a winsorised scale: Huber's proposal 2.
+
+    ``zc`` is the residual in units of ``sigma`` already clipped at the
+    winsorising limit, ``win_k`` the Gaussian value of ``E[min(Z^2, c^2)]``
+    (:func:`winsorised_var_factor`). The fixed point is the scale at which
+    clipped residuals have the Gaussian second moment, so a heavy-tailed
+    stream standardised by it gives clipped scores of Gaussian variance
+    (what the CUSUM's threshold design assumes), while one wild sample moves
+    it by at most ``a * c^2 / win_k``.
+    """
+    return math.sqrt((1.0 - a) * sigma * sigma + a * sigma * sigma * zc * zc / win_k)
+
+
 @njit
 def _adapt(S, j, z, P):
     """Winsorised EWMA update of stream ``j``'s baseline with residual ``z``."""
     a = P[P_ADAPT]
-    c = P[P_CLIP]
     mu = S[COL_MU, j]
     sigma = S[COL_SIGMA, j]
-    zc = z
-    if zc > c:
-        zc = c
-    elif zc < -c:
-        zc = -c
+    zc = _clip(z, P[P_CLIP])
     mu = mu + a * sigma * zc
-    var = (1.0 - a) * sigma * sigma + a * sigma * sigma * zc * zc / P[P_WIN_K]
-    sigma = math.sqrt(var)
+    sigma = _huber_sigma(sigma, zc, a, P[P_WIN_K])
     fl = _sigma_floor(mu, P)
     if sigma < fl:
         sigma = fl

@@ -42,6 +42,17 @@ P_HEAD = N_PCOMMON + 2  # headstart (FIR) value, in sigmas
 N_PARAMS = N_PCOMMON + 3
 
 
+@njit(inline="always")
+def _page(s, z):
+    """Page's one-sided CUSUM recursion ``max(0, s + z)`` for an increment ``z``.
+
+    ``z`` already carries the reference value (``z - k``); the verdict
+    engine's sequential tests use this same step.
+    """
+    u = s + z
+    return u if u > 0.0 else 0.0
+
+
 @njit(error_model="numpy")
 def _cusum_pass1(S, x, W, k, h, notpos, up_on, down_on, out, stat):
     """The common case for every stream, branch-free (vectorised by LLVM).
@@ -63,10 +74,8 @@ def _cusum_pass1(S, x, W, k, h, notpos, up_on, down_on, out, stat):
         v = x[j]
         ok = (v - v == 0.0) & (NW[j] >= W) & ((v > 0.0) | notpos)
         z = (v - MU[j]) / SG[j]
-        u = U[j] + z - k
-        d = D[j] - z - k
-        u = u if u > 0.0 else 0.0
-        d = d if d > 0.0 else 0.0
+        u = _page(U[j], z - k)
+        d = _page(D[j], -z - k)
         s = u if u >= d else -d
         alarm = ((u > h) & up_on) | ((d > h) & down_on)
         U[j] = u if ok else U[j]

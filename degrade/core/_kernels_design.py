@@ -22,6 +22,24 @@ def _npdf(x):
 
 
 @njit
+def _interp_log_grid(x, grid, vals):
+    """``vals`` at ``x``, linear in ``log x`` between the log-spaced ``grid`` points (clamped)."""
+    n = grid.shape[0]
+    if x <= grid[0]:
+        return vals[0]
+    if x >= grid[n - 1]:
+        return vals[n - 1]
+    lo = math.log(grid[0])
+    step = (math.log(grid[n - 1]) - lo) / (n - 1)
+    pos = (math.log(x) - lo) / step
+    j = int(pos)
+    if j >= n - 1:
+        j = n - 2
+    w = pos - j
+    return vals[j] * (1.0 - w) + vals[j + 1] * w
+
+
+@njit
 def _cusum_system(nodes, weights, k, delta, A, b_cdf):
     """Nystrom system of Page's integral equation for the one-sided CUSUM ARL.
 

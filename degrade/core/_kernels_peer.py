@@ -51,6 +51,24 @@ def _loo_median(s, c, i):
 
 
 @njit
+def _loo_deviation(sv, c, v):
+    """``v`` minus the median of the sorted ``sv[:c]`` without one entry equal to ``v``.
+
+    ``v`` must be one of ``sv[:c]``; which of several equal entries is left
+    out does not change the median.
+    """
+    lo = 0
+    hi = c
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sv[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return v - _loo_median(sv, c, lo)
+
+
+@njit
 def _peer_step(S, x, order, starts, P, t, vals, sorted_vals, pos):
     """One update of every stream; ``order``/``starts`` list the members of each group."""
     n_groups = starts.size - 1
@@ -96,17 +114,7 @@ def _peer_step(S, x, order, starts, P, t, vals, sorted_vals, pos):
                 S[COL_SCALE, j] = scale
                 S[COL_PEERS, j] = c - 1 if not math.isnan(v) else c
             else:
-                # position of v in the sorted values (any equal entry will do)
-                lo = 0
-                hi = c
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if sv[mid] < v:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                ref = _loo_median(sv, c, lo)
-                dev = v - ref
+                dev = _loo_deviation(sv, c, v)
                 z = dev / scale
                 S[COL_DEV, j] = dev
                 S[COL_STAT, j] = z

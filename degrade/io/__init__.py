@@ -7,6 +7,7 @@ readers do on first call.
 from __future__ import annotations
 
 from ._dcgm import DCGM_FIELDS
+from ._prometheus import read_prometheus
 from ._readers import DatasetInfo, ReadReport, inspect, partitions, read_counters, read_timings
 from ._schema import COUNTER_COLUMNS, COUNTER_METRICS, TIMING_COLUMNS, detect_kind
 
@@ -22,4 +23,5 @@ __all__ = [
     "COUNTER_COLUMNS",
     "COUNTER_METRICS",
     "DCGM_FIELDS",
+    "read_prometheus",
 ]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, SchemaError
-from ._dcgm import is_long_layout, long_columns, metric_for
+from ._dcgm import device_id_expr, is_long_layout, long_to_wide, metric_for, strip_blank
 from ._schema import (
     COUNTER_COLUMNS,
     COUNTER_METRICS,
@@ -138,6 +138,31 @@ def _data_files(root: str) -> list[str]:
         for f in sorted(files):
             if not f.startswith((".", "_")) and _file_format(f):
                 out.append(os.path.join(dirpath, f))
+    return _unique_regular(out)
+
+
+def _unique_regular(files: list[str]) -> list[str]:
+    """Regular files only, each once (a symlink to a file already listed is dropped).
+
+    ``os.walk`` does not descend into symlinked directories, so a symlink loop
+    ends the walk; a FIFO or socket named like a data file would block or
+    fail the reader, and a file listed twice would be read twice.
+    """
+    import stat
+
+    out, seen = [], set()
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            out.append(f)  # dangling link or loop: the reader reports it (or skips it)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
     return out
 
 
@@ -172,8 +197,7 @@ def _scan_one(path: str, fmt: str, report: ReadReport, on_bad_file: str, hive: d
             lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
             n = None
         elif fmt == "prom":
-            df = _read_exposition(path)
-            lf, n = df.lazy(), df.height
+            lf, n = _prom_scan(path)  # a scrape without DCGM metrics counts as empty
         else:
             lf = pl.scan_ipc(path)
             n = None
@@ -185,8 +209,8 @@ def _scan_one(path: str, fmt: str, report: ReadReport, on_bad_file: str, hive: d
             report.bad_files.append(path)
             return None
         raise SchemaError(
-            f"{path}: cannot read this {fmt} file ({_first_line(exc)}); "
-            "expected a Parquet, CSV or Arrow IPC file in the schema of docs/schema.md"
+            f"{path}: cannot read this {fmt} file ({_first_line(exc)}); expected a Parquet, CSV, "
+            "Arrow IPC or Prometheus text (.prom) file in the schema of docs/schema.md"
         ) from None
     if n == 0:
         report.empty_files.append(path)
@@ -198,27 +222,17 @@ def _scan_one(path: str, fmt: str, report: ReadReport, on_bad_file: str, hive: d
     return _Part(path, lf, schema)
 
 
-def _read_exposition(path: str):
-    """A saved Prometheus text exposition (``curl :9400/metrics > x.prom``) as a long frame.
+def _prom_scan(path: str):
+    """A saved scrape as canonical counter rows (parsed once per file version, then cached)."""
+    from ._promtext import cached_scrape, read_exposition
 
-    Samples without a timestamp (the usual case for a scrape) get the file's
-    modification time: one file is one scrape.
-    """
-    pl = _pl()
-    from .._optional import import_optional
+    def convert():
+        df = read_exposition(path)
+        lf, _ = _counters_part(_Part(path, df.lazy(), dict(df.schema)))
+        return lf.collect()
 
-    parser = import_optional("prometheus_client.parser", "agent", "prometheus-client")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    mtime = os.path.getmtime(path)
-    rows = []
-    for fam in parser.text_string_to_metric_families(text):
-        for smp in fam.samples:
-            rows.append({**smp.labels, "__name__": smp.name, "value": float(smp.value),
-                         "timestamp": float(smp.timestamp) if smp.timestamp is not None else mtime})
-    if not rows:
-        return pl.DataFrame(schema={"__name__": pl.String, "value": pl.Float64, "timestamp": pl.Float64})
-    return pl.DataFrame(rows, infer_schema_length=None)
+    df = cached_scrape(path, convert)
+    return df.lazy(), df.height
 
 
 def _expand(source, report: ReadReport, on_bad_file: str) -> list[_Part]:
@@ -241,7 +255,7 @@ def _expand(source, report: ReadReport, on_bad_file: str) -> list[_Part]:
     if os.path.isdir(path):
         files = _data_files(path)
         if not files:
-            raise SchemaError(f"{path}: directory holds no .parquet, .csv, .tsv or .arrow files")
+            raise SchemaError(f"{path}: directory holds no .parquet, .csv, .tsv, .arrow or .prom files")
         hive_root = path
     elif os.path.exists(path):
         files, hive_root = [path], None
@@ -256,7 +270,7 @@ def _expand(source, report: ReadReport, on_bad_file: str) -> list[_Part]:
     for f in files:
         fmt = _file_format(f)
         if fmt is None:
-            raise SchemaError(f"{f}: unknown file type; expected .parquet, .csv, .tsv, .arrow/.ipc/.feather")
+            raise SchemaError(f"{f}: unknown file type; expected .parquet, .csv, .tsv, .arrow/.ipc/.feather or .prom")
         hive = _hive_values(f, hive_root) if hive_root else {}
         report.files.append(f)
         part = _scan_one(f, fmt, report, on_bad_file, hive)
@@ -296,9 +310,32 @@ def _epoch_seconds(col: str, dtype, label: str, what: str):
         return iso.dt.epoch("us").cast(pl.Float64) / 1e6
     if not _is_numeric(dtype):
         raise SchemaError(f"{label}: column {col!r} holds {dtype} values; expected {what}")
+    return _numeric_epoch(c, dtype)
+
+
+def _numeric_epoch(c, dtype):
+    """Epoch seconds from numbers in s, ms, µs or ns, told apart by size (per value).
+
+    1e11 s is the year 5138 and 1e11 ms is 1973, so after 1973 the ranges
+    (1e11, 1e14] ms, (1e14, 1e17] µs and above 1e17 ns cannot be confused.
+    Integers are split into whole seconds and the remainder before the
+    division, so a nanosecond stamp loses nothing but float64's own
+    rounding of the result (a float64 nanosecond count has already lost
+    about 256 ns).
+    """
+    pl = _pl()
     x = c.cast(pl.Float64)
-    # Prometheus exports milliseconds; 1e11 s is the year 5138, 1e11 ms is 1973
-    return pl.when(x > 1e14).then(x / 1e6).when(x > 1e11).then(x / 1e3).otherwise(x)
+    if dtype.is_integer():
+        i = c.cast(pl.Int64, strict=False)  # beyond int64 ns is after 2262: null
+
+        def split(unit: int):
+            return (i // unit).cast(pl.Float64) + (i % unit).cast(pl.Float64) / unit
+    else:
+
+        def split(unit: int):
+            return x / unit
+    return (pl.when(x > 1e17).then(split(1_000_000_000)).when(x > 1e14).then(split(1_000_000))
+            .when(x > 1e11).then(split(1_000)).otherwise(x))
 
 
 def _rename_map(columns, aliases: dict[str, str], canonical) -> dict[str, str]:
@@ -542,42 +579,7 @@ def _counters_part(part: _Part):
     layout = "canonical"
     if is_long_layout(schema):
         layout = "dcgm-long"
-        name_col, value_col = long_columns(schema)
-        if not _is_numeric(schema[value_col]):
-            raise SchemaError(f"{label}: column {value_col!r} holds {schema[value_col]} values; expected numbers")
-        ts_col = next((c for c in schema if c.lower() in ("timestamp", "ts", "time")), None)
-        if ts_col is None:
-            raise SchemaError(f"{label}: long (Prometheus) export without a 'timestamp' column")
-        labels = [c for c in schema if c not in (name_col, value_col, ts_col)]
-        low = {c.lower(): c for c in labels}
-        # metrics of one scrape may carry different label sets (some lack pci_bus_id):
-        # group on the device's identity only and take the other labels where present
-        if "uuid" in low:
-            ident = [low["uuid"]]
-        elif "hostname" in low and "gpu" in low:
-            ident = [low["hostname"], low["gpu"]]
-        else:
-            ident = labels
-        others = [c for c in labels if c not in ident]
-        from ._dcgm import DCGM_FIELDS
-
-        lf = lf.with_columns(
-            pl.col(name_col).cast(pl.String).str.to_uppercase()
-            .str.replace(r"^DCGM_FI_DEV_|^DCGM_FI_|^DCGM_", "").alias("__field")
-        )
-        by_canon: dict[str, list[tuple[str, float]]] = {}
-        for fld, (canon, factor) in DCGM_FIELDS.items():
-            by_canon.setdefault(canon, []).append((fld, factor))
-        aggs = []
-        for canon, flds in by_canon.items():
-            val = None
-            for fld, factor in flds:
-                e = (pl.col(value_col).cast(pl.Float64) * factor).filter(pl.col("__field") == fld).last()
-                val = e if val is None else pl.coalesce(val, e)
-            aggs.append(val.alias(canon))
-        aggs += [pl.col(c).drop_nulls().first().alias(c) for c in others]
-        lf = lf.group_by([*ident, ts_col], maintain_order=True).agg(aggs)
-        schema = dict(lf.collect_schema())
+        lf, schema = long_to_wide(lf, schema, label)
     renames, scaled = {}, {}
     dcgm = layout == "dcgm-long"
     from ._dcgm import DCGM_FIELDS, normalise_field
@@ -611,16 +613,16 @@ def _counters_part(part: _Part):
     for canon, src in names.items():
         dtype = schema[src]
         c = pl.col(src)
-        if canon in ("device", "host", "model", "uuid", "pci_bus_id", "dcgm_device"):
+        if canon in ("device", "host", "model", "uuid", "pci_bus_id", "dcgm_device", "mig_profile"):
             e = c.cast(pl.String)
-        elif canon == "gpu":
+        elif canon in ("gpu", "gpu_instance"):
             e = c.cast(pl.Int64, strict=False) if not _is_numeric(dtype) else c.cast(pl.Int64)
         elif canon == "timestamp":
             e = _epoch_seconds(src, dtype, label, "epoch seconds or a datetime")
         elif canon in COUNTER_METRICS:
             if not _is_numeric(dtype):
                 raise SchemaError(f"{label}: column {src!r} holds {dtype} values; expected numbers for {canon}")
-            x = c.cast(pl.Float64) * scaled.get(canon, 1.0)
+            x = strip_blank(c.cast(pl.Float64)) * scaled.get(canon, 1.0)
             x = pl.when(x.is_finite()).then(x).otherwise(None)
             e = x.round(0).cast(pl.Int64) if COUNTER_METRICS[canon] == "Int64" else x
         else:
@@ -629,12 +631,8 @@ def _counters_part(part: _Part):
     if "timestamp" not in names:
         raise SchemaError(f"{label}: no 'timestamp' column; expected epoch seconds per counter sample")
     if "device" not in names:
-        if "uuid" in names:
-            exprs.append(pl.col(names["uuid"]).cast(pl.String).alias("device"))
-        elif "host" in names and "gpu" in names:
-            exprs.append(
-                (pl.col(names["host"]).cast(pl.String) + "/gpu" + pl.col(names["gpu"]).cast(pl.String)).alias("device")
-            )
+        if "uuid" in names or ("host" in names and "gpu" in names):
+            exprs.append(_dcgm_device(names).alias("device"))
         else:
             raise SchemaError(
                 f"{label}: no device column; expected 'device', 'uuid'/'UUID', or 'Hostname' with 'gpu' "
@@ -644,7 +642,26 @@ def _counters_part(part: _Part):
         raise SchemaError(
             f"{label}: no metric column; expected canonical counters (sm_clock_mhz, ...) or dcgm-exporter fields"
         )
-    return lf.select(exprs), layout
+    return _mig_model(lf.select(exprs)), layout
+
+
+def _dcgm_device(names):
+    """``device`` from dcgm-exporter labels: UUID (or host/gpuN), plus the MIG instance."""
+    pl = _pl()
+    col = {k: pl.col(names[k]) if k in names else None for k in ("uuid", "host", "gpu", "gpu_instance")}
+    return device_id_expr(col["uuid"], col["host"], col["gpu"], col["gpu_instance"])
+
+
+def _mig_model(lf):
+    """A MIG instance's ``model`` names its profile, so it is never a peer of whole GPUs."""
+    pl = _pl()
+    schema = lf.collect_schema()
+    if "mig_profile" not in schema:
+        return lf
+    p = pl.col("mig_profile")
+    model = pl.col("model") if "model" in schema else pl.lit(None, dtype=pl.String)
+    mig = p.is_not_null() & (p != "")
+    return lf.with_columns(pl.when(mig).then(model.fill_null("?") + " MIG " + p).otherwise(model).alias("model"))
 
 
 def read_counters(
@@ -684,6 +701,15 @@ def read_counters(
     >>> row["device"], row["host"], row["gpu_util_ratio"], row["xid_last"]
     ('GPU-1', 'n1', 0.87, 79)
     """
+    return _read_counters(paths, where=where, report=report, on_bad_file=on_bad_file)
+
+
+def _read_counters(paths, *, where=None, report=None, on_bad_file="raise", sort=True):
+    """:func:`read_counters`; with ``sort=False``, rows stay in input order and duplicates stay.
+
+    For a planner that needs per-device counts and time spans only: no sort
+    materialises the dataset, so polars' streaming engine can run it.
+    """
     if on_bad_file not in ("raise", "skip"):
         raise InputError(f"on_bad_file={on_bad_file!r}; expected 'raise' or 'skip'")
     report = report if report is not None else ReadReport()
@@ -695,10 +721,14 @@ def read_counters(
             continue
         if kind == "timings":
             raise SchemaError(f"{part.label}: holds step timings, not device counters; use read_timings")
-        lf, layout = _counters_part(part)
+        if part.label.lower().endswith(".prom"):  # _prom_scan made it canonical already
+            lf, layout = part.lf, "prom"
+        else:
+            lf, layout = _counters_part(part)
         report.layouts[part.label] = layout
         parts.append(lf if where is None else lf.filter(where))
-    return _finish(parts, ("device", "timestamp"), ("device", "timestamp"), report, "counter", _label(paths))
+    return _finish(parts, ("device", "timestamp"), ("device", "timestamp"), report, "counter", _label(paths),
+                   sort=sort)
 
 
 # --------------------------------------------------------------------------- cheap inspection

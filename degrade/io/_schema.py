@@ -58,6 +58,19 @@ COUNTER_METRICS: dict[str, str] = {
     "nvlink_replay_errors_total": "Int64",
     "nvlink_recovery_errors_total": "Int64",
     "device_lost": "Int64",
+    # signals of the stock dcgm-exporter counters file (docs/schema.md, "dcgm-exporter input")
+    "gr_engine_active_ratio": "Float64",
+    "sm_active_ratio": "Float64",
+    "tensor_active_ratio": "Float64",
+    "dram_active_ratio": "Float64",
+    "power_violation_total": "Int64",
+    "thermal_violation_total": "Int64",
+    "clock_events_count": "Int64",
+    "xid_errors_count": "Int64",
+    "pcie_tx_bytes_per_second": "Float64",
+    "pcie_rx_bytes_per_second": "Float64",
+    "nvlink_tx_bytes_per_second": "Float64",
+    "nvlink_rx_bytes_per_second": "Float64",
 }
 
 COUNTER_COLUMNS: dict[str, str] = {
@@ -68,6 +81,8 @@ COUNTER_COLUMNS: dict[str, str] = {
     "uuid": "String",
     "gpu": "Int64",
     "pci_bus_id": "String",
+    "gpu_instance": "Int64",  # MIG GPU instance id (dcgm-exporter's GPU_I_ID label)
+    "mig_profile": "String",  # MIG profile (GPU_I_PROFILE), e.g. "3g.40gb"
     **COUNTER_METRICS,
 }
 
@@ -129,6 +144,8 @@ LABEL_ALIASES: dict[str, str] = {
     "modelname": "model",
     "model": "model",
     "model_name": "model",
+    "gpu_i_id": "gpu_instance",
+    "gpu_i_profile": "mig_profile",
 }
 
 _TIMING_HINTS = ("step", "iteration", "iter", "global_step", "step_idx", "batch_idx")

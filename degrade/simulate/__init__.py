@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._engine import MODELS, SimResult, simulate
 from ._faults import FAULTS, MIN_SLOWDOWN, expected_status
+from ._noise import Fault, NoiseSpec, Times, compute_times, simulate_times
 from ._scenario import FaultSpec, JobSpec, RandomFaults, Scenario, list_scenarios, load_scenario
 
 __all__ = [
@@ -24,6 +25,11 @@ __all__ = [
     "MODELS",
     "MIN_SLOWDOWN",
     "expected_status",
+    "NoiseSpec",
+    "Fault",
+    "Times",
+    "simulate_times",
+    "compute_times",
 ]
 
 # `degrade.simulate(...)` works whether or not the subpackage was imported first.

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._faults import FAULTS, IDLE, SW_POWER, counter_effect, expected_status, timing_effect
+from ._noise import apply_garbage, log_noise, moe_imbalance
 from ._scenario import FaultSpec, JobSpec, Scenario, _instance_names, load_scenario
 
 __all__ = ["simulate", "SimResult", "MODELS"]
@@ -107,6 +108,19 @@ def _ar1(rng, shape, sigma: float, phi: float) -> np.ndarray:
         prev = phi * prev + innov[t]
         out[t] = prev
     return out
+
+
+def _reshuffled_ranks(rng, active: np.ndarray, restarts: list[int]) -> np.ndarray:
+    """Ranks per (step, device): at every elastic restart the active devices get a new permutation."""
+    S, N = active.shape
+    rank = np.broadcast_to(np.arange(N)[None, :], (S, N)).copy()
+    bounds = sorted({0, *restarts, S})
+    for a, b in zip(bounds, bounds[1:]):
+        if a == 0:
+            continue  # the job starts with ranks in device order
+        live = np.flatnonzero(active[a])
+        rank[a:b, live] = rng.permutation(live.size)
+    return rank
 
 
 def _random_faults(sc: Scenario, rng) -> list[FaultSpec]:
@@ -278,7 +292,19 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
         if stop_at == 0:
             raise InputError(f"job {name!r}: xid79 at onset_step 0 leaves no data; use onset_step >= 1")
 
-    noise = _ar1(rng, (S, N), job.noise, job.ar)
+    # new noise families draw from their own stream, so a scenario without them is bit-identical to before
+    extra = (job.noise_family != "gaussian" or job.hetero > 0 or job.moe > 0 or job.reshuffle
+             or job.garbage_rate > 0)
+    xrng = np.random.default_rng(rng.integers(2**63)) if extra else None
+    rank = np.broadcast_to(np.arange(N)[None, :], (S, N))
+    if job.noise_family != "gaussian" or job.hetero > 0:
+        noise = log_noise(xrng, (S, N), job.noise_spec())
+    else:
+        noise = _ar1(rng, (S, N), job.noise, job.ar)
+    if job.reshuffle:
+        rank = _reshuffled_ranks(xrng, active, restarts)
+    if job.moe > 0:
+        noise = noise + np.take_along_axis(moe_imbalance(xrng, (S, N), job.noise_spec()), rank, axis=1)
     spikes = np.where(
         rng.random((S, N)) < job.spike_prob, (rng.pareto(job.spike_alpha, (S, N)) + 1.0) * job.spike_scale, 0.0
     )
@@ -312,18 +338,24 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
     if job.missing_rate > 0:
         keep &= rng.random((S, N)) >= job.missing_rate
     dev_i, step_i = np.nonzero(keep.T)
+    reported = {"compute_time": compute[step_i, dev_i], "step_time": step_time[step_i, dev_i]}
+    if job.garbage_rate > 0:
+        # telemetry errors in the reported values only: the wall clock and the counters are untouched
+        for col in job.garbage_columns:
+            reported[col] = reported[col].copy()
+            apply_garbage(xrng, reported[col], job.garbage_rate, job.garbage_values)
     pl = _pl()
     # strings by gathering from a small table: building them per row costs more than the simulation
     timings = {
         "job": pl.repeat(name, dev_i.size, dtype=pl.String, eager=True),
         "host": pl.Series([hosts[h] for h in host_idx], dtype=pl.String).gather(dev_i),
         "device": pl.Series(uuids, dtype=pl.String).gather(dev_i),
-        "rank": dev_i.astype(np.int64),
+        "rank": rank[step_i, dev_i].astype(np.int64),
         "group": pl.Series(groups, dtype=pl.String).gather(dev_i),
         "step": step_i.astype(np.int64),
         "timestamp": ends[step_i, dev_i],
-        "step_time": step_time[step_i, dev_i],
-        "compute_time": compute[step_i, dev_i],
+        "step_time": reported["step_time"],
+        "compute_time": reported["compute_time"],
     }
 
     # ---- counters

@@ -48,6 +48,27 @@ class JobSpec:
     start_offset: float = 0.0
     stagger: float = 0.0
     missing_rate: float = 0.0
+    # noise families (docs/simulator.md "Noise families"); the defaults draw exactly what they drew before
+    noise_family: str = "gaussian"
+    noise_nu: float = 3.0
+    hetero: float = 0.0
+    moe: float = 0.0
+    moe_ar: float = 0.8
+    moe_group: int = 8
+    moe_rho: float = 0.5
+    reshuffle: bool = False
+    garbage_rate: float = 0.0
+    garbage_values: list[float] = field(default_factory=lambda: [1e300, 1e-6, 0.0, float("nan")])
+    garbage_columns: list[str] = field(default_factory=lambda: ["compute_time"])
+
+    def noise_spec(self):
+        """This job's own noise as a :class:`~degrade.simulate.NoiseSpec` (validated)."""
+        from ._noise import NoiseSpec
+
+        return NoiseSpec(family=self.noise_family, nu=self.noise_nu, sd=self.noise, phi=self.ar,
+                         hetero=self.hetero, moe=self.moe, moe_phi=self.moe_ar, moe_group=self.moe_group,
+                         moe_rho=self.moe_rho, garbage_rate=self.garbage_rate,
+                         garbage=tuple(self.garbage_values) or (0.0,))
 
 
 @dataclass
@@ -165,6 +186,7 @@ def scenario_from_dict(d: dict, source: str = "<dict>") -> Scenario:
             raise InputError(f"{source}: job {j.name!r} needs hosts, gpus_per_host, count >= 1 and steps >= 2")
         if j.compute_time <= 0 or j.comm_time < 0 or j.noise < 0 or not (0 <= j.ar < 1):
             raise InputError(f"{source}: job {j.name!r}: compute_time > 0, comm_time >= 0, noise >= 0, 0 <= ar < 1")
+        _check_noise(j, source)
         n = j.hosts * j.gpus_per_host
         if j.kind == "pipeline":
             st = j.stage_times or [1.0, 0.9, 0.95, 1.15]
@@ -188,6 +210,20 @@ def scenario_from_dict(d: dict, source: str = "<dict>") -> Scenario:
     if sc.counter_interval <= 0:
         raise InputError(f"{source}: counter_interval must be > 0 seconds")
     return sc
+
+
+def _check_noise(j: JobSpec, source: str) -> None:
+
+    where = f"{source}: job {j.name!r}"
+    try:
+        j.noise_spec()
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    bad = [c for c in j.garbage_columns if c not in ("compute_time", "step_time")]
+    if bad:
+        raise InputError(f"{where}: garbage_columns {bad}; expected 'compute_time' and/or 'step_time'")
+    if j.garbage_rate > 0 and not j.garbage_values:
+        raise InputError(f"{where}: garbage_values is empty; give at least one value when garbage_rate > 0")
 
 
 def _instance_names(j: JobSpec) -> list[str]:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _layout as K
+from ._kernels import _episode_degraded
 from ._types import Status, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .engine import VerdictEngine
+    from .engine import EngineConfig
 
 
 @dataclass
@@ -71,66 +72,118 @@ def _fin(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def _timing_status(eng: VerdictEngine, mean: float, n: float, sig: float) -> Status:
-    """Degraded only when the slowdown estimate reaches ``min_slowdown``.
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """What :func:`fuse` reads: the engine's configuration and state arrays, one row per device.
 
-    ``mean`` (log units) is the mean deviation over ``n`` samples since onset,
-    ``sig`` the channel's long-run (autocorrelation-inflated) sigma. The floor
-    allows for the estimate's own uncertainty: degraded needs the point
-    estimate past the midpoint between ``healthy_offset`` and ``min_slowdown``
-    *and* ``min_slowdown`` within two standard errors (``sig/sqrt(n)``) of it,
-    so a long, well-measured 3.7 % (or 16 % at ``min_slowdown=0.2``) episode
-    is suspect, while a short episode at about ``min_slowdown`` keeps its
-    benefit of the doubt.
+    Built by :meth:`VerdictEngine.snapshot` (copies, so fusing never sees a
+    half-updated engine and never reaches into its private attributes).
     """
-    p = eng._params
-    if mean < 0.5 * (p[K.P_MU0] + p[K.P_MU1]):
-        return Status.SUSPECT
-    se = sig / math.sqrt(max(n, 1.0)) if math.isfinite(sig) else 0.0
-    return Status.DEGRADED if mean + 2.0 * se >= p[K.P_MU1] else Status.SUSPECT
+
+    config: EngineConfig
+    params: np.ndarray
+    devices: list[str]
+    jobs: list
+    hosts: list
+    groups: list
+    metrics: list
+    timing_peer: np.ndarray
+    timing_own: np.ndarray
+    clock_peer: np.ndarray
+    stall_peer: np.ndarray
+    hard: np.ndarray
+    device: np.ndarray
+    lost_reasons: dict[str, str] = field(default_factory=dict)
 
 
-def _crossing(row: np.ndarray, chart: str = "CUSUM") -> str:
+def _timing_status(snap: EngineSnapshot, mean: float, n: float, sig: float, own: bool = False,
+                   se0: float = 0.0) -> Status:
+    """Degraded only when the slowdown estimate reaches ``min_slowdown`` (see ``_episode_degraded``)."""
+    p = snap.params
+    mu0 = 0.0 if own else float(p[K.P_MU0])
+    ok = _episode_degraded(mean, n, sig, mu0, float(p[K.P_MU1]), 0.0, se0)
+    return Status.DEGRADED if ok else Status.SUSPECT
+
+
+def _crossing(xs: float, xh: float, big: bool, chart: str = "CUSUM") -> str:
     """The statistic that raised the alarm, at the sample it crossed h."""
-    xs, xh = row[K.C_XS], row[K.C_XH]
     if not (math.isfinite(xs) and math.isfinite(xh)):
         return ""
-    if chart == "CUSUM" and row[K.C_XBIG] != 0.0:
-        return f"; median of the last {K.RING} deviations {xs:.1f} sigma > {xh:.1f} (large-shift rule)"
+    if chart == "CUSUM" and big:
+        return f"; median of the last {K.RING} innovations {xs:.1f} sigma > {xh:.1f} (large-shift rule)"
     return f"; {chart} {xs:.1f} > h {xh:.1f}"
 
 
-def _channel_evidence(eng: VerdictEngine, S: np.ndarray, i: int, what: str, latch: bool,
-                      peers: bool = False) -> _Evidence | None:
-    row = S[i]
-    active = row[K.C_ALARM] != 0.0
-    if not active and not (latch and row[K.C_EPISODES] > 0):
-        return None
-    mean = row[K.C_ASUM] / max(row[K.C_AN], 1.0)
+def _episode(snap: EngineSnapshot, row: np.ndarray, what: str, peers: bool, own: bool, latched: bool,
+             active: bool) -> _Evidence:
+    """Evidence of one episode: the current/last one, or the latched (first degraded) one."""
+    f = _LATCHED if latched else _CURRENT
+    mean = row[f["asum"]] / max(row[f["an"]], 1.0)
     desc = what.format(pct=100.0 * math.expm1(mean))
-    loc = row[K.C_LOC]
+    loc = row[f["loc"]]
+    se0 = 0.0
     if peers and math.isfinite(loc) and loc < 0.0:
+        se0 = float(row[f["bse"]]) if math.isfinite(row[f["bse"]]) else 0.0
         # a device that ran faster than its peers before the change: its
         # slowdown is measured against its own level before onset (the peers'
         # gap understates it by its healthy offset)
         desc = what.format(pct=100.0 * math.expm1(mean - loc)).replace(
             "above peers", f"above its own level before onset, {100.0 * math.expm1(mean):.1f} % above peers")
         mean -= loc
-    slowdown = math.expm1(mean)
-    status = _timing_status(eng, mean, row[K.C_AN], row[K.C_SIG])
-    if row[K.C_XBIG] != 0.0:
+    big = row[f["xbig"]] != 0.0
+    if latched:
+        status = Status.DEGRADED if row[K.C_LATCHED] == 2.0 else Status.SUSPECT
+    elif row[K.C_EPDEG] != 0.0:
+        # once an episode qualified as degraded it stays so until it clears
+        status = Status.DEGRADED
+    else:
+        status = _timing_status(snap, mean, row[f["an"]], row[f["sig"]], own, se0)
+    if big:
         # the window-median rule's arl0 holds for Gaussian AR(1) noise; a few
         # steps of heavy-tailed noise can mimic it, so it alone makes a suspect
         status = Status.SUSPECT
-    h = row[K.C_H]
-    s = row[K.C_S]
-    score = row[K.C_PEAK] if (latch or not active) else s / h
-    since = _at(row[K.C_ONSTEP], row[K.C_ONTIME])
-    text = f"{desc} since {since}{_crossing(row)}" if active else (
-        f"{desc} from {since} until {_at(row[K.C_ENDSTEP], row[K.C_ENDTIME])} (recovered){_crossing(row)}"
+    score = row[f["peak"]] if (latched or not active) else row[K.C_S] / row[K.C_H]
+    since = _at(row[f["onstep"]], row[f["ontime"]])
+    cross = _crossing(row[f["xs"]], row[f["xh"]], big)
+    text = f"{desc} since {since}{cross}" if active else (
+        f"{desc} from {since} until {_at(row[f['endstep']], row[f['endtime']])} (recovered){cross}"
     )
-    return _Evidence(status, float(score), text, "timing", slowdown, row[K.C_ONSTEP], row[K.C_ONTIME],
-                     row[K.C_DETSTEP], row[K.C_DETTIME])
+    return _Evidence(status, float(score), text, "timing", math.expm1(mean), row[f["onstep"]],
+                     row[f["ontime"]], row[f["detstep"]], row[f["dettime"]])
+
+
+_CURRENT = {"asum": K.C_ASUM, "an": K.C_AN, "loc": K.C_BEFORE, "bse": K.C_BSE, "xbig": K.C_XBIG, "sig": K.C_SIG, "peak": K.C_PEAK,
+            "onstep": K.C_ONSTEP, "ontime": K.C_ONTIME, "xs": K.C_XS, "xh": K.C_XH, "endstep": K.C_ENDSTEP,
+            "endtime": K.C_ENDTIME, "detstep": K.C_DETSTEP, "dettime": K.C_DETTIME}
+_LATCHED = {"asum": K.C_L_ASUM, "an": K.C_L_AN, "loc": K.C_L_LOC, "bse": K.C_L_BSE, "xbig": K.C_L_XBIG, "sig": K.C_L_SIG,
+            "peak": K.C_L_PEAK, "onstep": K.C_L_ONSTEP, "ontime": K.C_L_ONTIME, "xs": K.C_L_XS, "xh": K.C_L_XH,
+            "endstep": K.C_L_ENDSTEP, "endtime": K.C_L_ENDTIME, "detstep": K.C_L_DETSTEP,
+            "dettime": K.C_L_DETTIME}
+
+
+def _channel_evidence(snap: EngineSnapshot, S: np.ndarray, i: int, what: str, latch: bool,
+                      peers: bool = False, own: bool = False) -> tuple[list[_Evidence], list[str]]:
+    """Evidence of one timing/clock channel, and history lines (episodes that set no status).
+
+    Streaming: only an episode in progress counts (``degraded`` once its
+    slowdown estimate reaches ``min_slowdown``, else ``suspect``: evidence
+    not yet confirmed). Batch latch: also the first episode that was
+    degraded, even if it recovered. A recovered episode that never reached
+    ``min_slowdown`` is history, not a status.
+    """
+    row = S[i]
+    active = row[K.C_ALARM] != 0.0
+    out: list[_Evidence] = []
+    history: list[str] = []
+    if active:
+        out.append(_episode(snap, row, what, peers, own, latched=False, active=True))
+    if latch and row[K.C_LATCHED] != 0.0:
+        out.append(_episode(snap, row, what, peers, own, latched=True, active=False))
+    elif latch and not active and row[K.C_EPISODES] > 0:
+        e = _episode(snap, row, what, peers, own, latched=False, active=False)
+        n = int(row[K.C_EPISODES])
+        history.append(f"history: {n} recovered episode(s) below min_slowdown, the last {e.reason}")
+    return out, history
 
 
 def _order(times_known: bool, step: float, time: float) -> tuple[int, float]:
@@ -139,18 +192,19 @@ def _order(times_known: bool, step: float, time: float) -> tuple[int, float]:
     return (0, step) if math.isfinite(step) else (1, time if math.isfinite(time) else math.inf)
 
 
-def fuse(eng: VerdictEngine) -> list[Verdict]:
-    cfg = eng.config
+def fuse(snap: EngineSnapshot) -> list[Verdict]:
+    """One :class:`Verdict` per device of ``snap``, in its order."""
+    cfg = snap.config
     latch = cfg.latch
-    m = len(eng._names)
-    SD = eng._SD[:m]
-    ST, SS, SC, SH = eng._ST, eng._SS, eng._SC, eng._SH
+    m = len(snap.devices)
+    SD = snap.device
+    ST, SS, SC, SB, SH = snap.timing_peer, snap.timing_own, snap.clock_peer, snap.stall_peer, snap.hard
     warm = cfg.warmup
 
     # newest data per job, for the data-stopped rule
     newest: dict[object, list[float]] = {}
     for i in range(m):
-        key = eng._job[i]
+        key = snap.jobs[i]
         cur = newest.setdefault(key, [-math.inf, -math.inf, -math.inf])
         for a, f in enumerate((K.SD_LASTSTEP, K.SD_LASTTIME, K.SD_LASTSEQ)):
             v = SD[i, f]
@@ -159,36 +213,43 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
 
     out: list[Verdict] = []
     for i in range(m):
-        dev = eng._names[i]
-        job = eng._job[i]
-        group = eng._group[i]
-        metric = eng._metric[i] or "step time"
+        dev = snap.devices[i]
+        job = snap.jobs[i]
+        group = snap.groups[i]
+        metric = snap.metrics[i] or "step time"
         ev: list[_Evidence] = []
+        history: list[str] = []
         where = f"job {job} group {group}" if group is not None else f"job {job}"
 
-        e = _channel_evidence(eng, ST, i, f"{metric} {{pct:.1f}} % above peers ({where})", latch, peers=True)
-        if e:
-            ev.append(e)
-        e = _channel_evidence(eng, SS, i, f"{metric} {{pct:.1f}} % above its own baseline (no peers)", latch)
-        if e:
-            ev.append(e)
-        r = eng._SB[i]
+        for S, what, kw in (
+            (ST, f"{metric} {{pct:.1f}} % above peers ({where})", {"peers": True}),
+            (SS, f"{metric} {{pct:.1f}} % above its own baseline (no peers)", {"own": True}),
+        ):
+            e, h = _channel_evidence(snap, S, i, what, latch, **kw)
+            ev += e
+            history += h
+        r = SB[i]
         if r[K.C_ALARM] != 0.0 or (latch and r[K.C_EPISODES] > 0):
+            # the Bernoulli CUSUM is calibrated like the level test: a
+            # confirmed excess of intermittent slow steps is degraded
             since = _at(r[K.C_ONSTEP], r[K.C_ONTIME])
-            # stalls that do not add up to a real slowdown (clusters of healthy
-            # spikes) are only suspect
             mean_d = r[K.C_ASUM] / max(r[K.C_AN], 1.0)
-            st = _timing_status(eng, mean_d, r[K.C_AN], ST[i, K.C_SIG])
-            ev.append(_Evidence(st, float(r[K.C_PEAK] if latch else r[K.C_S] / r[K.C_H]),
-                                f"intermittent stalls of {metric} (steps at least 2x the peers' median) since "
-                                f"{since}: mean {100 * math.expm1(r[K.C_ASUM] / max(r[K.C_AN], 1.0)):.1f} % "
-                                f"above peers{_crossing(r, 'stall CUSUM')}",
-                                "timing", math.expm1(r[K.C_ASUM] / max(r[K.C_AN], 1.0)), r[K.C_ONSTEP],
+            n_slow = int(r[K.C_SQ])
+            slow_pct = 100.0 * math.expm1(r[K.C_XP] / n_slow) if n_slow else math.nan
+            share = 100.0 * n_slow / max(r[K.C_AN], 1.0)
+            end = "" if r[K.C_ALARM] != 0.0 else f" until {_at(r[K.C_ENDSTEP], r[K.C_ENDTIME])} (recovered)"
+            ev.append(_Evidence(Status.DEGRADED, float(r[K.C_PEAK] if latch else r[K.C_S] / r[K.C_H]),
+                                f"intermittent stalls of {metric} since {since}{end}: {n_slow} slow steps "
+                                f"({share:.0f} % of steps, {slow_pct:.0f} % above peers on average), "
+                                f"{100 * math.expm1(mean_d):.1f} % above peers overall"
+                                f"{_crossing(r[K.C_XS], r[K.C_XH], False, 'slow-step CUSUM')}",
+                                "timing", math.expm1(mean_d), r[K.C_ONSTEP],
                                 r[K.C_ONTIME], r[K.C_DETSTEP], r[K.C_DETTIME]))
-        e = _channel_evidence(eng, SC, i, "SM clock {pct:.1f} % below busy peers of the same model", latch)
-        if e:
-            e.action = "clock"
-            ev.append(e)
+        e, h = _channel_evidence(snap, SC, i, "SM clock {pct:.1f} % below busy peers of the same model", latch)
+        for x in e:
+            x.action = "clock"
+        ev += e
+        history += h
 
         for k, (status, action, text) in _HARD.items():
             r = SH[i, k]
@@ -229,7 +290,7 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
         failed = SD[i, K.SD_FAILED]
         if failed != 0.0:
             if failed == -1.0:
-                why = eng._lost_reason.get(dev) or "marked lost"
+                why = snap.lost_reasons.get(dev) or "marked lost"
             elif failed == -2.0:
                 why = "device lost (NVML: GPU is lost)"
             else:
@@ -274,7 +335,7 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
                 reasons.append(msg)
 
         signals: dict[str, object] = {
-            "metric": eng._metric[i],
+            "metric": snap.metrics[i],
             "group": group if isinstance(group, (str, int, float)) or group is None else str(group),
             "peers": _fin(SD[i, K.SD_NPEERS]),
             "timing_samples": int(SD[i, K.SD_NT]),
@@ -290,6 +351,14 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
         }
         if signals["idle"] and status is Status.HEALTHY:
             reasons.append("idle")
+        n_out = int(SD[i, K.SD_NOUT])
+        signals["timing_outliers"] = n_out
+        signals["peer_phi"] = _fin(ST[i, K.C_PHIU])
+        if n_out:
+            reasons.append(f"{n_out} implausible {metric} sample(s) skipped as data errors "
+                           f"(more than {cfg.outlier_ratio:g}x from peers and the device's own range)")
+        # recovered episodes that never reached min_slowdown: history, not a status
+        reasons += history
 
         action = None
         if status is Status.FAILED:
@@ -303,7 +372,7 @@ def fuse(eng: VerdictEngine) -> list[Verdict]:
             device=dev,
             status=status,
             job=job,
-            host=eng._host[i],
+            host=snap.hosts[i],
             slowdown=None,
             score=float(base_score) if top is None else float(min(top.score, 1e6) if math.isfinite(top.score) else 1e6),
             reasons=reasons,

@@ -18,26 +18,13 @@ import math
 import numpy as np
 
 from degrade._config import njit
+from degrade.changepoint._kernels import _robust_onset
+from degrade.core._kernels_common import _clip, _huber_sigma, _sorted_median
+from degrade.core._kernels_cusum import _page
+from degrade.core._kernels_design import _interp_log_grid
+from degrade.core._kernels_peer import _loo_deviation
 
 from ._layout import *  # noqa: F403
-
-
-@njit
-def _interp_h(dz, dz_grid, hz_grid):
-    """Decision interval for a standardised shift ``dz`` (grid is log-spaced)."""
-    n = dz_grid.shape[0]
-    if dz <= dz_grid[0]:
-        return hz_grid[0]
-    if dz >= dz_grid[n - 1]:
-        return hz_grid[n - 1]
-    lo = math.log(dz_grid[0])
-    step = (math.log(dz_grid[n - 1]) - lo) / (n - 1)
-    pos = (math.log(dz) - lo) / step
-    j = int(pos)
-    if j >= n - 1:
-        j = n - 2
-    w = pos - j
-    return hz_grid[j] * (1.0 - w) + hz_grid[j + 1] * w
 
 
 @njit
@@ -69,51 +56,224 @@ def _ring_median(S, i):
 
 
 @njit
-def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
+def _episode_degraded(mean, n, sig, mu0, mu1, xbig, se0):
+    """Whether an episode's slowdown estimate makes it ``degraded`` (else suspect).
+
+    ``mean`` (log units) is the mean deviation over ``n`` samples since the
+    onset, ``sig`` the channel's long-run sigma. Degraded needs the point
+    estimate past the midpoint between ``healthy_offset`` and
+    ``min_slowdown`` *and* ``min_slowdown`` within two standard errors
+    (``sig / sqrt(n)``, and ``se0`` of the level it is measured from) of
+    it, so a long, well-measured 4.5 % episode stays
+    suspect while a short one at about ``min_slowdown`` keeps the benefit of
+    the doubt. An alarm of the window-median rule alone (``xbig``) is never
+    degraded: its threshold assumes Gaussian tails.
+    """
+    if xbig != 0.0:
+        return False
+    if not (mean >= 0.5 * (mu0 + mu1)):
+        return False
+    se = sig / math.sqrt(max(n, 1.0)) if math.isfinite(sig) else 0.0
+    if math.isfinite(se0):
+        se = math.sqrt(se * se + se0 * se0)
+    return mean + 2.0 * se >= mu1
+
+
+@njit
+def _episode_mean(S, i, own):
+    """Mean deviation of the episode since its onset (log units).
+
+    A device that ran faster than its peers before the change is measured
+    against its own level before onset (the peers' gap understates it).
+    """
+    mean = S[i, C_ASUM] / max(S[i, C_AN], 1.0)
+    if not own and S[i, C_BEFORE] < 0.0:
+        mean -= S[i, C_BEFORE]
+    return mean
+
+
+@njit
+def _before_se(S, i, own):
+    """Standard error of the level an episode is measured from (0 when measured against peers)."""
+    return S[i, C_BSE] if (not own and S[i, C_BEFORE] < 0.0) else 0.0
+
+
+@njit
+def _judge_episode(S, i, own, P):
+    """Judge the episode in progress degraded or not, with hysteresis.
+
+    It becomes degraded when :func:`_episode_degraded` says so and stays
+    degraded until its estimate is clearly short of ``min_slowdown``
+    (``mean + 3 se < mu1``, against ``mean + 2 se >= mu1`` to enter), so a
+    slowdown right at the threshold does not flap between suspect and
+    degraded (a true 5 % slowdown at ``min_slowdown = 0.05`` stays degraded)
+    while a long, well-measured 4.5 % episode still ends suspect.
+    """
+    mean = _episode_mean(S, i, own)
+    if S[i, C_EPDEG] == 0.0:
+        mu0 = 0.0 if own else P[P_MU0]
+        if _episode_degraded(mean, S[i, C_AN], S[i, C_SIG], mu0, P[P_MU1], S[i, C_XBIG], _before_se(S, i, own)):
+            S[i, C_EPDEG] = 1.0
+        return
+    sig = S[i, C_SIG]
+    se = sig / math.sqrt(max(S[i, C_AN], 1.0)) if math.isfinite(sig) else 0.0
+    se0 = _before_se(S, i, own)
+    se = math.sqrt(se * se + se0 * se0)
+    if mean + 3.0 * se < P[P_MU1]:
+        S[i, C_EPDEG] = 0.0
+
+
+@njit
+def _latch_episode(S, i, own, P):
+    """Keep the episode now ending for the batch latch: the first degraded one.
+
+    Failing that, the first that went past ``min_slowdown`` without being
+    confirmed (kind 1: suspect). A later, smaller episode (or a recovered
+    blip below ``min_slowdown``) then cannot overwrite the evidence the
+    batch latch reports.
+    """
+    if S[i, C_LATCHED] == 2.0:
+        return
+    mean = _episode_mean(S, i, own)
+    if S[i, C_EPDEG] != 0.0:
+        kind = 2.0
+    elif mean >= P[P_MU1] and S[i, C_LATCHED] == 0.0:
+        # a short excursion past min_slowdown that the CUSUM never confirmed
+        # (the window-median rule's): suspect, unless a degraded one follows
+        kind = 1.0
+    else:
+        return
+    S[i, C_LATCHED] = kind
+    S[i, C_L_ONSTEP] = S[i, C_ONSTEP]
+    S[i, C_L_ONTIME] = S[i, C_ONTIME]
+    S[i, C_L_DETSTEP] = S[i, C_DETSTEP]
+    S[i, C_L_DETTIME] = S[i, C_DETTIME]
+    S[i, C_L_ASUM] = S[i, C_ASUM]
+    S[i, C_L_AN] = S[i, C_AN]
+    S[i, C_L_ENDSTEP] = S[i, C_ENDSTEP]
+    S[i, C_L_ENDTIME] = S[i, C_ENDTIME]
+    S[i, C_L_PEAK] = S[i, C_PEAK]
+    S[i, C_L_XS] = S[i, C_XS]
+    S[i, C_L_XH] = S[i, C_XH]
+    S[i, C_L_XBIG] = S[i, C_XBIG]
+    S[i, C_L_SIG] = S[i, C_SIG]
+    S[i, C_L_LOC] = S[i, C_BEFORE]
+    S[i, C_L_BSE] = S[i, C_BSE]
+
+
+@njit
+def _refine_onset(S, HB, i):
+    """Onset of the change behind the alarm now raised, from the channel's history.
+
+    The last ``HIST`` deviations (chronological) go to
+    :func:`degrade.changepoint._kernels._robust_onset`, which takes the better
+    of a step and a ramp; the CUSUM's own onset (where its statistic last
+    left zero) is late for drifts, whose deviation crosses the reference
+    long after it began. Returns the history slot of the onset, or -1 when
+    the history is too short.
+    """
+    hn = int(S[i, C_HN])
+    m = hn if hn < HIST else HIST
+    if m < 2 * HIST_MIN + 1:
+        return -1
+    y = np.empty(m)
+    start = hn - m
+    for q in range(m):
+        y[q] = HB[i, (start + q) % HIST]
+    tau = _robust_onset(y, HIST_MIN, m - 1)
+    return (start + tau) % HIST
+
+
+@njit
+def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
     """Feed one finite sample ``x`` (log units, larger = slower) to channel row ``i``.
 
     ``own`` channels compare ``x`` with their own robust baseline (temporal
     evidence); the others receive a deviation from peers (spatial evidence)
     whose healthy level may sit anywhere up to ``mu0``.
+
+    The sequential test is Page's CUSUM (:func:`degrade.core._kernels_cusum._page`)
+    on AR(1)-prewhitened, winsorised scores: with ``phi`` the deviation's
+    lag-1 autocorrelation, the score is ``((d_t - mu0) - phi (d_{t-1} -
+    mu0)) / sigma_e`` clipped at ``±winsor``, minus ``k = (mu1 - mu0) / (2
+    sigma_lr)``, where ``sigma_e`` is the innovation scale. At level ``mu``
+    the unclipped score has mean ``(mu - mu0) / sigma_lr`` with ``sigma_lr =
+    sigma_e / (1 - phi)`` the long-run sigma, and for AR(1) noise the scores
+    are independent, so ``h`` comes from the i.i.d. design at the shift
+    ``(mu1 - mu0) / sigma_lr`` (:func:`degrade.core.design.upper_h_grid`). ``sigma_e`` is a Huber
+    (proposal 2) scale, so clipped scores of heavy-tailed noise have the
+    Gaussian variance the design assumes.
     """
     n = S[i, C_N]
-    mu1 = P[P_MU1]
     if own:
-        mu0 = 0.0
+        delta = P[P_MU1]
         dv = x - S[i, C_LOC] if n > 0 else 0.0
     else:
-        mu0 = P[P_MU0]
+        delta = P[P_MU1] - P[P_MU0]
         dv = x
     s_prev = S[i, C_S]
     warm = n >= P[P_WARM]
+    prev_dv = S[i, C_LASTX]
+    # the onset history (deviations, steps, times)
+    hq = int(S[i, C_HN]) % HIST
+    HB[i, hq] = dv
+    HB[i, HIST + hq] = step
+    HB[i, 2 * HIST + hq] = ts
+    S[i, C_HN] += 1.0
     if warm:
-        phi = S[i, C_AC]
-        if phi < 0.0:
-            phi = 0.0
-        elif phi > 0.9:
-            phi = 0.9
-        if s_prev == 0.0:
-            # sigma and h are frozen during an excursion; between excursions h
-            # is re-designed only when sigma moved by more than 1 % (it costs a log)
-            sig_new = max(S[i, C_SCALE], P[P_MINSCALE]) * math.sqrt((1.0 + phi) / (1.0 - phi))
+        if s_prev == 0.0 or (S[i, C_ALARM] == 0.0 and s_prev < 0.5 * S[i, C_H]):
+            # h is re-designed when sigma_lr moved by more than 1 % (it costs
+            # a log): between excursions either way; during one (below h/2,
+            # no alarm) only towards a smaller sigma, so a fault cannot widen
+            # its own test while a statistic that never returns to zero (a
+            # device slow from its first step) still leaves the cautious
+            # design of its warm-up for that of its learned noise. The
+            # statistic is rescaled to the new sigma_e so its evidence keeps
+            # its meaning
+            phi = _phi_upper(S[i, C_AC], n, P)
+            sig_m = max(S[i, C_SCALE] / math.sqrt(1.0 - phi * phi), P[P_MINSCALE])
+            sig_new = sig_m * math.sqrt((1.0 + phi) / (1.0 - phi))
             sig_old = S[i, C_SIG]
-            if not (abs(sig_new - sig_old) <= 0.01 * sig_old):
+            if not (abs(sig_new - sig_old) <= 0.01 * sig_old) and (s_prev == 0.0 or sig_new < sig_old):
+                sige_new = sig_m * math.sqrt(1.0 - phi * phi)
+                if s_prev > 0.0:
+                    s_prev *= S[i, C_SIGE] / sige_new
                 S[i, C_SIG] = sig_new
-                S[i, C_H] = _interp_h((mu1 - mu0) / sig_new, dz_grid, hz_grid)
+                S[i, C_SIGE] = sige_new
+                S[i, C_PHIU] = phi
+                S[i, C_H] = _interp_log_grid(delta / sig_new, dz_grid, hz_grid)
+            # the healthy level: up to healthy_offset above peers, and for a
+            # device that runs faster than its peers, up to healthy_offset
+            # above its own level (a 5 % slowdown of a device 2 % faster than
+            # its peers lands at +3 %, which peers alone would call healthy)
+            # (its level by an upper confidence bound: a noisy location must
+            # not pull the reference down, which would raise the false-alarm
+            # rate of every device that wanders)
+            if own:
+                S[i, C_MU0] = 0.0
+            else:
+                n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+                up = S[i, C_LOC] + 2.0 * S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
+                S[i, C_MU0] = P[P_MU0] + min(up, 0.0)
+        mu0 = S[i, C_MU0]
         sig = S[i, C_SIG]
         h = S[i, C_H]
-        z = (dv - 0.5 * (mu0 + mu1)) / sig
-        c = P[P_CLIP]
-        if z > c:
-            z = c
-        elif z < -c:
-            z = -c
-        s_new = s_prev + z
-        if s_new < 0.0:
-            s_new = 0.0
+        phiu = S[i, C_PHIU]
+        # the innovation under the healthy hypothesis (level mu0), winsorised
+        # symmetrically, minus the reference k = delta / (2 sigma_lr):
+        # clipping after subtracting k would cut the healthy side's tail and
+        # keep the other, biasing the scores upwards
+        e = dv - mu0
+        if math.isfinite(prev_dv):
+            e -= phiu * (prev_dv - mu0)
+        else:
+            e *= 1.0 - phiu
+        z = _clip(e / S[i, C_SIGE], P[P_CLIP]) - 0.5 * delta / sig
+        s_new = _page(s_prev, z)
         if s_new > P[P_CAP] * h:
             s_new = P[P_CAP] * h
         if s_prev == 0.0 and s_new > 0.0:
+            S[i, C_LOC0] = S[i, C_LOC]
             if n == P[P_WARM]:
                 # rising from the first judged sample: the device was off from its first
                 S[i, C_CSTEP] = S[i, C_FSTEP]
@@ -131,70 +291,77 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
             S[i, C_HIT] += 1.0
         else:
             S[i, C_HIT] = 0.0
-        # large-shift rule: the median of the last RING deviations, whose
-        # standard error is ~1.25 sigma_lr / sqrt(RING) (median efficiency,
-        # long-run sigma for the autocorrelation); the median ignores single
-        # heavy-tailed spikes and their short AR echoes, a plateau of large
-        # deviations (a straggler for ten steps) crosses it
+        # large-shift rule: the median of the last RING innovations (the
+        # prewhitened deviations e above, in log units), whose standard error
+        # is ~1.25 sigma_e / sqrt(RING) (median efficiency). A plateau of
+        # level mu (a straggler for ten steps) keeps its innovations at
+        # (1 - phi)(mu - mu0), so the rule has the power of a median of
+        # deviations against sigma_lr; but a single heavy-tailed spike and
+        # its AR(1) echo are one large innovation, which a median of RING
+        # ignores (four of eight would have to be large), so the rule keeps
+        # its false-alarm rate under t(3) noise, where a median of the
+        # deviations themselves does not
         k = int(S[i, C_RN]) % RING
-        S[i, C_RING + k] = dv
+        S[i, C_RING + k] = e
         S[i, C_RING + RING + k] = step
         S[i, C_RING + 2 * RING + k] = ts
         S[i, C_RN] = S[i, C_RN] + 1.0
         wm = NAN
         big = False
-        big_h = P[P_BIGZ] * 1.2533 * sig / math.sqrt(RING)
-        if S[i, C_RN] >= RING and (mu1 - mu0) < big_h:
-            # the median can pass big_h only if its upper half does (NaN sorts
-            # last, so it counts as above): a count of RING values spares the
-            # sort at almost every step
+        sige = S[i, C_SIGE]
+        big_h = P[P_BIGZ] * sige
+        if S[i, C_RN] >= RING and delta * (1.0 - phiu) < big_h:
+            # the rule: more than half of the last RING innovations above
+            # big_h (NaN counts as above, as it would sort last); P_BIGZ is
+            # the binomial quantile that makes this happen once per arl0
+            # samples for Gaussian innovations (the normal approximation of a
+            # median of eight is three times too optimistic there)
             above = 0
             for q in range(RING):
-                if not (S[i, C_RING + q] - mu0 <= big_h):
+                if not (S[i, C_RING + q] <= big_h):
                     above += 1
-            if above >= RING // 2:
+            if above > RING // 2:
                 wm = _ring_median(S, i)
-                big = (not math.isnan(wm)) and wm - mu0 > big_h
+                big = not math.isnan(wm)
         if S[i, C_ALARM] == 0.0:
             if big and S[i, C_HIT] < P[P_PERSIST]:
                 S[i, C_ALARM] = 1.0
-                # onset: the first sample of the window above the threshold;
-                # the slowdown: the mean from there
+                # onset: the first sample of the window whose innovation is
+                # above the threshold; the slowdown: the mean deviation from
+                # there (the history's last RING entries are the ring's)
                 S[i, C_ASUM] = 0.0
                 S[i, C_AN] = 0.0
+                hn = int(S[i, C_HN])
                 for q in range(RING):
                     o = (int(S[i, C_RN]) - RING + q) % RING
-                    if S[i, C_AN] == 0.0 and S[i, C_RING + o] - mu0 <= big_h:
+                    if S[i, C_AN] == 0.0 and S[i, C_RING + o] <= big_h:
                         continue
                     if S[i, C_AN] == 0.0:
                         S[i, C_ONSTEP] = S[i, C_RING + RING + o]
                         S[i, C_ONTIME] = S[i, C_RING + 2 * RING + o]
-                    S[i, C_ASUM] += S[i, C_RING + o]
+                    S[i, C_ASUM] += HB[i, (hn - RING + q) % HIST]
                     S[i, C_AN] += 1.0
-                S[i, C_XS] = (wm - mu0) / sig
-                S[i, C_XH] = big_h / sig
+                S[i, C_XS] = wm / sige
+                S[i, C_XH] = big_h / sige
                 S[i, C_XBIG] = 1.0
+                S[i, C_EPDEG] = 0.0
+                S[i, C_BEFORE] = S[i, C_LOC]
+                S[i, C_BSE] = 0.0
                 S[i, C_DETSTEP] = step
                 S[i, C_DETTIME] = ts
                 S[i, C_CLEAR] = 0.0
-                S[i, C_PEAK] = max(s_new / h, (wm - mu0) / big_h)
+                S[i, C_PEAK] = max(s_new / h, wm / big_h)
                 S[i, C_ENDSTEP] = NAN
                 S[i, C_ENDTIME] = NAN
                 S[i, C_EPISODES] += 1.0
             elif S[i, C_HIT] >= P[P_PERSIST]:
                 S[i, C_ALARM] = 1.0
                 S[i, C_XBIG] = 0.0
-                S[i, C_ONSTEP] = S[i, C_CSTEP]
-                S[i, C_ONTIME] = S[i, C_CTIME]
-                S[i, C_ASUM] = S[i, C_SSUM]
-                S[i, C_AN] = S[i, C_SN]
-                # the statistic and h at the crossing: h is re-designed between
-                # excursions, so the reason must not pair a later h with it
-                S[i, C_XS] = s_new
-                S[i, C_XH] = h
+                S[i, C_EPDEG] = 0.0
+                _confirm(S, HB, i, s_new, h, n, P)
+                _judge_episode(S, i, own, P)
                 S[i, C_DETSTEP] = step
                 S[i, C_DETTIME] = ts
-                S[i, C_CLEAR] = 0.0
                 S[i, C_PEAK] = s_new / h
                 S[i, C_ENDSTEP] = NAN
                 S[i, C_ENDTIME] = NAN
@@ -203,18 +370,14 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
             # the CUSUM confirms an alarm the window-median rule raised: from
             # here on the episode is the CUSUM's (its onset, mean and crossing)
             S[i, C_XBIG] = 0.0
-            S[i, C_ONSTEP] = S[i, C_CSTEP]
-            S[i, C_ONTIME] = S[i, C_CTIME]
-            S[i, C_ASUM] = S[i, C_SSUM]
-            S[i, C_AN] = S[i, C_SN]
-            S[i, C_XS] = s_new
-            S[i, C_XH] = h
-            S[i, C_CLEAR] = 0.0
+            _confirm(S, HB, i, s_new, h, n, P)
+            _judge_episode(S, i, own, P)
             if s_new / h > S[i, C_PEAK]:
                 S[i, C_PEAK] = s_new / h
         else:
             S[i, C_ASUM] += dv
             S[i, C_AN] += 1.0
+            _judge_episode(S, i, own, P)
             if s_new / h > S[i, C_PEAK]:
                 S[i, C_PEAK] = s_new / h
             if s_new < 0.5 * h and not big:
@@ -225,69 +388,191 @@ def _channel_update(S, i, x, own, step, ts, P, dz_grid, hz_grid):
                 S[i, C_ALARM] = 0.0
                 S[i, C_ENDSTEP] = step
                 S[i, C_ENDTIME] = ts
+                _latch_episode(S, i, own, P)
     else:
         s_new = 0.0
-    # location/scale learn only while the statistic is low, so a fault cannot
-    # teach the detector that it is normal; excluding every sample with S > 0
-    # would bias the autocorrelation down (positive runs are what lift S)
+    # nothing is learned during an alarm, and the location only while the
+    # statistic is low, so a fault cannot teach the detector that it is
+    # normal; scale and phi learn from every other sample, since leaving out
+    # the samples that lift S (the positive runs) would bias both down
     if n == 0:
         S[i, C_FSTEP] = step
         S[i, C_FTIME] = ts
-    if S[i, C_ALARM] == 0.0 and (not warm or s_new < 0.5 * S[i, C_H]):
-        if n == 0:
-            S[i, C_LOC] = x
-            S[i, C_SCALE] = NAN
-            S[i, C_PREV] = NAN
-            S[i, C_AC] = 0.0
-        else:
-            r = x - S[i, C_LOC]
-            s = S[i, C_SCALE]
-            if math.isnan(s):
-                # two samples: |x1 - x0| has mean 2 sigma / sqrt(pi)
-                S[i, C_SCALE] = abs(r) * 0.886227
-                S[i, C_SQ] = 0.5 * r * r
-                S[i, C_LOC] += 0.5 * r
-            else:
-                lam = 1.0 / (n + 1.0)
-                if lam < P[P_LAMMIN]:
-                    lam = P[P_LAMMIN]
-                s_floor = max(s, 0.1 * P[P_MINSCALE])
-                c = P[P_CLIP] * s_floor
-                rc = r
-                if rc > c:
-                    rc = c
-                elif rc < -c:
-                    rc = -c
-                S[i, C_LOC] += lam * rc
-                # E|N(0, sigma)| = sigma * sqrt(2 / pi)
-                S[i, C_SCALE] += lam * (abs(rc) * 1.253314 - s)
-                S[i, C_SQ] += lam * (rc * rc - S[i, C_SQ])
-                pv = S[i, C_PREV]
-                if not math.isnan(pv):
-                    S[i, C_XP] += lam * (pv * rc - S[i, C_XP])
-                    if S[i, C_SQ] > 0.0:
-                        S[i, C_AC] = S[i, C_XP] / S[i, C_SQ]
-                S[i, C_PREV] = rc
+    if S[i, C_ALARM] == 0.0:
+        _learn_channel(S, i, x, n, not warm or s_new < 0.5 * S[i, C_H], P)
     S[i, C_N] = n + 1.0
     S[i, C_LASTX] = dv
     S[i, C_LASTSTEP] = step
 
 
 @njit
-def _stall_update(S, i, d, step, ts, P):
-    """Bernoulli CUSUM on "this step took far longer than the peers' median".
+def _phi_upper(phi, n, P):
+    """``phi`` plus one standard error ``sqrt((1 - phi^2) / n_eff)``, at most ``P_PHIMAX``.
 
-    Intermittent stalls are clipped away by the winsorised level CUSUM; this
-    channel counts them instead. Increments are the log-likelihood ratio of
-    a stall rate p1 (stalls that add ``min_slowdown`` on average) against a
-    healthy rate p0, so by Lorden's bound ``h = log(arl0)`` keeps the
-    in-control ARL above ``arl0``.
+    The long-run sigma ``sigma_e / (1 - phi)`` is convex in ``phi``, so an
+    unbiased but noisy estimate still under-states it on average and the
+    false-alarm rate rises (most at phi near 1 and early in a run, when
+    ``n_eff`` is small); one standard error of margin pays for that.
+    """
+    n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+    ph = phi + math.sqrt(max(1.0 - phi * phi, 0.0) / max(n_eff, 1.0))
+    return ph if ph < P[P_PHIMAX] else P[P_PHIMAX]
+
+
+@njit
+def _confirm(S, HB, i, s_new, h, n, P):
+    """The CUSUM raised (or confirmed) the alarm: its onset, refined; its mean since then."""
+    S[i, C_ONSTEP] = S[i, C_CSTEP]
+    S[i, C_ONTIME] = S[i, C_CTIME]
+    S[i, C_ASUM] = S[i, C_SSUM]
+    S[i, C_AN] = S[i, C_SN]
+    from_start = S[i, C_CSTEP] == S[i, C_FSTEP]
+    if not from_start:
+        q = _refine_onset(S, HB, i)
+        if q >= 0 and HB[i, HIST + q] < S[i, C_CSTEP]:
+            # the change began before the CUSUM left zero (a drift): move the
+            # onset back and measure the slowdown from there
+            S[i, C_ONSTEP] = HB[i, HIST + q]
+            S[i, C_ONTIME] = HB[i, 2 * HIST + q]
+            hn = int(S[i, C_HN])
+            tot = 0.0
+            cnt = 0.0
+            p = q
+            while True:
+                tot += HB[i, p]
+                cnt += 1.0
+                if p == (hn - 1) % HIST:
+                    break
+                p = (p + 1) % HIST
+            S[i, C_ASUM] = tot
+            S[i, C_AN] = cnt
+    # the level before the onset: the running location when the CUSUM
+    # left zero (an average of ~1,000 samples, learned before the change),
+    # or for a drift whose onset moved back, the history before that onset
+    # (the location then already followed part of the ramp); with the
+    # standard error of that level, so that the slowdown's uncertainty
+    # includes it
+    n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+    S[i, C_BEFORE] = S[i, C_LOC0] if math.isfinite(S[i, C_LOC0]) else S[i, C_LOC]
+    S[i, C_BSE] = S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
+    if S[i, C_ONSTEP] < S[i, C_CSTEP]:
+        hn = int(S[i, C_HN])
+        m = hn if hn < HIST else HIST
+        tot = 0.0
+        cnt = 0
+        for q in range(m):
+            p = (hn - m + q) % HIST
+            if HB[i, HIST + p] < S[i, C_ONSTEP]:
+                tot += HB[i, p]
+                cnt += 1
+        if cnt >= HIST_MIN:
+            S[i, C_BEFORE] = tot / cnt
+            S[i, C_BSE] = S[i, C_SIG] / math.sqrt(cnt)
+    # the statistic and h at the crossing: h is re-designed between
+    # excursions, so the reason must not pair a later h with it
+    S[i, C_XS] = s_new
+    S[i, C_XH] = h
+    S[i, C_CLEAR] = 0.0
+
+
+@njit
+def _learn_channel(S, i, x, n, move_loc, P):
+    """Robust location, AR(1) coefficient and innovation scale of the channel's input.
+
+    Location: EWMA of residuals winsorised at ``winsor`` marginal sigmas.
+    ``phi``: winsorised lag-1 autocorrelation, with a longer memory than the
+    scale and Kendall's small-sample bias ``(1 + 3 phi) / n`` added back,
+    clipped to ``[0, P_PHIMAX]``. Innovation scale: Huber's proposal 2
+    (:func:`degrade.core._kernels_common._huber_sigma`) on the prewhitened
+    residuals. Gains are ``1 / (n + 1)`` (a plain mean) until they reach
+    their floors.
+    """
+    if n == 0:
+        S[i, C_LOC] = x
+        S[i, C_SCALE] = NAN
+        S[i, C_PREV] = NAN
+        S[i, C_AC] = 0.0
+        S[i, C_SQ] = 0.0
+        S[i, C_XP] = 0.0
+        return
+    r = x - S[i, C_LOC]
+    s = S[i, C_SCALE]
+    if math.isnan(s):
+        # two samples: |x1 - x0| has mean 2 sigma / sqrt(pi)
+        S[i, C_SCALE] = abs(r) * 0.886227
+        S[i, C_SQ] = 0.25 * r * r
+        S[i, C_LOC] += 0.5 * r
+        S[i, C_PREV] = 0.5 * r
+        return
+    lam = 1.0 / (n + 1.0)
+    if lam < P[P_LAMMIN]:
+        lam = P[P_LAMMIN]
+    lphi = 1.0 / (n + 1.0)
+    if lphi < P[P_LAMPHI]:
+        lphi = P[P_LAMPHI]
+    phi = S[i, C_AC]
+    s_e = max(s, 0.1 * P[P_MINSCALE] * math.sqrt(1.0 - phi * phi))
+    s_m = s_e / math.sqrt(1.0 - phi * phi)
+    c = P[P_CLIP]
+    rc = _clip(r, c * s_m)
+    # the location forgets as slowly as phi: a location that follows the
+    # AR(1) wander itself would absorb low frequencies and bias phi down
+    if move_loc:
+        S[i, C_LOC] += lphi * rc
+    pv = S[i, C_PREV]
+    if not math.isnan(pv):
+        zc = _clip((rc - phi * pv) / s_e, c)
+        S[i, C_SCALE] = _huber_sigma(s_e, zc, lam, P[P_WINK])
+        S[i, C_SQ] += lphi * (rc * rc - S[i, C_SQ])
+        S[i, C_XP] += lphi * (pv * rc - S[i, C_XP])
+        if S[i, C_SQ] > 0.0:
+            ph = S[i, C_XP] / S[i, C_SQ]
+            n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+            ph += (1.0 + 3.0 * max(ph, 0.0)) / n_eff
+            if ph < 0.0:
+                ph = 0.0
+            elif ph > P[P_PHIMAX]:
+                ph = P[P_PHIMAX]
+            S[i, C_AC] = ph
+    S[i, C_PREV] = rc
+
+
+@njit
+def _stall_update(S, i, d, u, loo_rate, step, ts, P):
+    """Bernoulli CUSUM on intermittent slow steps.
+
+    ``u``: this step's innovation (AR(1)-prewhitened deviation from peers)
+    exceeded the slow-step threshold. Intermittent slow steps are clipped
+    away by the winsorised level CUSUM; this channel counts them instead.
+    Prewhitening makes the exceedances of healthy noise independent, so the
+    increments are the log-likelihood ratio of a slow-step rate p1
+    (``intermittent_rate``) against a healthy rate p0, and by Lorden's bound
+    ``h = log(arl0)`` keeps the in-control ARL above ``arl0`` whenever the
+    device's true healthy rate is at most p0. p0 is the larger of
+    ``stall_rate`` and 1.5 times its peers' own rate (``loo_rate``: the
+    leave-one-out share of peers exceeding, averaged over time), so a job
+    whose every rank has GC pauses or heavy tails raises its own bar while a
+    device stalling more often than its peers still stands out.
+
+    Fields reused for this channel: ``C_LOC`` the peers' rate, ``C_SCALE``
+    the p0 in use, ``C_PREV``/``C_AC`` the increments, ``C_SQ``/``C_XP`` the
+    slow steps of the episode and their summed deviation.
     """
     n = S[i, C_N]
-    u = d > P[P_STALL]
+    lam = 1.0 / (n + 1.0)
+    if lam < P[P_LAMRATE]:
+        lam = P[P_LAMRATE]
+    if math.isfinite(loo_rate):
+        S[i, C_LOC] += lam * (loo_rate - S[i, C_LOC])
+    p0 = max(P[P_STALL_P0], 1.5 * S[i, C_LOC])
+    if not (abs(p0 - S[i, C_SCALE]) <= 0.01 * S[i, C_SCALE]):
+        p1 = max(P[P_STALL_P1], 2.0 * p0)
+        S[i, C_SCALE] = p0
+        S[i, C_PREV] = math.log(p1 / p0)
+        S[i, C_AC] = math.log((1.0 - p1) / (1.0 - p0))
     s_prev = S[i, C_S]
     h = P[P_STALL_H]
-    s_new = s_prev + (P[P_STALL_UP] if u else P[P_STALL_DOWN])
+    s_new = s_prev + (S[i, C_PREV] if u else S[i, C_AC])
     if s_new < 0.0:
         s_new = 0.0
     if s_new > P[P_CAP] * h:
@@ -319,6 +604,8 @@ def _stall_update(S, i, d, step, ts, P):
                 S[i, C_ENDSTEP] = NAN
                 S[i, C_ENDTIME] = NAN
                 S[i, C_EPISODES] += 1.0
+                S[i, C_SQ] = 0.0
+                S[i, C_XP] = 0.0
         else:
             S[i, C_ASUM] += d
             S[i, C_AN] += 1.0
@@ -328,11 +615,39 @@ def _stall_update(S, i, d, step, ts, P):
                 S[i, C_ALARM] = 0.0
                 S[i, C_ENDSTEP] = step
                 S[i, C_ENDTIME] = ts
+        if S[i, C_ALARM] != 0.0 and u:
+            S[i, C_SQ] += 1.0
+            S[i, C_XP] += d
         if u:
-            S[i, C_HIT] += 1.0  # stalls counted since the start
+            S[i, C_HIT] += 1.0  # slow steps counted since the start
     S[i, C_N] = n + 1.0
     S[i, C_LASTX] = d
     S[i, C_LASTSTEP] = step
+
+
+@njit
+def _stall_exceeds(SB, ST, i, dv, P):
+    """Whether peer deviation ``dv`` marks an intermittent slow step.
+
+    A slow step stands out from the device's *recent* level: ``dv`` minus a
+    fast, winsorised EWMA of its own deviations (gain 1/4, so the level
+    follows a persistent shift within a few steps, which is the level
+    test's business, and the AR(1) wander of healthy noise, while single
+    slow steps barely move it). The excess must pass both ``P_STALL`` (log
+    units, from ``intermittent_min``) and ``P_STALLQ`` innovation sigmas of
+    the peer channel.
+    """
+    lev = SB[i, C_B_LEVEL]
+    if math.isnan(lev):
+        SB[i, C_B_LEVEL] = dv
+        return False
+    e = dv - lev
+    thr = P[P_STALL]
+    SB[i, C_B_LEVEL] = lev + 0.25 * _clip(e, thr)
+    sige = ST[i, C_SIGE]
+    if not math.isfinite(sige):
+        return False
+    return e > thr and e > P[P_STALLQ] * sige
 
 
 @njit
@@ -517,52 +832,50 @@ def _is_degrading_xid(x):
 
 
 @njit
-def _sort_small(vals, pos, m):
-    """Insertion sort of vals[:m] carrying pos (groups are small, usually <= 16)."""
-    for a in range(1, m):
-        v = vals[a]
-        p = pos[a]
-        b = a - 1
-        while b >= 0 and vals[b] > v:
-            vals[b + 1] = vals[b]
-            pos[b + 1] = pos[b]
-            b -= 1
-        vals[b + 1] = v
-        pos[b + 1] = p
+def _drop_implausible(vals, pos, m, sv, dev, SD, SS, P):
+    """Remove data errors from the group's log timings ``vals[:m]``; return how many remain.
 
+    For ``m >= 2`` it leaves ``sv[:m]`` holding the sorted values; when
+    nothing was dropped the caller uses them as they are.
 
-@njit
-def _sort_group(vals, pos, m):
-    if m <= 32:
-        _sort_small(vals, pos, m)
+    A timing is implausible when it lies more than ``P_OUTLIER`` (log units)
+    from the group's median *and* from the device's own last plausible
+    timing (or, with no peers, its own warmed-up baseline): 1e300 or 1e-6
+    s where peers take 0.1 s. Such samples are counted (``SD_NOUT``) and
+    skipped like NaN, so they change neither the device's verdict nor its
+    peers' reference. A device whose whole range moved with its peers' is
+    kept, as is a lone device until its own baseline is known.
+    """
+    lim = P[P_OUTLIER]
+    if m == 0:
+        return 0
+    if m >= 2:
+        for r in range(m):
+            sv[r] = vals[r]
+        sv[:m].sort()
+        med = _sorted_median(sv, m)
+        if med - sv[0] <= lim and sv[m - 1] - med <= lim:
+            return m
     else:
-        order = np.argsort(vals[:m], kind="mergesort")
-        tv = vals[:m].copy()
-        tp = pos[:m].copy()
-        for a in range(m):
-            vals[a] = tv[order[a]]
-            pos[a] = tp[order[a]]
-
-
-@njit
-def _loo_median(vals, m, r):
-    """Median of sorted vals[:m] without the element of rank r."""
-    n = m - 1
-    if n % 2 == 1:
-        mid = n // 2
-        return vals[mid] if mid < r else vals[mid + 1]
-    a = n // 2 - 1
-    b = n // 2
-    va = vals[a] if a < r else vals[a + 1]
-    vb = vals[b] if b < r else vals[b + 1]
-    return 0.5 * (va + vb)
-
-
-@njit
-def _median_sorted(vals, m):
-    if m % 2 == 1:
-        return vals[m // 2]
-    return 0.5 * (vals[m // 2 - 1] + vals[m // 2])
+        med = NAN
+    k = 0
+    for r in range(m):
+        v = vals[r]
+        i = dev[pos[r]]
+        far = (not math.isnan(med)) and abs(v - med) > lim
+        if m == 1:
+            ref = SS[i, C_LOC] if SS[i, C_N] >= P[P_WARM] else NAN
+            far = math.isfinite(ref) and abs(v - ref) > lim
+        elif far:
+            own = SD[i, SD_LASTV]
+            far = not (math.isfinite(own) and abs(v - own) <= lim)
+        if far:
+            SD[i, SD_NOUT] += 1.0
+            continue
+        vals[k] = v
+        pos[k] = pos[r]
+        k += 1
+    return k
 
 
 @njit
@@ -686,6 +999,9 @@ def _engine_block(
     SS,
     SC,
     SB,
+    HT,
+    HS,
+    HC,
     SH,
     SD,
     SJ,
@@ -707,6 +1023,9 @@ def _engine_block(
     n_cg = cg_ptr.shape[0] - 1
     vals = np.empty(max(N, 1))
     pos = np.empty(max(N, 1), dtype=np.int64)
+    sv = np.empty(max(N, 1))
+    dbuf = np.empty(max(N, 1))
+    ubuf = np.empty(max(N, 1), dtype=np.bool_)
     jv = np.empty(max(N, 1))
     jp = np.empty(max(N, 1), dtype=np.int64)
     ev_cap = ev.shape[0]
@@ -740,8 +1059,6 @@ def _engine_block(
                         vals[m] = math.log(v)
                         pos[m] = j
                         m += 1
-                        SD[i, SD_NT] += 1.0
-                        SD[i, SD_TSTEP] = st
                         SD[i, SD_LASTSTEP] = st
                         SD[i, SD_LASTTIME] = ts
                         SD[i, SD_LASTSEQ] = seq
@@ -749,24 +1066,44 @@ def _engine_block(
                             SD[i, SD_FIRSTSTEP] = st
                     else:
                         SD[i, SD_NMISS] += 1.0
+                m0 = m
+                m = _drop_implausible(vals, pos, m, sv, dev, SD, SS, P)
+                for r in range(m):
+                    i = dev[pos[r]]
+                    SD[i, SD_NT] += 1.0
+                    SD[i, SD_TSTEP] = steps[t, pos[r] if step_cols > 1 else 0]
+                    SD[i, SD_LASTV] = vals[r]
                 if m >= 2:
-                    _sort_group(vals, pos, m)
+                    if m != m0:
+                        # data errors were dropped: sort what remains
+                        for r in range(m):
+                            sv[r] = vals[r]
+                        sv[:m].sort()
+                    n_up = 0
+                    for r in range(m):
+                        i = dev[pos[r]]
+                        d = _loo_deviation(sv, m, vals[r])
+                        dbuf[r] = d
+                        ubuf[r] = _stall_exceeds(SB, ST, i, d, P)
+                        if ubuf[r]:
+                            n_up += 1
                     for r in range(m):
                         j = pos[r]
                         i = dev[j]
                         st = steps[t, j if step_cols > 1 else 0]
                         ts = times[t, j if time_cols > 1 else 0]
                         SD[i, SD_NPEERS] = m - 1
-                        d = vals[r] - _loo_median(vals, m, r)
-                        _channel_update(ST, i, d, False, st, ts, P, dz_grid, hz_grid)
-                        _stall_update(SB, i, d, st, ts, P)
+                        d = dbuf[r]
+                        u = ubuf[r]
+                        _channel_update(ST, HT, i, d, False, st, ts, P, dz_grid, hz_grid)
+                        _stall_update(SB, i, d, u, (n_up - (1 if u else 0)) / (m - 1.0), st, ts, P)
                 elif m == 1:
                     j = pos[0]
                     i = dev[j]
                     st = steps[t, j if step_cols > 1 else 0]
                     ts = times[t, j if time_cols > 1 else 0]
                     SD[i, SD_NPEERS] = 0.0
-                    _channel_update(SS, i, vals[0], True, st, ts, P, dz_grid, hz_grid)
+                    _channel_update(SS, HS, i, vals[0], True, st, ts, P, dz_grid, hz_grid)
                 # job-wide evidence: the group's median time against its own past
                 mj = 0
                 if has_j:
@@ -778,14 +1115,14 @@ def _engine_block(
                             jp[mj] = j
                             mj += 1
                     if mj > 0:
-                        _sort_group(jv, jp, mj)
-                        xm = _median_sorted(jv, mj)
                         j0 = jp[0]
+                        jv[:mj].sort()
+                        xm = _sorted_median(jv, mj)
                         st = steps[t, j0 if step_cols > 1 else 0]
                         ts = times[t, j0 if time_cols > 1 else 0]
                         n_ev = _job_update(SJ, tg_state[g], xm, mj, st, ts, P, ev, n_ev)
                 elif m > 0:
-                    xm = _median_sorted(vals, m) if m >= 2 else vals[0]
+                    xm = _sorted_median(sv, m) if m >= 2 else vals[0]
                     j0 = pos[0]
                     st = steps[t, j0 if step_cols > 1 else 0]
                     ts = times[t, j0 if time_cols > 1 else 0]
@@ -829,13 +1166,15 @@ def _engine_block(
                 m += 1
             if m < 2:
                 continue
-            _sort_group(vals, pos, m)
+            for r in range(m):
+                sv[r] = vals[r]
+            sv[:m].sort()
             for r in range(m):
                 j = pos[r]
                 i = dev[j]
                 st = steps[t, j if step_cols > 1 else 0]
                 ts = times[t, j if time_cols > 1 else 0]
                 # a lower clock than peers counts as a slowdown
-                d = _loo_median(vals, m, r) - vals[r]
-                _channel_update(SC, i, d, False, st, ts, P, dz_grid, hz_grid)
+                d = -_loo_deviation(sv, m, vals[r])
+                _channel_update(SC, HC, i, d, False, st, ts, P, dz_grid, hz_grid)
     return T, n_ev

@@ -47,8 +47,42 @@ C_XBIG = 33  # 1 when the window-median rule raised it
 C_RN = 34  # deviations put in the ring so far
 C_RING = 35  # RING deviations, then RING steps, then RING times
 RING = 8
-C_FIELDS = C_RING + 3 * RING
+C_FIELDS_V2 = C_RING + 3 * RING  # rows saved before prewhitening and the latched episode
+C_SIGE = C_FIELDS_V2  # innovation sigma in use (AR(1)-prewhitened scores are divided by it)
+C_PHIU = C_FIELDS_V2 + 1  # AR(1) coefficient in use for prewhitening
+C_HN = C_FIELDS_V2 + 2  # deviations put in the onset history so far
+# the first episode that qualified as degraded, kept for the batch latch
+# (a later, smaller episode must not overwrite it)
+C_L_ONSTEP = C_FIELDS_V2 + 3
+C_L_ONTIME = C_FIELDS_V2 + 4
+C_L_DETSTEP = C_FIELDS_V2 + 5
+C_L_DETTIME = C_FIELDS_V2 + 6
+C_L_ASUM = C_FIELDS_V2 + 7
+C_L_AN = C_FIELDS_V2 + 8
+C_L_ENDSTEP = C_FIELDS_V2 + 9
+C_L_ENDTIME = C_FIELDS_V2 + 10
+C_L_PEAK = C_FIELDS_V2 + 11
+C_L_XS = C_FIELDS_V2 + 12
+C_L_XH = C_FIELDS_V2 + 13
+C_L_XBIG = C_FIELDS_V2 + 14
+C_L_SIG = C_FIELDS_V2 + 15
+C_L_LOC = C_FIELDS_V2 + 16
+C_LATCHED = C_FIELDS_V2 + 17  # 2: the C_L_* fields hold a degraded episode, 1: a suspect one, 0: none
+C_EPDEG = C_FIELDS_V2 + 18  # 1 once the episode in progress qualified as degraded (no flapping back)
+C_BEFORE = C_FIELDS_V2 + 19  # the deviation's level before the onset of the current/last episode
+C_MU0 = C_FIELDS_V2 + 20  # healthy level of the deviation in use (frozen during an excursion)
+C_LOC0 = C_FIELDS_V2 + 21  # the location when the statistic last left zero
+C_BSE = C_FIELDS_V2 + 22  # standard error of C_BEFORE
+C_L_BSE = C_FIELDS_V2 + 23
+C_FIELDS = C_FIELDS_V2 + 24
+C_B_LEVEL = C_SIGE  # stall channel (which has no sigma of its own): fast level of its deviations
 C_FIELDS_V1 = 31  # rows saved before the crossing fields existed
+
+# --- onset history: the last HIST deviations of a channel (values, steps, times),
+# searched for the change point when the CUSUM alarms (degrade.changepoint)
+HIST = 256
+HIST_FIELDS = 3 * HIST
+HIST_MIN = 5  # fewest samples on either side of a refined onset
 
 # --- hard signals ---------------------------------------------------------
 H_HW_SLOWDOWN = 0
@@ -103,7 +137,10 @@ SD_FAILSTEP = 15
 SD_FAILTIME = 16
 SD_TSTEP = 17  # step of the last valid timing sample
 SD_FIRSTSTEP = 18
-SD_FIELDS = 19
+SD_NOUT = 19  # implausible timing samples skipped (data errors)
+SD_LASTV = 20  # last plausible log timing (the device's own range for the outlier rule)
+SD_FIELDS = 21
+SD_FIELDS_V1 = 19  # rows saved before the outlier fields existed
 
 # --- job groups (timings: one per job x peer group) -----------------------
 J_N = 0
@@ -177,11 +214,17 @@ P_WEAKP = 15
 P_XIDHOLD = 16  # samples a non-fatal XID stays active (<= 0: until restart)
 P_CRECOVER = 17  # samples without a counter rise before it clears
 P_STALL = 18  # log-ratio to peers above which a step counts as a stall
-P_STALL_UP = 19  # Bernoulli CUSUM increments log(p1/p0) and log((1-p1)/(1-p0))
-P_STALL_DOWN = 20
+P_STALL_P0 = 19  # smallest healthy rate of intermittent slow steps (stall_rate)
+P_STALL_P1 = 20  # rate of slow steps to detect (intermittent_rate)
 P_STALL_H = 21  # log(arl0): Lorden's bound makes the in-control ARL at least arl0
 P_BIGZ = 22  # z threshold of the window-median rule (from arl0)
-P_PARAMS = 23
+P_WINK = 23  # E[min(Z^2, c^2)] of a standard normal at c = P_CLIP (Huber scale)
+P_PHIMAX = 24  # largest AR(1) coefficient the prewhitening trusts
+P_LAMPHI = 25  # slowest forgetting of the autocorrelation (longer memory than the scale)
+P_OUTLIER = 26  # |log ratio| beyond which a timing is a data error
+P_STALLQ = 27  # a stall's innovation must also exceed this many innovation sigmas
+P_LAMRATE = 28  # slowest forgetting of the peers' slow-step rate
+P_PARAMS = 29
 
 NAN = np.nan
 

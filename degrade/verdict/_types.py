@@ -104,7 +104,11 @@ class Verdict:
 class JobEvent:
     """A slowdown that hit all peers at once (checkpoint, data stall, schedule change).
 
-    Reported for the job, never blamed on a device.
+    Reported for the job. A recurring one (checkpoint or evaluation every k
+    steps) is one event with its ``period`` and cost (``extra_steps``,
+    ``extra_seconds``, ``time_share``). When the job slowed because one of its
+    devices became degraded (the slowest rank sets a synchronous step), that
+    device is named in ``cause_device``; otherwise no device is blamed.
     """
 
     job: str | None
@@ -117,6 +121,14 @@ class JobEvent:
     devices: int | None = None
     reason: str = ""
     count: int = 1  # occurrences merged into this event (see EngineConfig.job_merge_gap)
+    # a recurring event (checkpoint / evaluation every ``period`` steps): its cost per occurrence in
+    # steps of normal length and in seconds (None without timestamps), and its share of the wall time
+    period: int | None = None
+    extra_steps: float | None = None
+    extra_seconds: float | None = None
+    time_share: float | None = None
+    # the degraded device whose slowdown this job slowdown is (a straggler sets a synchronous step)
+    cause_device: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _clean(v) if not isinstance(v, str) else v for k, v in asdict(self).items()}

@@ -1,0 +1,275 @@
+"""Calibration claims of the verdicts, checked by simulation (issue 10).
+
+The claims (docs/verdicts.md, "Calibration"):
+
+- false ``degraded`` verdicts on healthy devices stay within Monte Carlo error
+  of the target ``EngineConfig.arl0`` promises, whatever the noise family
+  (heavy tails, autocorrelation, heteroscedasticity, MoE imbalance, periodic
+  all-rank events, reshuffles, garbage);
+- at most 1 % of healthy devices are suspect in any run;
+- the achieved false-alarm rate tracks the target (not only stays below it);
+- garbage samples never change a healthy verdict, and slowdown figures stay
+  finite and sane;
+- power: 5 % steps found >= 4/5 at 2 % noise, median delay <= 20 steps for
+  >= 10 %, drift onsets within 50 steps, intermittent faults (>= 20 % on
+  >= 10 % of steps) found.
+
+Every tolerance comes from the sample size: false alarms are Poisson with
+mean ``samples / arl0``; a claim "within Monte Carlo error" fails only when
+the count is above the Poisson 99.9 % quantile.
+
+Tests marked xfail fail on the engine of this branch (engine 83d2ac9 merged; see the reason); the
+coordinator removes the marks once the rebuilt engine passes them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from degrade.simulate import Fault, NoiseSpec, simulate_times
+from degrade.verdict import EngineConfig, VerdictEngine
+
+# garbage families are warned about (DataWarning): that is the point, not noise in the test output
+pytestmark = pytest.mark.filterwarnings("ignore:.*implausible:UserWarning")
+
+N, T = 128, 8000  # per family: 1.02e6 device-samples (284 device-hours at 1 Hz)
+
+
+def _poisson_q999(lam: float) -> int:
+    """Smallest k with P(X <= k) >= 0.999 for X ~ Poisson(lam)."""
+    term = cdf = math.exp(-lam)
+    k = 0
+    while cdf < 0.999:
+        k += 1
+        term *= lam / k
+        cdf += term
+    return k
+
+
+def _verdicts(tm, *, cfg=None, groups=None):
+    T_, n = tm.compute.shape
+    eng = VerdictEngine(cfg or EngineConfig(latch=True))
+    eng.run(
+        [f"d{i}" for i in range(n)],
+        {"compute_time": tm.compute, "step_time": tm.step},
+        steps=np.arange(T_),
+        groups=groups or [0] * n,
+        job="j",
+    )
+    return eng.verdicts(), eng
+
+
+FAMILIES = {
+    "gaussian": NoiseSpec(sd=0.02),
+    "t3": NoiseSpec(family="t", nu=3.0, sd=0.02),
+    "t2.5": NoiseSpec(family="t", nu=2.5, sd=0.02),
+    "ar0.95": NoiseSpec(sd=0.02, phi=0.95),
+    "t3-ar0.8": NoiseSpec(family="t", nu=3.0, sd=0.03, phi=0.8),
+    "hetero": NoiseSpec(sd=0.02, hetero=1.0),
+    "moe-elastic": NoiseSpec(family="t", nu=3.0, sd=0.02, phi=0.8, moe=0.03, restarts=(1700, 3400)),
+    "periodic": NoiseSpec(sd=0.02, period=500, period_factor=2.0, period_seconds=10.0),
+    "garbage": NoiseSpec(sd=0.02, garbage_rate=1e-3),
+}
+
+# families on which the engine of this branch breaks the claims (measured; see docs/verdicts.md)
+_DEG_BREAKS: dict[str, str] = {}
+_SUS_BREAKS: dict[str, str] = {}
+_BREAKS = {"degraded": _DEG_BREAKS, "suspect": _SUS_BREAKS}
+
+
+def _family_params(claim):
+    out = []
+    for name in FAMILIES:
+        marks = ()
+        if name in _BREAKS.get(claim, {}):
+            marks = pytest.mark.xfail(strict=False, reason=_BREAKS[claim][name])
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+@pytest.fixture(scope="module")
+def healthy():
+    """Verdicts for each family, simulated once for the module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            tm = simulate_times(T, N, FAMILIES[name], seed=20261201)
+            cache[name] = _verdicts(tm)[0]
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", _family_params("degraded"))
+def test_false_degraded_within_mc_error_of_target(healthy, name):
+    cfg = EngineConfig()
+    lam = N * (T - cfg.warmup) / cfg.arl0
+    bad = [v.device for v in healthy(name) if str(v.status) in ("degraded", "failed")]
+    assert len(bad) <= _poisson_q999(lam), (name, bad)
+
+
+@pytest.mark.parametrize("name", _family_params("suspect"))
+def test_at_most_one_percent_of_healthy_devices_suspect(healthy, name):
+    sus = [v.device for v in healthy(name) if str(v.status) == "suspect"]
+    assert len(sus) <= max(1, int(0.01 * N)), (name, len(sus))
+
+
+# ---------------------------------------------------------------- the rate tracks the target
+def _alarm_episodes(X, arl0, n_group=16):
+    """Degraded episodes per device, streaming in blocks of ``recovery`` (every episode lasts longer)."""
+    T_, n = X.shape
+    cfg = EngineConfig(arl0=arl0)
+    eng = VerdictEngine(cfg)
+    step = np.repeat(X.max(axis=1, keepdims=True) + 0.05, n, axis=1)
+    ids = [f"d{i}" for i in range(n)]
+    groups = [i // n_group for i in range(n)]
+    seen = set()
+    for a in range(0, T_, cfg.recovery):
+        b = min(T_, a + cfg.recovery)
+        eng.run(
+            ids,
+            {"compute_time": X[a:b], "step_time": step[a:b]},
+            steps=np.arange(a, b),
+            groups=groups,
+            job=groups,
+        )
+        seen.update(
+            (i, v.detected_step)
+            for i, v in enumerate(eng.verdicts())
+            if str(v.status) == "degraded"
+        )
+    return len(seen), (T_ - cfg.warmup) * n
+
+
+_TRACK_BREAKS = {
+    "gaussian": "the engine at 83d2ac9 raises 1 alarm where 16 are expected at the design point on "
+    "Gaussian noise: far below the target, not tracking it (bench_calibration --targets)",
+    "t3-ar0.8": "the engine at 83d2ac9 raises 2 alarms where 16 are expected at the design point on "
+    "t(3) AR(0.8) noise (e02c51e: within [1/4, 2] x target)",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param(
+            NoiseSpec(sd=0.02),
+            id="gaussian",
+            marks=pytest.mark.xfail(strict=False, reason=_TRACK_BREAKS["gaussian"]),
+        ),
+        pytest.param(
+            NoiseSpec(family="t", nu=3.0, sd=0.03, phi=0.8),
+            id="t3-ar0.8",
+            marks=pytest.mark.xfail(strict=False, reason=_TRACK_BREAKS["t3-ar0.8"]),
+        ),
+    ],
+)
+def test_achieved_rate_tracks_the_target_at_the_design_point(spec):
+    # a quarter of the devices sit healthy_offset above their peers, where arl0 is stated:
+    # 32 x 5,000 = 1.6e5 design samples at arl0 = 1e4 expect 16 alarms; the 99.9 % Poisson
+    # interval of 16 is [5, 32], so a calibrated design gives a rate within [1/4, 2] x target
+    # (a design that is 3x the target, or 0x, does not)
+    arl0, n, T_ = 1e4, 128, 5020
+    cfg = EngineConfig()
+    tm = simulate_times(T_, n, spec, seed=7)
+    X = tm.compute.copy()
+    design = (
+        np.arange(n) % 16 < 4
+    )  # 4 of 16 peers slower: the leave-one-out median stays at the others
+    X[:, design] *= 1.0 + cfg.healthy_offset
+    alarms, samples = _alarm_episodes(X, arl0)
+    design_samples = samples * design.mean()
+    ratio = alarms / (design_samples / arl0)
+    assert 0.25 <= ratio <= 2.0, (alarms, design_samples / arl0)
+
+
+# ---------------------------------------------------------------- garbage
+def test_garbage_never_changes_a_healthy_verdict():
+    clean = simulate_times(3000, 32, NoiseSpec(sd=0.02), seed=11)
+    dirty = simulate_times(3000, 32, NoiseSpec(sd=0.02, garbage_rate=2e-3), seed=11)
+    assert dirty.garbage.sum() > 100
+    a = [str(v.status) for v in _verdicts(clean)[0]]
+    b = [str(v.status) for v in _verdicts(dirty)[0]]
+    assert a == b
+
+
+@pytest.mark.parametrize("value", [1e-6, 1e300])
+def test_slowdown_of_a_faulty_device_stays_sane_under_garbage(value):
+    tm = simulate_times(
+        1200,
+        16,
+        NoiseSpec(sd=0.02),
+        seed=12,
+        faults=[Fault(device=3, kind="step", onset=200, magnitude=0.2)],
+    )
+    X = tm.compute.copy()
+    X[::7, 3] = value
+    tm.compute = X
+    v = {x.device: x for x in _verdicts(tm)[0]}["d3"]
+    assert str(v.status) == "degraded"
+    assert v.slowdown == pytest.approx(0.2, abs=0.03)
+    assert abs(v.onset_step - 200) <= 20
+
+
+# ---------------------------------------------------------------- power
+def _power(kind, m, reps, *, onset=1000, prob=0.15, T_=3000, n=32, seed=0):
+    """Verdicts of the faulty device in ``reps`` jobs with one fault each (2 % Gaussian noise)."""
+    comp, step, jobs, ids = [], [], [], []
+    for r in range(reps):
+        tm = simulate_times(
+            T_,
+            n,
+            NoiseSpec(sd=0.02),
+            seed=seed + r,
+            faults=[
+                Fault(device=r % n, kind=kind, onset=onset, magnitude=m, ramp_steps=300, prob=prob)
+            ],
+        )
+        comp.append(tm.compute)
+        step.append(tm.step)
+        jobs += [f"r{r}"] * n
+        ids += [f"r{r}-d{d}" for d in range(n)]
+    eng = VerdictEngine(EngineConfig(latch=True))
+    eng.run(
+        ids,
+        {"compute_time": np.hstack(comp), "step_time": np.hstack(step)},
+        steps=np.arange(T_),
+        groups=jobs,
+        job=jobs,
+    )
+    vs = {v.device: v for v in eng.verdicts()}
+    faulty = [vs[f"r{r}-d{r % n}"] for r in range(reps)]
+    others = [v for k, v in vs.items() if v not in faulty]
+    return faulty, others
+
+
+def test_five_percent_steps_found_four_of_five_at_two_percent_noise():
+    faulty, others = _power("step", 0.05, 10, seed=100)
+    # >= 4/5 claimed: with 10 runs, 6 or fewer found would reject a true power of 0.8 at ~3 %
+    assert sum(str(v.status) == "degraded" for v in faulty) >= 7
+    assert not [v.device for v in others if str(v.status) == "degraded"]
+
+
+@pytest.mark.parametrize("m", [0.10, 0.20])
+def test_large_steps_median_delay_at_most_20_steps(m):
+    faulty, _ = _power("step", m, 5, seed=200)
+    assert all(str(v.status) == "degraded" for v in faulty)
+    assert np.median([v.detected_step - 1000 for v in faulty]) <= 20
+
+
+def test_drift_onset_within_50_steps():
+    faulty, _ = _power("drift", 0.2, 5, seed=300)
+    assert all(str(v.status) == "degraded" for v in faulty)
+    assert np.median([abs(v.onset_step - 1000) for v in faulty]) <= 50
+
+
+@pytest.mark.parametrize(("m", "prob"), [(0.30, 0.15), (0.20, 0.10)])
+def test_intermittent_faults_found(m, prob):
+    faulty, others = _power("intermittent", m, 5, prob=prob, seed=400)
+    assert sum(str(v.status) == "degraded" for v in faulty) >= 4
+    assert not [v.device for v in others if str(v.status) == "degraded"]
