@@ -231,7 +231,12 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
             # statistic is rescaled to the new sigma_e so its evidence keeps
             # its meaning
             phi = _phi_upper(S[i, C_AC], n, P)
-            sig_m = max(S[i, C_SCALE] / math.sqrt(1.0 - phi * phi), P[P_MINSCALE])
+            # the same margin for the scale: the false-alarm rate is convex
+            # in its error too, and more so the higher the target (at 1e9 an
+            # unbiased 4 % error would cost ~4x)
+            n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+            sig_e = S[i, C_SCALE] * (1.0 + 1.0 / math.sqrt(max(n_eff, 1.0)))
+            sig_m = max(sig_e / math.sqrt(1.0 - phi * phi), P[P_MINSCALE])
             sig_new = sig_m * math.sqrt((1.0 + phi) / (1.0 - phi))
             sig_old = S[i, C_SIG]
             if not (abs(sig_new - sig_old) <= 0.01 * sig_old) and (s_prev == 0.0 or sig_new < sig_old):
@@ -484,8 +489,9 @@ def _learn_channel(S, i, x, n, move_loc, P):
     scale and Kendall's small-sample bias ``(1 + 3 phi) / n`` added back,
     clipped to ``[0, P_PHIMAX]``. Innovation scale: Huber's proposal 2
     (:func:`degrade.core._kernels_common._huber_sigma`) on the prewhitened
-    residuals. Gains are ``1 / (n + 1)`` (a plain mean) until they reach
-    their floors.
+    residuals. Location, ``phi`` and scale share the long memory
+    (``P_LAMPHI``: four times ``scale_halflife``); gains are ``1 / (n + 1)``
+    (a plain mean) until they reach that floor.
     """
     if n == 0:
         S[i, C_LOC] = x
@@ -504,9 +510,6 @@ def _learn_channel(S, i, x, n, move_loc, P):
         S[i, C_LOC] += 0.5 * r
         S[i, C_PREV] = 0.5 * r
         return
-    lam = 1.0 / (n + 1.0)
-    if lam < P[P_LAMMIN]:
-        lam = P[P_LAMMIN]
     lphi = 1.0 / (n + 1.0)
     if lphi < P[P_LAMPHI]:
         lphi = P[P_LAMPHI]
@@ -522,7 +525,7 @@ def _learn_channel(S, i, x, n, move_loc, P):
     pv = S[i, C_PREV]
     if not math.isnan(pv):
         zc = _clip((rc - phi * pv) / s_e, c)
-        S[i, C_SCALE] = _huber_sigma(s_e, zc, lam, P[P_WINK])
+        S[i, C_SCALE] = _huber_sigma(s_e, zc, lphi, P[P_WINK])
         S[i, C_SQ] += lphi * (rc * rc - S[i, C_SQ])
         S[i, C_XP] += lphi * (pv * rc - S[i, C_XP])
         if S[i, C_SQ] > 0.0:
