@@ -514,7 +514,7 @@ def _channel_reference(xs, P, dz, hz):
             continue
         s_prev = S
         if n >= P[K.P_WARM]:
-            redesign = s_prev == 0 or (not alarm and s_prev < 0.5 * h)
+            redesign = (s_prev == 0 or (not alarm and s_prev < 0.5 * h)) and (n % 8 == 0 or np.isnan(h))
             if redesign:
                 n_eff = min(n, (2 - P[K.P_LAMPHI]) / P[K.P_LAMPHI])
                 phi = min(ac + np.sqrt(max(1 - ac * ac, 0.0) / max(n_eff, 1.0)), P[K.P_PHIMAX])

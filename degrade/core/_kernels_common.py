@@ -315,6 +315,19 @@ def _huber_sigma(sigma, zc, a, win_k):
     return math.sqrt((1.0 - a) * sigma * sigma + a * sigma * sigma * zc * zc / win_k)
 
 
+@njit(inline="always")
+def _huber_var(var, e2, a, c2, win_k):
+    """:func:`_huber_sigma` in variance form: ``var`` is ``sigma^2``, ``e2`` the squared residual.
+
+    ``min(e2, c2 * var)`` is the squared residual clipped at ``c`` sigmas, so
+    ``(1 - a) var + a min(e2, c2 var) / win_k`` is the square of
+    ``_huber_sigma(sigma, clip(e / sigma, c), a, win_k)``, without its square
+    root and division (the verdict engine updates it at every sample).
+    """
+    m = c2 * var
+    return (1.0 - a) * var + a * (e2 if e2 < m else m) / win_k
+
+
 @njit
 def _adapt(S, j, z, P):
     """Winsorised EWMA update of stream ``j``'s baseline with residual ``z``."""

@@ -431,6 +431,8 @@ class VerdictEngine:
         # autocorrelation the calibration was checked for, fits below it
         p[K.P_PHIMAX] = 0.97
         p[K.P_LAMPHI] = 1.0 - 0.5 ** (1.0 / (4.0 * cfg.scale_halflife))
+        p[K.P_NEFF] = (2.0 - p[K.P_LAMPHI]) / p[K.P_LAMPHI]
+        p[K.P_INVNEFF] = 1.0 / p[K.P_NEFF]
         p[K.P_OUTLIER] = math.log(cfg.outlier_ratio)
         return p
 
