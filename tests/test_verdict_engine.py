@@ -529,7 +529,7 @@ def _channel_reference(xs, P, dz, hz):
                     h = float(np.interp(np.log((P[K.P_MU1] - P[K.P_MU0]) / sig), np.log(dz), hz))
             if redesign:
                 n_eff = min(n, (2 - P[K.P_LAMPHI]) / P[K.P_LAMPHI])
-                mu0 = P[K.P_MU0] + min(loc + 2 * sig / np.sqrt(max(n_eff, 1.0)), 0.0)
+                mu0 = P[K.P_MU0] + max(min(loc + 2 * sig / np.sqrt(max(n_eff, 1.0)), 0.0), -P[K.P_MU0])
             e = (x - mu0) - phiu * (last - mu0) if np.isfinite(last) else (x - mu0) * (1 - phiu)
             z = float(np.clip(e / sige, -c, c)) - 0.5 * (P[K.P_MU1] - P[K.P_MU0]) / sig
             S = min(max(0.0, s_prev + z), P[K.P_CAP] * h)

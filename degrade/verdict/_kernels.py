@@ -80,7 +80,7 @@ def _episode_degraded(mean, n, sig, mu0, mu1, xbig, se0):
 
 
 @njit
-def _episode_mean(S, i, own):
+def _episode_mean(S, i, own, P):
     """Mean deviation of the episode since its onset (log units).
 
     A device that ran faster than its peers before the change is measured
@@ -88,7 +88,9 @@ def _episode_mean(S, i, own):
     """
     mean = S[i, C_ASUM] / max(S[i, C_AN], 1.0)
     if not own and S[i, C_BEFORE] < 0.0:
-        mean -= S[i, C_BEFORE]
+        # at most healthy_offset faster: a bimodal job's fast half is not
+        # "its own baseline" but another population
+        mean -= max(S[i, C_BEFORE], -P[P_MU0])
     return mean
 
 
@@ -109,7 +111,7 @@ def _judge_episode(S, i, own, P):
     degraded (a true 5 % slowdown at ``min_slowdown = 0.05`` stays degraded)
     while a long, well-measured 4.5 % episode still ends suspect.
     """
-    mean = _episode_mean(S, i, own)
+    mean = _episode_mean(S, i, own, P)
     if S[i, C_EPDEG] == 0.0:
         mu0 = 0.0 if own else P[P_MU0]
         if _episode_degraded(mean, S[i, C_AN], S[i, C_SIG], mu0, P[P_MU1], S[i, C_XBIG], _before_se(S, i, own)):
@@ -134,7 +136,7 @@ def _latch_episode(S, i, own, P):
     """
     if S[i, C_LATCHED] == 2.0:
         return
-    mean = _episode_mean(S, i, own)
+    mean = _episode_mean(S, i, own, P)
     if S[i, C_EPDEG] != 0.0:
         kind = 2.0
     elif mean >= P[P_MU1] and S[i, C_LATCHED] == 0.0:
@@ -262,7 +264,7 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
             else:
                 n_eff = min(n, P[P_NEFF])
                 up = S[i, C_LOC] + 2.0 * S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
-                S[i, C_MU0] = P[P_MU0] + min(up, 0.0)
+                S[i, C_MU0] = P[P_MU0] + max(min(up, 0.0), -P[P_MU0])
         mu0 = S[i, C_MU0]
         sig = S[i, C_SIG]
         h = S[i, C_H]
