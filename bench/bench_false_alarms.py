@@ -30,8 +30,20 @@ from degrade.errors import DataWarning
 from degrade.verdict import VerdictEngine
 from degrade.verdict import _layout as K
 
-FAMILIES = ("gauss", "t3", "t2.5", "ar0.5", "ar0.8", "ar0.95", "t3-ar0.8", "hetero", "moe-reshuffle",
-            "periodic", "spikes", "garbage")
+FAMILIES = (
+    "gauss",
+    "t3",
+    "t2.5",
+    "ar0.5",
+    "ar0.8",
+    "ar0.95",
+    "t3-ar0.8",
+    "hetero",
+    "moe-reshuffle",
+    "periodic",
+    "spikes",
+    "garbage",
+)
 
 
 def _innov(rng, shape, nu):
@@ -52,8 +64,14 @@ def _ar(e, phi):
 
 def family(name: str, rng, T: int, N: int, sd: float = 0.02) -> np.ndarray:
     nu = {"t3": 3, "t2.5": 2.5, "t3-ar0.8": 3, "moe-reshuffle": 3, "garbage": 3}.get(name)
-    phi = {"ar0.5": 0.5, "ar0.8": 0.8, "ar0.95": 0.95, "t3-ar0.8": 0.8, "moe-reshuffle": 0.8,
-           "periodic": 0.5}.get(name, 0.0)
+    phi = {
+        "ar0.5": 0.5,
+        "ar0.8": 0.8,
+        "ar0.95": 0.95,
+        "t3-ar0.8": 0.8,
+        "moe-reshuffle": 0.8,
+        "periodic": 0.5,
+    }.get(name, 0.0)
     z = sd * _ar(_innov(rng, (T, N), nu), phi)
     if name == "hetero":
         z *= np.exp(rng.uniform(math.log(0.5), math.log(2.5), N))
@@ -89,11 +107,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", default="1e4,1e5")
     ap.add_argument("--families", default=",".join(FAMILIES))
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply the simulated device-samples")
+    ap.add_argument(
+        "--scale", type=float, default=1.0, help="multiply the simulated device-samples"
+    )
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    print("| family | arl0 | device-samples | expected at target | degrade level | rate/target (95 % CI) "
-          "| degrade slow-step | i.i.d. design | its rate/target |")
+    print(
+        "| family | arl0 | device-samples | expected at target | degrade level | rate/target (95 % CI) "
+        "| degrade slow-step | i.i.d. design | its rate/target |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     t_all = time.perf_counter()
     for arl0 in (float(a) for a in args.targets.split(",")):
@@ -107,7 +129,9 @@ def main() -> None:
             eng = VerdictEngine(arl0=arl0, healthy_offset=0.0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)
-                eng.run([f"g{i}" for i in range(N)], {"compute_time": x}, steps=np.arange(T), job="j")
+                eng.run(
+                    [f"g{i}" for i in range(N)], {"compute_time": x}, steps=np.arange(T), job="j"
+                )
             n = N * (T - eng.config.warmup)
             lev = float(eng._ST[:N, K.C_EPISODES].sum())
             slow = float(eng._SB[:N, K.C_EPISODES].sum())
@@ -115,8 +139,11 @@ def main() -> None:
             lo = 0.5 * _chi2_ppf(0.025, 2 * lev) if lev > 0 else 0.0
             hi = 0.5 * _chi2_ppf(0.975, 2 * lev + 2)
             nv = naive(x, arl0, math.log1p(eng.config.min_slowdown))
-            print(f"| {name} | {arl0:.0e} | {n:.2e} | {exp_:.0f} | {lev:.0f} | {lev / exp_:.2f} "
-                  f"({lo / exp_:.2f}–{hi / exp_:.2f}) | {slow:.0f} | {nv:.0f} | {nv / exp_:.1f} |", flush=True)
+            print(
+                f"| {name} | {arl0:.0e} | {n:.2e} | {exp_:.0f} | {lev:.0f} | {lev / exp_:.2f} "
+                f"({lo / exp_:.2f}–{hi / exp_:.2f}) | {slow:.0f} | {nv:.0f} | {nv / exp_:.1f} |",
+                flush=True,
+            )
     print(f"\nseconds: {time.perf_counter() - t_all:.0f}")
 
 
