@@ -148,6 +148,20 @@ def _sorted_median(s, c):
     return 0.5 * (s[h - 1] + s[h])
 
 
+@njit(inline="always")
+def _lower_bound(s, c, v):
+    """First position in the sorted ``s[:c]`` whose value is not below ``v`` (binary search)."""
+    lo = 0
+    hi = c
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if s[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit
 def _sorted_mad(s, c, med):
     """Median of |s - med| over the first ``c`` sorted entries, by a merge walk.
