@@ -7,12 +7,12 @@ from __future__ import annotations
 
 __all__ = [
     "DegradeError",
+    "DataWarning",
     "InputError",
     "SchemaError",
     "MissingDependencyError",
     "NVMLUnavailableError",
     "DeviceDegradedError",
-    "DataWarning",
 ]
 
 
@@ -21,6 +21,10 @@ class DegradeError(Exception):
 
     #: exit status the ``degrade`` command uses for this error
     exit_code: int = 1
+
+
+class DataWarning(UserWarning):
+    """Input samples that were skipped as data errors (implausible timings); the message says which."""
 
 
 class InputError(DegradeError, ValueError):
@@ -59,7 +63,3 @@ class DeviceDegradedError(DegradeError):
     def __init__(self, message: str, verdict=None):
         super().__init__(message)
         self.verdict = verdict
-
-
-class DataWarning(UserWarning):
-    """Input samples that were skipped as data errors (implausible timings); the message says which."""
