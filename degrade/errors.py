@@ -7,13 +7,13 @@ from __future__ import annotations
 
 __all__ = [
     "DegradeError",
+    "DataWarning",
     "InputError",
     "SchemaError",
     "MissingDependencyError",
     "NVMLUnavailableError",
     "DeviceDegradedError",
     "StateFileError",
-    "DataWarning",
     "PeerDegradedError",
 ]
 
@@ -23,6 +23,10 @@ class DegradeError(Exception):
 
     #: exit status the ``degrade`` command uses for this error
     exit_code: int = 1
+
+
+class DataWarning(UserWarning):
+    """Input samples that were skipped as data errors (implausible timings); the message says which."""
 
 
 class InputError(DegradeError, ValueError):
@@ -73,10 +77,6 @@ class StateFileError(InputError):
     def __init__(self, message: str, *, missing: bool = False):
         super().__init__(message)
         self.missing = missing
-
-
-class DataWarning(UserWarning):
-    """Input samples that were skipped as data errors (implausible timings); the message says which."""
 
 
 class PeerDegradedError(DegradeError):

@@ -143,7 +143,9 @@ def test_suspects_at_most_one_percent_of_healthy_devices():
     eng.run([f"g{i}" for i in range(N)], {"compute_time": x}, steps=np.arange(T), job="moe")
     st = [str(v.status) for v in eng.verdicts()]
     assert st.count("degraded") == 0
-    assert st.count("suspect") <= 2, [v.reasons for v in eng.verdicts() if str(v.status) == "suspect"]
+    assert st.count("suspect") <= 2, [
+        v.reasons for v in eng.verdicts() if str(v.status) == "suspect"
+    ]
 
 
 def test_recovered_excursion_below_min_slowdown_is_history_not_a_status():

@@ -514,11 +514,11 @@ def _channel_reference(xs, P, dz, hz):
             continue
         s_prev = S
         if n >= P[K.P_WARM]:
-            redesign = s_prev == 0 or (not alarm and s_prev < 0.5 * h)
+            redesign = (s_prev == 0 or (not alarm and s_prev < 0.5 * h)) and (n % 8 == 0 or np.isnan(h))
             if redesign:
                 n_eff = min(n, (2 - P[K.P_LAMPHI]) / P[K.P_LAMPHI])
                 phi = min(ac + np.sqrt(max(1 - ac * ac, 0.0) / max(n_eff, 1.0)), P[K.P_PHIMAX])
-                sm = max(scale / np.sqrt(1 - phi * phi), P[K.P_MINSCALE])
+                sm = max(scale * (1 + 1 / np.sqrt(max(n_eff, 1.0))) / np.sqrt(1 - phi * phi), P[K.P_MINSCALE])
                 sig_new = sm * np.sqrt((1 + phi) / (1 - phi))
                 if not abs(sig_new - sig) <= 0.01 * sig and (s_prev == 0 or sig_new < sig):
                     sig = sig_new
@@ -529,7 +529,7 @@ def _channel_reference(xs, P, dz, hz):
                     h = float(np.interp(np.log((P[K.P_MU1] - P[K.P_MU0]) / sig), np.log(dz), hz))
             if redesign:
                 n_eff = min(n, (2 - P[K.P_LAMPHI]) / P[K.P_LAMPHI])
-                mu0 = P[K.P_MU0] + min(loc + 2 * sig / np.sqrt(max(n_eff, 1.0)), 0.0)
+                mu0 = P[K.P_MU0] + max(min(loc + 2 * sig / np.sqrt(max(n_eff, 1.0)), 0.0), -P[K.P_MU0])
             e = (x - mu0) - phiu * (last - mu0) if np.isfinite(last) else (x - mu0) * (1 - phiu)
             z = float(np.clip(e / sige, -c, c)) - 0.5 * (P[K.P_MU1] - P[K.P_MU0]) / sig
             S = min(max(0.0, s_prev + z), P[K.P_CAP] * h)
@@ -546,7 +546,6 @@ def _channel_reference(xs, P, dz, hz):
                 loc += 0.5 * r
                 prev = 0.5 * r
             else:
-                lam = max(1 / (n + 1), P[K.P_LAMMIN])
                 lphi = max(1 / (n + 1), P[K.P_LAMPHI])
                 phi = ac
                 se = max(scale, 0.1 * P[K.P_MINSCALE] * np.sqrt(1 - phi * phi))
@@ -556,7 +555,7 @@ def _channel_reference(xs, P, dz, hz):
                     loc += lphi * rc
                 if not np.isnan(prev):
                     zc = float(np.clip((rc - phi * prev) / se, -c, c))
-                    scale = np.sqrt((1 - lam) * se * se + lam * se * se * zc * zc / wk)
+                    scale = np.sqrt((1 - lphi) * se * se + lphi * se * se * zc * zc / wk)
                     sq += lphi * (rc * rc - sq)
                     xp += lphi * (prev * rc - xp)
                     if sq > 0:

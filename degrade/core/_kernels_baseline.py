@@ -22,6 +22,7 @@ from ._kernels_common import (
     P_WIN_K,
     SIDE_LOWER,
     SIDE_UPPER,
+    _lower_bound,
     _missing,
     _prep,
     _sigma_floor,
@@ -52,14 +53,7 @@ def _median_push(S, B, j, v, P):
     srt = B[j, W : 2 * W]
     if c == W:
         old = ring[pos]
-        lo = 0
-        hi = c
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if srt[mid] < old:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = _lower_bound(srt, c, old)
         for q in range(lo, c - 1):
             srt[q] = srt[q + 1]
         c -= 1

@@ -148,6 +148,20 @@ def _sorted_median(s, c):
     return 0.5 * (s[h - 1] + s[h])
 
 
+@njit(inline="always")
+def _lower_bound(s, c, v):
+    """First position in the sorted ``s[:c]`` whose value is not below ``v`` (binary search)."""
+    lo = 0
+    hi = c
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if s[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit
 def _sorted_mad(s, c, med):
     """Median of |s - med| over the first ``c`` sorted entries, by a merge walk.
@@ -313,6 +327,19 @@ def _huber_sigma(sigma, zc, a, win_k):
     it by at most ``a * c^2 / win_k``.
     """
     return math.sqrt((1.0 - a) * sigma * sigma + a * sigma * sigma * zc * zc / win_k)
+
+
+@njit(inline="always")
+def _huber_var(var, e2, a, c2, win_k):
+    """:func:`_huber_sigma` in variance form: ``var`` is ``sigma^2``, ``e2`` the squared residual.
+
+    ``min(e2, c2 * var)`` is the squared residual clipped at ``c`` sigmas, so
+    ``(1 - a) var + a min(e2, c2 var) / win_k`` is the square of
+    ``_huber_sigma(sigma, clip(e / sigma, c), a, win_k)``, without its square
+    root and division (the verdict engine updates it at every sample).
+    """
+    m = c2 * var
+    return (1.0 - a) * var + a * (e2 if e2 < m else m) / win_k
 
 
 @njit

@@ -19,6 +19,7 @@ from ._kernels_common import (
     P_SIDE,
     SIDE_LOWER,
     SIDE_UPPER,
+    _lower_bound,
     _prep,
     _sigma_floor,
     _sorted_mad,
@@ -57,15 +58,7 @@ def _loo_deviation(sv, c, v):
     ``v`` must be one of ``sv[:c]``; which of several equal entries is left
     out does not change the median.
     """
-    lo = 0
-    hi = c
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if sv[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return v - _loo_median(sv, c, lo)
+    return v - _loo_median(sv, c, _lower_bound(sv, c, v))
 
 
 @njit

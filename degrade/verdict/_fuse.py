@@ -123,6 +123,8 @@ def _episode(snap: EngineSnapshot, row: np.ndarray, what: str, peers: bool, own:
     loc = row[f["loc"]]
     se0 = 0.0
     if peers and math.isfinite(loc) and loc < 0.0:
+        # as the kernel: at most healthy_offset faster than peers counts as its own level
+        loc = max(loc, -float(snap.params[K.P_MU0]))
         se0 = float(row[f["bse"]]) if math.isfinite(row[f["bse"]]) else 0.0
         # a device that ran faster than its peers before the change: its
         # slowdown is measured against its own level before onset (the peers'

@@ -19,7 +19,7 @@ import numpy as np
 
 from degrade._config import njit
 from degrade.changepoint._kernels import _robust_onset
-from degrade.core._kernels_common import _clip, _huber_sigma, _sorted_median
+from degrade.core._kernels_common import _clip, _huber_var, _sorted_median
 from degrade.core._kernels_cusum import _page
 from degrade.core._kernels_design import _interp_log_grid
 from degrade.core._kernels_peer import _loo_deviation
@@ -80,7 +80,7 @@ def _episode_degraded(mean, n, sig, mu0, mu1, xbig, se0):
 
 
 @njit
-def _episode_mean(S, i, own):
+def _episode_mean(S, i, own, P):
     """Mean deviation of the episode since its onset (log units).
 
     A device that ran faster than its peers before the change is measured
@@ -88,7 +88,9 @@ def _episode_mean(S, i, own):
     """
     mean = S[i, C_ASUM] / max(S[i, C_AN], 1.0)
     if not own and S[i, C_BEFORE] < 0.0:
-        mean -= S[i, C_BEFORE]
+        # at most healthy_offset faster: a bimodal job's fast half is not
+        # "its own baseline" but another population
+        mean -= max(S[i, C_BEFORE], -P[P_MU0])
     return mean
 
 
@@ -109,7 +111,7 @@ def _judge_episode(S, i, own, P):
     degraded (a true 5 % slowdown at ``min_slowdown = 0.05`` stays degraded)
     while a long, well-measured 4.5 % episode still ends suspect.
     """
-    mean = _episode_mean(S, i, own)
+    mean = _episode_mean(S, i, own, P)
     if S[i, C_EPDEG] == 0.0:
         mu0 = 0.0 if own else P[P_MU0]
         if _episode_degraded(mean, S[i, C_AN], S[i, C_SIG], mu0, P[P_MU1], S[i, C_XBIG], _before_se(S, i, own)):
@@ -134,7 +136,7 @@ def _latch_episode(S, i, own, P):
     """
     if S[i, C_LATCHED] == 2.0:
         return
-    mean = _episode_mean(S, i, own)
+    mean = _episode_mean(S, i, own, P)
     if S[i, C_EPDEG] != 0.0:
         kind = 2.0
     elif mean >= P[P_MU1] and S[i, C_LATCHED] == 0.0:
@@ -221,9 +223,12 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
     HB[i, 2 * HIST + hq] = ts
     S[i, C_HN] += 1.0
     if warm:
-        if s_prev == 0.0 or (S[i, C_ALARM] == 0.0 and s_prev < 0.5 * S[i, C_H]):
-            # h is re-designed when sigma_lr moved by more than 1 % (it costs
-            # a log): between excursions either way; during one (below h/2,
+        if (s_prev == 0.0 or (S[i, C_ALARM] == 0.0 and s_prev < 0.5 * S[i, C_H])) and (
+            int(n) % 8 == 0 or math.isnan(S[i, C_H])
+        ):
+            # every 8th sample (the estimates forget over hundreds; this keeps
+            # six square roots off the per-sample path), h is re-designed
+            # when sigma_lr moved by more than 1 %: between excursions either way; during one (below h/2,
             # no alarm) only towards a smaller sigma, so a fault cannot widen
             # its own test while a statistic that never returns to zero (a
             # device slow from its first step) still leaves the cautious
@@ -231,7 +236,12 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
             # statistic is rescaled to the new sigma_e so its evidence keeps
             # its meaning
             phi = _phi_upper(S[i, C_AC], n, P)
-            sig_m = max(S[i, C_SCALE] / math.sqrt(1.0 - phi * phi), P[P_MINSCALE])
+            # the same margin for the scale: the false-alarm rate is convex
+            # in its error too, and more so the higher the target (at 1e9 an
+            # unbiased 4 % error would cost ~4x)
+            n_eff = min(n, P[P_NEFF])
+            sig_e = math.sqrt(S[i, C_SCALE]) * (1.0 + 1.0 / math.sqrt(max(n_eff, 1.0)))
+            sig_m = max(sig_e / math.sqrt(1.0 - phi * phi), P[P_MINSCALE])
             sig_new = sig_m * math.sqrt((1.0 + phi) / (1.0 - phi))
             sig_old = S[i, C_SIG]
             if not (abs(sig_new - sig_old) <= 0.01 * sig_old) and (s_prev == 0.0 or sig_new < sig_old):
@@ -252,9 +262,9 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
             if own:
                 S[i, C_MU0] = 0.0
             else:
-                n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+                n_eff = min(n, P[P_NEFF])
                 up = S[i, C_LOC] + 2.0 * S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
-                S[i, C_MU0] = P[P_MU0] + min(up, 0.0)
+                S[i, C_MU0] = P[P_MU0] + max(min(up, 0.0), -P[P_MU0])
         mu0 = S[i, C_MU0]
         sig = S[i, C_SIG]
         h = S[i, C_H]
@@ -414,7 +424,7 @@ def _phi_upper(phi, n, P):
     false-alarm rate rises (most at phi near 1 and early in a run, when
     ``n_eff`` is small); one standard error of margin pays for that.
     """
-    n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+    n_eff = min(n, P[P_NEFF])
     ph = phi + math.sqrt(max(1.0 - phi * phi, 0.0) / max(n_eff, 1.0))
     return ph if ph < P[P_PHIMAX] else P[P_PHIMAX]
 
@@ -452,7 +462,7 @@ def _confirm(S, HB, i, s_new, h, n, P):
     # (the location then already followed part of the ramp); with the
     # standard error of that level, so that the slowdown's uncertainty
     # includes it
-    n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
+    n_eff = min(n, P[P_NEFF])
     S[i, C_BEFORE] = S[i, C_LOC0] if math.isfinite(S[i, C_LOC0]) else S[i, C_LOC]
     S[i, C_BSE] = S[i, C_SIG] / math.sqrt(max(n_eff, 1.0))
     if S[i, C_ONSTEP] < S[i, C_CSTEP]:
@@ -482,10 +492,12 @@ def _learn_channel(S, i, x, n, move_loc, P):
     Location: EWMA of residuals winsorised at ``winsor`` marginal sigmas.
     ``phi``: winsorised lag-1 autocorrelation, with a longer memory than the
     scale and Kendall's small-sample bias ``(1 + 3 phi) / n`` added back,
-    clipped to ``[0, P_PHIMAX]``. Innovation scale: Huber's proposal 2
-    (:func:`degrade.core._kernels_common._huber_sigma`) on the prewhitened
-    residuals. Gains are ``1 / (n + 1)`` (a plain mean) until they reach
-    their floors.
+    clipped to ``[0, P_PHIMAX]``. Innovation scale: Huber's proposal 2 on
+    the prewhitened residuals, kept as a variance (``C_SCALE``:
+    :func:`degrade.core._kernels_common._huber_var`, no square root per
+    sample). Location, ``phi`` and scale share the long memory
+    (``P_LAMPHI``: four times ``scale_halflife``); gains are ``1 / (n + 1)``
+    (a plain mean) until they reach that floor.
     """
     if n == 0:
         S[i, C_LOC] = x
@@ -496,39 +508,44 @@ def _learn_channel(S, i, x, n, move_loc, P):
         S[i, C_XP] = 0.0
         return
     r = x - S[i, C_LOC]
-    s = S[i, C_SCALE]
-    if math.isnan(s):
+    v = S[i, C_SCALE]
+    if math.isnan(v):
         # two samples: |x1 - x0| has mean 2 sigma / sqrt(pi)
-        S[i, C_SCALE] = abs(r) * 0.886227
+        sd = abs(r) * 0.886227
+        S[i, C_SCALE] = sd * sd
         S[i, C_SQ] = 0.25 * r * r
         S[i, C_LOC] += 0.5 * r
         S[i, C_PREV] = 0.5 * r
         return
-    lam = 1.0 / (n + 1.0)
-    if lam < P[P_LAMMIN]:
-        lam = P[P_LAMMIN]
-    lphi = 1.0 / (n + 1.0)
-    if lphi < P[P_LAMPHI]:
-        lphi = P[P_LAMPHI]
+    # plain means until the gain reaches its floor (no division after that)
+    lphi = P[P_LAMPHI]
+    if n * lphi < 1.0:
+        lphi = 1.0 / (n + 1.0)
     phi = S[i, C_AC]
-    s_e = max(s, 0.1 * P[P_MINSCALE] * math.sqrt(1.0 - phi * phi))
-    s_m = s_e / math.sqrt(1.0 - phi * phi)
+    q2 = 1.0 - phi * phi
+    fl = 0.01 * P[P_MINSCALE] * P[P_MINSCALE] * q2
+    v_e = v if v > fl else fl
     c = P[P_CLIP]
-    rc = _clip(r, c * s_m)
+    # winsorise at c marginal sigmas (marginal variance v_e / (1 - phi^2)),
+    # compared in squares: the square root only when it clips
+    rc = r
+    if r * r * q2 > c * c * v_e:
+        lim = c * math.sqrt(v_e / q2)
+        rc = lim if r > 0.0 else -lim
     # the location forgets as slowly as phi: a location that follows the
     # AR(1) wander itself would absorb low frequencies and bias phi down
     if move_loc:
         S[i, C_LOC] += lphi * rc
     pv = S[i, C_PREV]
     if not math.isnan(pv):
-        zc = _clip((rc - phi * pv) / s_e, c)
-        S[i, C_SCALE] = _huber_sigma(s_e, zc, lam, P[P_WINK])
+        e = rc - phi * pv
+        S[i, C_SCALE] = _huber_var(v_e, e * e, lphi, c * c, P[P_WINK])
         S[i, C_SQ] += lphi * (rc * rc - S[i, C_SQ])
         S[i, C_XP] += lphi * (pv * rc - S[i, C_XP])
         if S[i, C_SQ] > 0.0:
             ph = S[i, C_XP] / S[i, C_SQ]
-            n_eff = min(n, (2.0 - P[P_LAMPHI]) / P[P_LAMPHI])
-            ph += (1.0 + 3.0 * max(ph, 0.0)) / n_eff
+            inv_n = P[P_INVNEFF] if n >= P[P_NEFF] else 1.0 / n
+            ph += (1.0 + 3.0 * max(ph, 0.0)) * inv_n
             if ph < 0.0:
                 ph = 0.0
             elif ph > P[P_PHIMAX]:
@@ -559,13 +576,13 @@ def _stall_update(S, i, d, u, loo_rate, step, ts, P):
     slow steps of the episode and their summed deviation.
     """
     n = S[i, C_N]
-    lam = 1.0 / (n + 1.0)
-    if lam < P[P_LAMRATE]:
+    if loo_rate != 0.0 or S[i, C_LOC] > 1e-12:
         lam = P[P_LAMRATE]
-    if math.isfinite(loo_rate):
+        if n * lam < 1.0:
+            lam = 1.0 / (n + 1.0)
         S[i, C_LOC] += lam * (loo_rate - S[i, C_LOC])
     p0 = max(P[P_STALL_P0], 1.5 * S[i, C_LOC])
-    if not (abs(p0 - S[i, C_SCALE]) <= 0.01 * S[i, C_SCALE]):
+    if p0 != S[i, C_SCALE] and not (abs(p0 - S[i, C_SCALE]) <= 0.01 * S[i, C_SCALE]):
         p1 = max(P[P_STALL_P1], 2.0 * p0)
         S[i, C_SCALE] = p0
         S[i, C_PREV] = math.log(p1 / p0)

@@ -10,7 +10,7 @@ import numpy as np
 # --- channel state (one CUSUM evidence stream per device) -----------------
 C_N = 0  # samples seen by this channel
 C_LOC = 1  # robust running location (centre for the scale; baseline for own-history channels)
-C_SCALE = 2  # robust running scale (sigma of one sample)
+C_SCALE = 2  # timing/clock channels: Huber variance of the AR(1) innovation
 C_PREV = 3  # previous winsorised residual (lag-1 autocorrelation)
 C_AC = 4  # lag-1 autocorrelation of the winsorised residual (C_XP / C_SQ)
 C_S = 5  # one-sided CUSUM statistic, in sigma units
@@ -224,7 +224,9 @@ P_LAMPHI = 25  # slowest forgetting of the autocorrelation (longer memory than t
 P_OUTLIER = 26  # |log ratio| beyond which a timing is a data error
 P_STALLQ = 27  # a stall's innovation must also exceed this many innovation sigmas
 P_LAMRATE = 28  # slowest forgetting of the peers' slow-step rate
-P_PARAMS = 29
+P_NEFF = 29  # effective sample size (2 - lam) / lam of the P_LAMPHI memory
+P_INVNEFF = 30  # 1 / P_NEFF
+P_PARAMS = 31
 
 NAN = np.nan
 

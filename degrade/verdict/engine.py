@@ -107,7 +107,11 @@ class EngineConfig:
         Floor of the noise scale in log units, so a perfectly quiet device
         cannot turn a rounding error into an alarm.
     scale_halflife
-        Samples over which the noise scale and the own baseline forget.
+        Forgetting of the learned noise: the timing and clock channels'
+        location, AR(1) coefficient and innovation scale forget over four
+        times this many samples (long memory: their estimation error would
+        otherwise raise the false-alarm rate, see docs/verdicts.md), the job
+        baselines over this many, the peers' slow-step rate over ten times.
     cap
         The CUSUM statistic is capped at ``cap * h`` so it drains promptly
         when a fault ends.
@@ -391,8 +395,9 @@ class VerdictEngine:
         p[K.P_MINSCALE] = cfg.min_scale
         p[K.P_CAP] = cfg.cap
         # a job-wide slow step must be beyond what the group median does by chance
-        # once per arl0 samples
-        p[K.P_JOBZ] = NormalDist().inv_cdf(1.0 - 1.0 / cfg.arl0)
+        # once per arl0 samples (at most 1e6: job events are information, not
+        # verdicts, and the fleet budget of 1e9 would hide checkpoints)
+        p[K.P_JOBZ] = NormalDist().inv_cdf(1.0 - 1.0 / min(cfg.arl0, 1e6))
         p[K.P_JOBGAP] = cfg.job_gap
         p[K.P_JOBSUST] = cfg.job_sustained
         p[K.P_BUSY] = cfg.busy_util
@@ -426,6 +431,8 @@ class VerdictEngine:
         # autocorrelation the calibration was checked for, fits below it
         p[K.P_PHIMAX] = 0.97
         p[K.P_LAMPHI] = 1.0 - 0.5 ** (1.0 / (4.0 * cfg.scale_halflife))
+        p[K.P_NEFF] = (2.0 - p[K.P_LAMPHI]) / p[K.P_LAMPHI]
+        p[K.P_INVNEFF] = 1.0 / p[K.P_NEFF]
         p[K.P_OUTLIER] = math.log(cfg.outlier_ratio)
         return p
 
