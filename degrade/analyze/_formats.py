@@ -94,6 +94,13 @@ def humanize(text: str) -> str:
     return _T_EQ.sub(sub, text)
 
 
+def _with_ids(text: str, ids: dict[str, str]) -> str:
+    """``text`` with every full device id it names written as the table's short id."""
+    for full in sorted((d for d in ids if ids[d] != d and d in text), key=len, reverse=True):
+        text = text.replace(full, ids[full])
+    return text
+
+
 def score_text(score: float | None) -> str:
     """The evidence score for people: hard faults say so instead of a sentinel number."""
     if score is None or not math.isfinite(score):
@@ -298,7 +305,7 @@ def _job_events(events, console, width: float, *, detail_limit: int = 12, ids=No
             if cause:
                 lines += _wrap("cause", [ids.get(cause, cause)], width, bullet=False)
             if e.reason:
-                lines += _wrap("why", [humanize(e.reason)], width, bullet=False)
+                lines += _wrap("why", [_with_ids(humanize(e.reason), ids)], width, bullet=False)
             for line in lines:
                 _print(console, line)
         return
