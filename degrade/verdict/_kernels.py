@@ -1046,7 +1046,14 @@ def _engine_block(
     jv = np.empty(max(N, 1))
     jp = np.empty(max(N, 1), dtype=np.int64)
     ev_cap = ev.shape[0]
-    n_ev = 0
+    # counters and flags passed to other kernels are typed variables, not
+    # literals: numba would otherwise compile a callee once for Literal[int](0)
+    # (the loop's first typing pass) and again for int64, and the channel
+    # once per literal bool
+    zero = np.int64(0)
+    peer = np.bool_(False)
+    own = np.bool_(True)
+    n_ev = zero
     pidx = cmap
     p_sm_clock = cmap[M_SM_CLOCK]
     p_sm_clock_max = cmap[M_SM_CLOCK_MAX]
@@ -1065,7 +1072,7 @@ def _engine_block(
             for g in range(n_tg):
                 a = tg_ptr[g]
                 b = tg_ptr[g + 1]
-                m = 0
+                m = zero
                 for q in range(a, b):
                     j = tg_mem[q]
                     v = XT[t, j]
@@ -1112,7 +1119,7 @@ def _engine_block(
                         SD[i, SD_NPEERS] = m - 1
                         d = dbuf[r]
                         u = ubuf[r]
-                        _channel_update(ST, HT, i, d, False, st, ts, P, dz_grid, hz_grid)
+                        _channel_update(ST, HT, i, d, peer, st, ts, P, dz_grid, hz_grid)
                         _stall_update(SB, i, d, u, (n_up - (1 if u else 0)) / (m - 1.0), st, ts, P)
                 elif m == 1:
                     j = pos[0]
@@ -1120,9 +1127,9 @@ def _engine_block(
                     st = steps[t, j if step_cols > 1 else 0]
                     ts = times[t, j if time_cols > 1 else 0]
                     SD[i, SD_NPEERS] = 0.0
-                    _channel_update(SS, HS, i, vals[0], True, st, ts, P, dz_grid, hz_grid)
+                    _channel_update(SS, HS, i, vals[0], own, st, ts, P, dz_grid, hz_grid)
                 # job-wide evidence: the group's median time against its own past
-                mj = 0
+                mj = zero
                 if has_j:
                     for q in range(a, b):
                         j = tg_mem[q]
@@ -1164,7 +1171,7 @@ def _engine_block(
         for g in range(n_cg):
             a = cg_ptr[g]
             b = cg_ptr[g + 1]
-            m = 0
+            m = zero
             for q in range(a, b):
                 j = cg_mem[q]
                 clk = _get(C, p_sm_clock, t, j)
@@ -1193,5 +1200,5 @@ def _engine_block(
                 ts = times[t, j if time_cols > 1 else 0]
                 # a lower clock than peers counts as a slowdown
                 d = -_loo_deviation(sv, m, vals[r])
-                _channel_update(SC, HC, i, d, False, st, ts, P, dz_grid, hz_grid)
+                _channel_update(SC, HC, i, d, peer, st, ts, P, dz_grid, hz_grid)
     return T, n_ev
