@@ -139,7 +139,7 @@ def _sigma_floor(mu, P):
     return f
 
 
-@njit
+@njit(_nrt=False)
 def _sorted_median(s, c):
     """Median of the first ``c`` entries of the sorted array ``s``."""
     h = c // 2

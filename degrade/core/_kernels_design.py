@@ -21,7 +21,7 @@ def _npdf(x):
     return math.exp(-0.5 * x * x) * 0.3989422804014327
 
 
-@njit
+@njit(_nrt=False)
 def _interp_log_grid(x, grid, vals):
     """``vals`` at ``x``, linear in ``log x`` between the log-spaced ``grid`` points (clamped)."""
     n = grid.shape[0]

@@ -51,7 +51,7 @@ def _loo_median(s, c, i):
     return 0.5 * (a + b)
 
 
-@njit
+@njit(_nrt=False)
 def _loo_deviation(sv, c, v):
     """``v`` minus the median of the sorted ``sv[:c]`` without one entry equal to ``v``.
 

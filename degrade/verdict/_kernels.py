@@ -27,7 +27,7 @@ from degrade.core._kernels_peer import _loo_deviation
 from ._layout import *  # noqa: F403
 
 
-@njit
+@njit(_nrt=True)
 def _ring_median(S, i):
     """Median of the RING deviations of row ``i``'s ring, as ``np.median`` of them.
 
@@ -55,7 +55,7 @@ def _ring_median(S, i):
     return 0.5 * (lo + hi)
 
 
-@njit
+@njit(_nrt=False)
 def _episode_degraded(mean, n, sig, mu0, mu1, xbig, se0):
     """Whether an episode's slowdown estimate makes it ``degraded`` (else suspect).
 
@@ -79,7 +79,7 @@ def _episode_degraded(mean, n, sig, mu0, mu1, xbig, se0):
     return mean + 2.0 * se >= mu1
 
 
-@njit
+@njit(_nrt=False)
 def _episode_mean(S, i, own, P):
     """Mean deviation of the episode since its onset (log units).
 
@@ -94,13 +94,13 @@ def _episode_mean(S, i, own, P):
     return mean
 
 
-@njit
+@njit(_nrt=False)
 def _before_se(S, i, own):
     """Standard error of the level an episode is measured from (0 when measured against peers)."""
     return S[i, C_BSE] if (not own and S[i, C_BEFORE] < 0.0) else 0.0
 
 
-@njit
+@njit(_nrt=False)
 def _judge_episode(S, i, own, P):
     """Judge the episode in progress degraded or not, with hysteresis.
 
@@ -125,7 +125,7 @@ def _judge_episode(S, i, own, P):
         S[i, C_EPDEG] = 0.0
 
 
-@njit
+@njit(_nrt=False)
 def _latch_episode(S, i, own, P):
     """Keep the episode now ending for the batch latch: the first degraded one.
 
@@ -163,7 +163,7 @@ def _latch_episode(S, i, own, P):
     S[i, C_L_BSE] = S[i, C_BSE]
 
 
-@njit
+@njit(_nrt=True)
 def _refine_onset(S, HB, i):
     """Onset of the change behind the alarm now raised, from the channel's history.
 
@@ -186,7 +186,7 @@ def _refine_onset(S, HB, i):
     return (start + tau) % HIST
 
 
-@njit
+@njit(_nrt=False)
 def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
     """Feed one finite sample ``x`` (log units, larger = slower) to channel row ``i``.
 
@@ -415,7 +415,7 @@ def _channel_update(S, HB, i, x, own, step, ts, P, dz_grid, hz_grid):
     S[i, C_LASTSTEP] = step
 
 
-@njit
+@njit(_nrt=False)
 def _phi_upper(phi, n, P):
     """``phi`` plus one standard error ``sqrt((1 - phi^2) / n_eff)``, at most ``P_PHIMAX``.
 
@@ -429,7 +429,7 @@ def _phi_upper(phi, n, P):
     return ph if ph < P[P_PHIMAX] else P[P_PHIMAX]
 
 
-@njit
+@njit(_nrt=False)
 def _confirm(S, HB, i, s_new, h, n, P):
     """The CUSUM raised (or confirmed) the alarm: its onset, refined; its mean since then."""
     S[i, C_ONSTEP] = S[i, C_CSTEP]
@@ -485,7 +485,7 @@ def _confirm(S, HB, i, s_new, h, n, P):
     S[i, C_CLEAR] = 0.0
 
 
-@njit
+@njit(_nrt=False)
 def _learn_channel(S, i, x, n, move_loc, P):
     """Robust location, AR(1) coefficient and innovation scale of the channel's input.
 
@@ -554,7 +554,7 @@ def _learn_channel(S, i, x, n, move_loc, P):
     S[i, C_PREV] = rc
 
 
-@njit
+@njit(_nrt=False)
 def _stall_update(S, i, d, u, loo_rate, step, ts, P):
     """Bernoulli CUSUM on intermittent slow steps.
 
@@ -642,7 +642,7 @@ def _stall_update(S, i, d, u, loo_rate, step, ts, P):
     S[i, C_LASTSTEP] = step
 
 
-@njit
+@njit(_nrt=False)
 def _stall_exceeds(SB, ST, i, dv, P):
     """Whether peer deviation ``dv`` marks an intermittent slow step.
 
@@ -667,7 +667,7 @@ def _stall_exceeds(SB, ST, i, dv, P):
     return e > thr and e > P[P_STALLQ] * sige
 
 
-@njit
+@njit(_nrt=False)
 def _level(SH, i, k, hit, need, recover, step, ts, val):
     """Persistence and hysteresis for one hard signal (present / absent this sample)."""
     if hit:
@@ -692,7 +692,7 @@ def _level(SH, i, k, hit, need, recover, step, ts, val):
                 SH[i, k, HF_ACTIVE] = 0.0
 
 
-@njit
+@njit(_nrt=False)
 def _get(C, p, t, j):
     """Counter plane ``p`` (negative: column absent) at row t, device j."""
     if p < 0:
@@ -834,14 +834,14 @@ def _hard_sample(C, t, j, i, pidx, st, ts, SH, SD, P, hits, hvals, hneed, hrec):
     return any_val
 
 
-@njit
+@njit(_nrt=False)
 def _is_fatal_xid(x):
     # 48 double-bit ECC, 79 fell off the bus, 95 uncontained ECC,
     # 119/120 GSP RPC timeout/error, 140 unrecovered ECC: the GPU needs a reset
     return x == 48 or x == 79 or x == 95 or x == 119 or x == 120 or x == 140
 
 
-@njit
+@njit(_nrt=False)
 def _is_degrading_xid(x):
     # 61/62 micro-controller halt, 63/64 row-remap event/failure, 74 NVLink,
     # 92 high single-bit ECC rate, 94 contained ECC
@@ -895,7 +895,7 @@ def _drop_implausible(vals, pos, m, sv, dev, SD, SS, P):
     return k
 
 
-@njit
+@njit(_nrt=False)
 def _job_update(SJ, g, x, ndev, step, ts, P, ev, n_ev):
     """Job-wide slow steps: the group median against its own robust baseline."""
     n = SJ[g, J_N]
@@ -951,7 +951,7 @@ def _job_update(SJ, g, x, ndev, step, ts, P, ev, n_ev):
     return n_ev
 
 
-@njit
+@njit(_nrt=False)
 def _job_learn(SJ, g, x, P):
     n = SJ[g, J_N]
     if n == 0:
@@ -974,7 +974,7 @@ def _job_learn(SJ, g, x, P):
     SJ[g, J_N] = n + 1.0
 
 
-@njit
+@njit(_nrt=False)
 def _job_close(SJ, g, kind, ev, n_ev):
     k = n_ev
     ev[k, EV_GROUP] = g
@@ -1046,7 +1046,14 @@ def _engine_block(
     jv = np.empty(max(N, 1))
     jp = np.empty(max(N, 1), dtype=np.int64)
     ev_cap = ev.shape[0]
-    n_ev = 0
+    # counters and flags passed to other kernels are typed variables, not
+    # literals: numba would otherwise compile a callee once for Literal[int](0)
+    # (the loop's first typing pass) and again for int64, and the channel
+    # once per literal bool
+    zero = np.int64(0)
+    peer = np.bool_(False)
+    own = np.bool_(True)
+    n_ev = zero
     pidx = cmap
     p_sm_clock = cmap[M_SM_CLOCK]
     p_sm_clock_max = cmap[M_SM_CLOCK_MAX]
@@ -1065,7 +1072,7 @@ def _engine_block(
             for g in range(n_tg):
                 a = tg_ptr[g]
                 b = tg_ptr[g + 1]
-                m = 0
+                m = zero
                 for q in range(a, b):
                     j = tg_mem[q]
                     v = XT[t, j]
@@ -1112,7 +1119,7 @@ def _engine_block(
                         SD[i, SD_NPEERS] = m - 1
                         d = dbuf[r]
                         u = ubuf[r]
-                        _channel_update(ST, HT, i, d, False, st, ts, P, dz_grid, hz_grid)
+                        _channel_update(ST, HT, i, d, peer, st, ts, P, dz_grid, hz_grid)
                         _stall_update(SB, i, d, u, (n_up - (1 if u else 0)) / (m - 1.0), st, ts, P)
                 elif m == 1:
                     j = pos[0]
@@ -1120,9 +1127,9 @@ def _engine_block(
                     st = steps[t, j if step_cols > 1 else 0]
                     ts = times[t, j if time_cols > 1 else 0]
                     SD[i, SD_NPEERS] = 0.0
-                    _channel_update(SS, HS, i, vals[0], True, st, ts, P, dz_grid, hz_grid)
+                    _channel_update(SS, HS, i, vals[0], own, st, ts, P, dz_grid, hz_grid)
                 # job-wide evidence: the group's median time against its own past
-                mj = 0
+                mj = zero
                 if has_j:
                     for q in range(a, b):
                         j = tg_mem[q]
@@ -1164,7 +1171,7 @@ def _engine_block(
         for g in range(n_cg):
             a = cg_ptr[g]
             b = cg_ptr[g + 1]
-            m = 0
+            m = zero
             for q in range(a, b):
                 j = cg_mem[q]
                 clk = _get(C, p_sm_clock, t, j)
@@ -1193,5 +1200,5 @@ def _engine_block(
                 ts = times[t, j if time_cols > 1 else 0]
                 # a lower clock than peers counts as a slowdown
                 d = -_loo_deviation(sv, m, vals[r])
-                _channel_update(SC, HC, i, d, False, st, ts, P, dz_grid, hz_grid)
+                _channel_update(SC, HC, i, d, peer, st, ts, P, dz_grid, hz_grid)
     return T, n_ev
