@@ -273,3 +273,45 @@ def test_intermittent_faults_found(m, prob):
     faulty, others = _power("intermittent", m, 5, prob=prob, seed=400)
     assert sum(str(v.status) == "degraded" for v in faulty) >= 4
     assert not [v.device for v in others if str(v.status) == "degraded"]
+
+
+# ---------------------------------------------------------------- intermittent stalls
+def test_one_large_innovation_of_autocorrelated_noise_is_not_an_intermittent_fault():
+    # t(3) AR(0.8) noise has innovations of ~100 sigma now and then: one makes a dozen
+    # consecutive steps 15-2,000 % slower as it decays. Counted as a dozen slow steps, that run
+    # crossed the slow-step CUSUM's h (13 false degraded on the 1,024-GPU x 1e5-step `issue`
+    # fleet of bench/bench_calibration.py); prewhitened it is one slow step, and an episode
+    # short of intermittent_min on intermittent_rate of its steps is never degraded
+    tm = simulate_times(6000, 32, NoiseSpec(family="t", nu=3.0, sd=0.03, phi=0.8), seed=21)
+    X = tm.compute.copy()
+    burst = np.exp(3.0 * 0.8 ** np.arange(40))  # 20x slower, decaying as AR(0.8)
+    hit = {3: 2000, 9: 3500, 17: 5000}
+    for d, s in hit.items():
+        X[s : s + 40, d] *= burst
+    tm.compute = X
+    vs = {v.device: v for v in _verdicts(tm)[0]}
+    assert {d: str(vs[f"d{d}"].status) for d in hit} == dict.fromkeys(hit, "healthy")
+    assert not [v.device for v in vs.values() if str(v.status) != "healthy"]
+
+
+def test_an_intermittent_fault_that_ended_stays_degraded_in_batch_not_in_streaming():
+    # 20 % slower on 10 % of steps between steps 1000 and 2000, then healthy for 3000 steps
+    def run(latch):
+        tm = simulate_times(
+            5000,
+            32,
+            NoiseSpec(sd=0.02),
+            seed=31,
+            faults=[
+                Fault(device=5, kind="intermittent", onset=1000, end=2000, magnitude=0.2, prob=0.1)
+            ],
+        )
+        return {v.device: v for v in _verdicts(tm, cfg=EngineConfig(latch=latch))[0]}
+
+    batch = run(True)
+    assert str(batch["d5"].status) == "degraded"
+    assert abs(batch["d5"].onset_step - 1000) <= 200
+    assert any("intermittent stalls" in r and "(recovered)" in r for r in batch["d5"].reasons)
+    assert not [k for k, v in batch.items() if k != "d5" and str(v.status) != "healthy"]
+    # streaming reports the present: the fault is over
+    assert str(run(False)["d5"].status) == "healthy"

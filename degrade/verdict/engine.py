@@ -20,6 +20,7 @@ import numpy as np
 from degrade.errors import DataWarning, InputError
 
 from . import _layout as K
+from ._events import _place
 from ._types import JobEvent, Verdict
 
 __all__ = ["EngineConfig", "VerdictEngine", "COUNTER_COLUMNS"]
@@ -415,6 +416,7 @@ class VerdictEngine:
         p[K.P_STALLQ] = 6.0
         p[K.P_STALL_P0] = p0
         p[K.P_STALL_P1] = p1
+        p[K.P_STALLMIN] = math.log1p(cfg.intermittent_min)
         p[K.P_LAMRATE] = 1.0 - 0.5 ** (1.0 / (10.0 * cfg.scale_halflife))
         p[K.P_STALL_H] = math.log(cfg.arl0)
         # large-shift rule: more than RING/2 of the last RING innovations above
@@ -732,7 +734,7 @@ class VerdictEngine:
         mean = math.expm1(row[K.EV_MEAN])
         peak = math.expm1(row[K.EV_PEAK])
         ndev = int(row[K.EV_NDEV])
-        where = f"job {job} group {group}" if group is not None else f"job {job}"
+        where = _place(job, group)
         if kind == "sustained_job_slowdown":
             why = "lasting level change for all peers (schedule change or job-wide slowdown); baseline re-learnt"
         else:
