@@ -146,9 +146,13 @@ class EngineConfig:
     intermittent_min, intermittent_rate
         An intermittent fault worth flagging: steps at least
         ``intermittent_min`` slower than peers (0.2 = 20 %) on
-        ``intermittent_rate`` of steps (0.05 = 5 %, the rate the Bernoulli
-        CUSUM is tuned to; faults at 10 % of steps are found within about
-        80 steps).
+        ``intermittent_rate`` of steps (0.05 = 5 %, the rate p1 the
+        Bernoulli CUSUM is tuned to; faults at 10 % of steps are found
+        within about 120 steps). An alarm of that CUSUM is ``degraded`` once
+        its episode qualifies: slow steps on average at least
+        ``intermittent_min`` above peers, on a share of the episode's steps
+        past the midpoint of p0 and p1; until then ``suspect``, and a
+        ``history:`` reason if it recovers unqualified.
     outlier_ratio
         A timing more than this factor away from its peers' median *and*
         from the device's own last plausible timing (1e300 s, 1e-6 s, or
