@@ -18,8 +18,8 @@ Every tolerance comes from the sample size: false alarms are Poisson with
 mean ``samples / arl0``; a claim "within Monte Carlo error" fails only when
 the count is above the Poisson 99.9 % quantile.
 
-Tests marked xfail fail on the engine of this branch (engine 83d2ac9 merged; see the reason); the
-coordinator removes the marks once the rebuilt engine passes them.
+Tests marked xfail fail on the engine of this branch (see the reason: measured, with its cause);
+the marks go when the engine passes them.
 """
 
 from __future__ import annotations
@@ -145,12 +145,43 @@ def _alarm_episodes(X, arl0, n_group=16):
     return len(seen), (T_ - cfg.warmup) * n
 
 
-_TRACK_BREAKS = {
-    "gaussian": "the engine at 83d2ac9 raises 1 alarm where 16 are expected at the design point on "
-    "Gaussian noise: far below the target, not tracking it (bench_calibration --targets)",
-    "t3-ar0.8": "the engine at 83d2ac9 raises 2 alarms where 16 are expected at the design point on "
-    "t(3) AR(0.8) noise (e02c51e: within [1/4, 2] x target)",
-}
+def _at_design_point(L, design, offset, n_group=16, rounds=4):
+    """Log timings ``L`` with the ``design`` devices moved to ``offset`` above their peers.
+
+    The engine states ``arl0`` for a device whose deviation from the median of
+    the *other* devices of its group averages ``log1p(healthy_offset)``. Three
+    other design devices in a group of 16 pull that median up (by ~0.25 sigma
+    at 2 % noise), which would put the devices below the design point and
+    make the design look conservative for the wrong reason; so the shift of
+    each is solved for (a few fixed-point rounds on the realised deviations).
+    """
+    target = math.log1p(offset)
+    c = np.where(design, target, 0.0)
+    for _ in range(rounds):
+        X = L + c[None, :]
+        dev = np.empty_like(X[:, design])
+        cols = np.flatnonzero(design)
+        for q, j in enumerate(cols):
+            g0 = (j // n_group) * n_group
+            others = [k for k in range(g0, min(g0 + n_group, L.shape[1])) if k != j]
+            dev[:, q] = X[:, j] - np.median(X[:, others], axis=1)
+        c[cols] += target - dev.mean(axis=0)
+    return L + c[None, :]
+
+
+# measured at ff18f32 with the devices at the design point (seeds 7, 8, 9 of this test): t(3)
+# AR(0.8) 5, 7, 13 alarms where 16 are expected (0.3-0.8 x: tracks); Gaussian 2, 1, 0 (<= 0.12 x).
+# Placed as the old test did (3 other design devices in the median) both read 0-5. Why Gaussian
+# is conservative: the one-standard-error margins on the innovation scale and on phi (phi = 0 is
+# estimated as ~0.04; sigma_lr ~7 % above the truth once learned, ~15 % in the first few hundred
+# samples) cost 2.5-9 x at arl0 = 1e4 by Siegmund's approximation, persistence = 3 ~1.3 x more,
+# and half the alarms at the design point end suspect (degraded also needs the slowdown estimate
+# near min_slowdown). Conservative by construction (docs/verdicts.md, Calibration).
+_CONSERVATIVE = (
+    "conservative on Gaussian noise: 0-2 degraded alarms at the design point where 16 are "
+    "expected (one-SE margins on scale and phi, persistence 3, the degraded rule; "
+    "docs/verdicts.md#calibration)"
+)
 
 
 @pytest.mark.slow
@@ -160,13 +191,9 @@ _TRACK_BREAKS = {
         pytest.param(
             NoiseSpec(sd=0.02),
             id="gaussian",
-            marks=pytest.mark.xfail(strict=False, reason=_TRACK_BREAKS["gaussian"]),
+            marks=pytest.mark.xfail(strict=False, reason=_CONSERVATIVE),
         ),
-        pytest.param(
-            NoiseSpec(family="t", nu=3.0, sd=0.03, phi=0.8),
-            id="t3-ar0.8",
-            marks=pytest.mark.xfail(strict=False, reason=_TRACK_BREAKS["t3-ar0.8"]),
-        ),
+        pytest.param(NoiseSpec(family="t", nu=3.0, sd=0.03, phi=0.8), id="t3-ar0.8"),
     ],
 )
 def test_achieved_rate_tracks_the_target_at_the_design_point(spec):
@@ -177,15 +204,24 @@ def test_achieved_rate_tracks_the_target_at_the_design_point(spec):
     arl0, n, T_ = 1e4, 128, 5020
     cfg = EngineConfig()
     tm = simulate_times(T_, n, spec, seed=7)
-    X = tm.compute.copy()
-    design = (
-        np.arange(n) % 16 < 4
-    )  # 4 of 16 peers slower: the leave-one-out median stays at the others
-    X[:, design] *= 1.0 + cfg.healthy_offset
+    design = np.arange(n) % 16 < 4
+    X = np.exp(_at_design_point(np.log(tm.compute), design, cfg.healthy_offset))
     alarms, samples = _alarm_episodes(X, arl0)
     design_samples = samples * design.mean()
     ratio = alarms / (design_samples / arl0)
     assert 0.25 <= ratio <= 2.0, (alarms, design_samples / arl0)
+
+
+def test_devices_are_placed_at_the_design_point():
+    # the helper above does what it says: mean deviation from the other devices' median
+    tm = simulate_times(2000, 32, NoiseSpec(sd=0.02), seed=8)
+    design = np.arange(32) % 16 < 4
+    L = _at_design_point(np.log(tm.compute), design, 0.03)
+    for j in np.flatnonzero(design):
+        g0 = (j // 16) * 16
+        others = [k for k in range(g0, g0 + 16) if k != j]
+        dev = (L[:, j] - np.median(L[:, others], axis=1)).mean()
+        assert dev == pytest.approx(math.log1p(0.03), abs=2e-4)
 
 
 # ---------------------------------------------------------------- garbage
@@ -273,3 +309,45 @@ def test_intermittent_faults_found(m, prob):
     faulty, others = _power("intermittent", m, 5, prob=prob, seed=400)
     assert sum(str(v.status) == "degraded" for v in faulty) >= 4
     assert not [v.device for v in others if str(v.status) == "degraded"]
+
+
+# ---------------------------------------------------------------- intermittent stalls
+def test_one_large_innovation_of_autocorrelated_noise_is_not_an_intermittent_fault():
+    # t(3) AR(0.8) noise has innovations of ~100 sigma now and then: one makes a dozen
+    # consecutive steps 15-2,000 % slower as it decays. Counted as a dozen slow steps, that run
+    # crossed the slow-step CUSUM's h (13 false degraded on the 1,024-GPU x 1e5-step `issue`
+    # fleet of bench/bench_calibration.py); prewhitened it is one slow step, and an episode
+    # short of intermittent_min on intermittent_rate of its steps is never degraded
+    tm = simulate_times(6000, 32, NoiseSpec(family="t", nu=3.0, sd=0.03, phi=0.8), seed=21)
+    X = tm.compute.copy()
+    burst = np.exp(3.0 * 0.8 ** np.arange(40))  # 20x slower, decaying as AR(0.8)
+    hit = {3: 2000, 9: 3500, 17: 5000}
+    for d, s in hit.items():
+        X[s : s + 40, d] *= burst
+    tm.compute = X
+    vs = {v.device: v for v in _verdicts(tm)[0]}
+    assert {d: str(vs[f"d{d}"].status) for d in hit} == dict.fromkeys(hit, "healthy")
+    assert not [v.device for v in vs.values() if str(v.status) != "healthy"]
+
+
+def test_an_intermittent_fault_that_ended_stays_degraded_in_batch_not_in_streaming():
+    # 20 % slower on 10 % of steps between steps 1000 and 2000, then healthy for 3000 steps
+    def run(latch):
+        tm = simulate_times(
+            5000,
+            32,
+            NoiseSpec(sd=0.02),
+            seed=31,
+            faults=[
+                Fault(device=5, kind="intermittent", onset=1000, end=2000, magnitude=0.2, prob=0.1)
+            ],
+        )
+        return {v.device: v for v in _verdicts(tm, cfg=EngineConfig(latch=latch))[0]}
+
+    batch = run(True)
+    assert str(batch["d5"].status) == "degraded"
+    assert abs(batch["d5"].onset_step - 1000) <= 200
+    assert any("intermittent stalls" in r and "(recovered)" in r for r in batch["d5"].reasons)
+    assert not [k for k, v in batch.items() if k != "d5" and str(v.status) != "healthy"]
+    # streaming reports the present: the fault is over
+    assert str(run(False)["d5"].status) == "healthy"

@@ -207,6 +207,37 @@ def test_attribution_needs_the_same_job_time_and_size():
 
 
 # ---------------------------------------------------------------- messages and contract
+@pytest.mark.parametrize(("groups", "where"), [(None, "all devices"), ([0] * 16, "group 0")])
+def test_verdict_reasons_and_raw_events_never_say_job_none(groups, where):
+    # no job column (and with or without a group column): the degraded device's reason and
+    # the job events its straggling causes name no "job None" (they said "job None group 0")
+    from degrade.simulate import Fault
+
+    T, N = 1500, 16
+    tm = simulate_times(
+        T,
+        N,
+        NoiseSpec(sd=0.02),
+        seed=5,
+        faults=[Fault(device=3, kind="step", onset=500, magnitude=0.2)],
+    )
+    eng = VerdictEngine(EngineConfig(latch=True))
+    eng.run(
+        [f"gpu{i}" for i in range(N)],
+        {"compute_time": tm.compute, "step_time": tm.step},
+        steps=np.arange(T),
+        groups=groups,
+    )
+    v = {x.device: x for x in eng.verdicts()}["gpu3"]
+    assert str(v.status) == "degraded"
+    assert f"above peers ({where})" in v.reasons[0], v.reasons
+    raw = eng._raw_job_events()
+    assert raw
+    texts = [*v.reasons, *(e.reason for e in raw), *(e.reason for e in eng.job_events())]
+    assert not [t for t in texts if "None" in t]
+    assert all(e.reason.startswith(where) for e in raw)
+
+
 def test_no_job_none_in_messages_without_a_job_column():
     tm = simulate_times(5000, 8, NoiseSpec(sd=0.02, period=500, period_seconds=5.0), seed=5)
     eng = _run(tm, job=None)

@@ -48,6 +48,13 @@ def _where(job) -> str:
     return f"job {job}" if job is not None else "all devices"
 
 
+def _place(job, group) -> str:
+    """Where a device or a job event sits, for messages (verdict reasons, raw job events)."""
+    if job is None:
+        return "all devices" if group is None else f"group {group}"
+    return f"job {job}" if group is None else f"job {job} group {group}"
+
+
 def _tidy(reason: str, job) -> str:
     """No "job None" in a message: without a job column the events are about all devices."""
     if job is not None:

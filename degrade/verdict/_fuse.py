@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _layout as K
+from ._events import _place
 from ._kernels import _episode_degraded
 from ._types import Status, Verdict
 
@@ -221,7 +222,7 @@ def fuse(snap: EngineSnapshot) -> list[Verdict]:
         metric = snap.metrics[i] or "step time"
         ev: list[_Evidence] = []
         history: list[str] = []
-        where = f"job {job} group {group}" if group is not None else f"job {job}"
+        where = _place(job, group)
 
         for S, what, kw in (
             (ST, f"{metric} {{pct:.1f}} % above peers ({where})", {"peers": True}),
@@ -231,22 +232,41 @@ def fuse(snap: EngineSnapshot) -> list[Verdict]:
             ev += e
             history += h
         r = SB[i]
-        if r[K.C_ALARM] != 0.0 or (latch and r[K.C_EPISODES] > 0):
-            # the Bernoulli CUSUM is calibrated like the level test: a
-            # confirmed excess of intermittent slow steps is degraded
+        active = r[K.C_ALARM] != 0.0
+        if active or (latch and r[K.C_EPISODES] > 0):
+            # the Bernoulli CUSUM found an excess of slow steps; the episode is
+            # degraded once it qualified as an intermittent fault (slow steps
+            # on >= intermittent_rate of its steps, >= intermittent_min above
+            # peers on average: C_EPDEG, judged by the kernel while it is in
+            # progress), suspect while in progress unqualified, and history
+            # once it recovered unqualified (batch latch: an earlier episode
+            # that qualified keeps the device degraded)
             since = _at(r[K.C_ONSTEP], r[K.C_ONTIME])
             mean_d = r[K.C_ASUM] / max(r[K.C_AN], 1.0)
             n_slow = int(r[K.C_SQ])
             slow_pct = 100.0 * math.expm1(r[K.C_XP] / n_slow) if n_slow else math.nan
             share = 100.0 * n_slow / max(r[K.C_AN], 1.0)
-            end = "" if r[K.C_ALARM] != 0.0 else f" until {_at(r[K.C_ENDSTEP], r[K.C_ENDTIME])} (recovered)"
-            ev.append(_Evidence(Status.DEGRADED, float(r[K.C_PEAK] if latch else r[K.C_S] / r[K.C_H]),
-                                f"intermittent stalls of {metric} since {since}{end}: {n_slow} slow steps "
-                                f"({share:.0f} % of steps, {slow_pct:.0f} % above peers on average), "
-                                f"{100 * math.expm1(mean_d):.1f} % above peers overall"
-                                f"{_crossing(r[K.C_XS], r[K.C_XH], False, 'slow-step CUSUM')}",
-                                "timing", math.expm1(mean_d), r[K.C_ONSTEP],
-                                r[K.C_ONTIME], r[K.C_DETSTEP], r[K.C_DETTIME]))
+            end = "" if active else f" until {_at(r[K.C_ENDSTEP], r[K.C_ENDTIME])} (recovered)"
+            text = (f"intermittent stalls of {metric} since {since}{end}: {n_slow} slow steps "
+                    f"({share:.0f} % of steps, {slow_pct:.0f} % above peers on average), "
+                    f"{100 * math.expm1(mean_d):.1f} % above peers overall"
+                    f"{_crossing(r[K.C_XS], r[K.C_XH], False, 'slow-step CUSUM')}")
+            qualified = r[K.C_EPDEG] != 0.0
+            need = (f"{100 * cfg.intermittent_min:.0f} % slower on {100 * cfg.intermittent_rate:.0f} % of steps")
+            earlier = latch and r[K.C_LATCHED] == 2.0
+            if active or earlier:
+                status = Status.DEGRADED if qualified or earlier else Status.SUSPECT
+                if status is Status.SUSPECT:
+                    text += f" (not yet an intermittent fault: needs at least {need})"
+                elif not qualified:
+                    text += f" (an earlier episode of this device qualified: at least {need})"
+                ev.append(_Evidence(status, float(r[K.C_PEAK] if latch else r[K.C_S] / r[K.C_H]), text,
+                                    "timing", math.expm1(mean_d), r[K.C_ONSTEP], r[K.C_ONTIME],
+                                    r[K.C_DETSTEP], r[K.C_DETTIME]))
+            else:
+                n_ep = int(r[K.C_EPISODES])
+                history.append(f"history: {n_ep} recovered intermittent-stall episode(s) short of an "
+                               f"intermittent fault ({need}), the last {text}")
         e, h = _channel_evidence(snap, SC, i, "SM clock {pct:.1f} % below busy peers of the same model", latch)
         for x in e:
             x.action = "clock"

@@ -76,6 +76,8 @@ C_BSE = C_FIELDS_V2 + 22  # standard error of C_BEFORE
 C_L_BSE = C_FIELDS_V2 + 23
 C_FIELDS = C_FIELDS_V2 + 24
 C_B_LEVEL = C_SIGE  # stall channel (which has no sigma of its own): fast level of its deviations
+C_B_NSLOW = C_LOC0  # stall channel: slow steps since the statistic left zero
+C_B_XSLOW = C_BEFORE  # stall channel: their summed deviation
 C_FIELDS_V1 = 31  # rows saved before the crossing fields existed
 
 # --- onset history: the last HIST deviations of a channel (values, steps, times),
@@ -226,7 +228,8 @@ P_STALLQ = 27  # a stall's innovation must also exceed this many innovation sigm
 P_LAMRATE = 28  # slowest forgetting of the peers' slow-step rate
 P_NEFF = 29  # effective sample size (2 - lam) / lam of the P_LAMPHI memory
 P_INVNEFF = 30  # 1 / P_NEFF
-P_PARAMS = 31
+P_STALLMIN = 31  # log1p(intermittent_min): mean excess of an episode's slow steps to qualify
+P_PARAMS = 32
 
 NAN = np.nan
 

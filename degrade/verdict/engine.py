@@ -20,6 +20,7 @@ import numpy as np
 from degrade.errors import DataWarning, InputError
 
 from . import _layout as K
+from ._events import _place
 from ._types import JobEvent, Verdict
 
 __all__ = ["EngineConfig", "VerdictEngine", "COUNTER_COLUMNS"]
@@ -145,9 +146,13 @@ class EngineConfig:
     intermittent_min, intermittent_rate
         An intermittent fault worth flagging: steps at least
         ``intermittent_min`` slower than peers (0.2 = 20 %) on
-        ``intermittent_rate`` of steps (0.05 = 5 %, the rate the Bernoulli
-        CUSUM is tuned to; faults at 10 % of steps are found within about
-        80 steps).
+        ``intermittent_rate`` of steps (0.05 = 5 %, the rate p1 the
+        Bernoulli CUSUM is tuned to; faults at 10 % of steps are found
+        within about 120 steps). An alarm of that CUSUM is ``degraded`` once
+        its episode qualifies: slow steps on average at least
+        ``intermittent_min`` above peers, on a share of the episode's steps
+        past the midpoint of p0 and p1; until then ``suspect``, and a
+        ``history:`` reason if it recovers unqualified.
     outlier_ratio
         A timing more than this factor away from its peers' median *and*
         from the device's own last plausible timing (1e300 s, 1e-6 s, or
@@ -415,6 +420,7 @@ class VerdictEngine:
         p[K.P_STALLQ] = 6.0
         p[K.P_STALL_P0] = p0
         p[K.P_STALL_P1] = p1
+        p[K.P_STALLMIN] = math.log1p(cfg.intermittent_min)
         p[K.P_LAMRATE] = 1.0 - 0.5 ** (1.0 / (10.0 * cfg.scale_halflife))
         p[K.P_STALL_H] = math.log(cfg.arl0)
         # large-shift rule: more than RING/2 of the last RING innovations above
@@ -732,7 +738,7 @@ class VerdictEngine:
         mean = math.expm1(row[K.EV_MEAN])
         peak = math.expm1(row[K.EV_PEAK])
         ndev = int(row[K.EV_NDEV])
-        where = f"job {job} group {group}" if group is not None else f"job {job}"
+        where = _place(job, group)
         if kind == "sustained_job_slowdown":
             why = "lasting level change for all peers (schedule change or job-wide slowdown); baseline re-learnt"
         else:
