@@ -37,7 +37,7 @@ def scrape_time(path: str) -> float:
 def _parser():
     from .._optional import import_optional
 
-    return import_optional("prometheus_client.parser", "agent", "prometheus-client")
+    return import_optional("prometheus_client.parser", "batch", "prometheus-client")
 
 
 def _samples(path: str):
