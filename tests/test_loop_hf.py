@@ -108,7 +108,7 @@ def _worker(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--action", default="exit")
     ap.add_argument("--stop-on-degraded", action="store_true")
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=3000)  # ends at the decision; room for a slow judge
     ap.add_argument("--state-dir", default=None)
     a = ap.parse_args(argv)
 

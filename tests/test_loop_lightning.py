@@ -106,7 +106,7 @@ def _worker(argv: list[str]) -> int:
     ap.add_argument("--stop-on-degraded", action="store_true")
     ap.add_argument("--action", default="exit")
     ap.add_argument("--act-on", default="self")
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=3000)  # ends at the decision; room for a slow judge
     a = ap.parse_args(argv)
 
     import os
