@@ -20,7 +20,12 @@ episode). :func:`_merge_events` turns that list into what an operator needs:
 4. a job slowdown that began when a device of the job became degraded is
    attributed to it (``cause_device``): in a synchronous job the slowest rank
    sets every rank's step, so the job event is the straggler's echo;
-5. messages never say "job None" when the input had no job column.
+5. messages never say "job None" when the input had no job column;
+6. what is left of a job's short transient stalls, when there are at least
+   ``SPORADIC_MIN`` of them (heavy-tailed noise of one rank echoed in every
+   rank's step), is ONE event with ``sporadic`` set, their ``count``, the mean
+   cost of one and the ``time_share`` of them all; a stall a degraded device
+   explains is left out of it and attributed.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ NEIGHBOURS = 64
 #: ... the PHASE_CANDIDATES most frequent are scored by phase, and the CANDIDATES best are tried
 PHASE_CANDIDATES = 3000
 CANDIDATES = 48
+#: at least this many short (<= SHORT_STEPS) non-periodic, unblamed all-peer stalls of one job are
+#: summarised as ONE "sporadic stalls" event with their count instead of a row per burst
+SPORADIC_MIN = 10
+SHORT_STEPS = 10
 #: a job slowdown starting within this many steps of a degraded device's onset is blamed on it
 CAUSE_STEPS = 50
 #: the same in seconds, when the events have no steps
@@ -415,11 +424,68 @@ def _bursts(occ: list[JobEvent], gap: int) -> list[JobEvent]:
     return [r[0] if len(r) == 1 else _merged(r) for r in out]
 
 
+# ------------------------------------------------------------------ sporadic stalls
+def _sporadic(run: list[JobEvent], context: Sequence[JobEvent]) -> JobEvent:
+    """One event for a job's sporadic short stalls (no period, no cause): their count and cost."""
+    first = run[0]
+    end = max(e.end_step for e in run)
+    n = len(run)
+    units = [(e.slowdown or 0.0) * _steps(e) for e in run]
+    extra_steps = sum(units) / n
+    slow_steps = sum(_steps(e) for e in run)
+    longest = max(_steps(e) for e in run)
+    t0 = [e.start_time for e in run if e.start_time is not None]
+    t1 = [e.end_time for e in run if e.end_time is not None]
+    extra_seconds = step_s = None
+    span = end - first.start_step
+    wall = (max(t1) - min(t0)) if t0 and t1 else None
+    slow_all = sum(
+        (e.slowdown or 0.0) * _steps(e) for e in context if first.start_step <= e.start_step <= end
+    )
+    slow_all = max(slow_all, sum(units))
+    if wall is not None and span > 0 and wall > 0 and math.isfinite(wall):
+        step_s = wall / (span + slow_all)
+        extra_seconds = extra_steps * step_s
+    share = sum(units) / (span + slow_all) if span + slow_all > 0 else None
+    mean = _weighted_slowdown(run)
+    peak = max((e.slowdown for e in run if e.slowdown is not None), default=None)
+    cost = f"{extra_seconds:.2f} s" if extra_seconds is not None else f"{extra_steps:.2f} steps"
+    if step_s is not None:
+        cost += f" ({extra_steps:.2f} normal steps of {step_s:.3g} s)"
+    reason = (
+        f"{_where(first.job)}: {n} sporadic short slowdowns of all peers (no period, no device "
+        f"blamed; 1 to {longest} steps each) from step {first.start_step} to step {end}, "
+        f"{slow_steps} slow steps in all; each costs {cost} extra on average, "
+        f"{100 * (share or 0.0):.1f} % of the wall time in all; mean {100 * (mean or 0.0):.1f} % "
+        f"slower, worst {100 * (peak or 0.0):.1f} %"
+    )
+    if any(e.reason.endswith("; ongoing") for e in run):
+        reason += "; ongoing"
+    return JobEvent(
+        job=first.job,
+        kind=first.kind,
+        start_step=first.start_step,
+        end_step=end,
+        start_time=min(t0) if t0 else None,
+        end_time=max(t1) if t1 else None,
+        slowdown=mean,
+        devices=max((e.devices or 0) for e in run) or None,
+        reason=reason,
+        count=n,
+        extra_steps=extra_steps,
+        extra_seconds=extra_seconds,
+        time_share=share,
+        sporadic=True,
+    )
+
+
 # ------------------------------------------------------------------ attribution
 def _attribute(e: JobEvent, verdicts: Sequence[Verdict]) -> JobEvent:
     """Name the degraded device of the job whose slowdown began when the job's did."""
-    if e.period is not None:
-        return e  # a recurring event is the job's own rhythm, not a straggler
+    if e.period is not None or e.sporadic:
+        return (
+            e  # a recurring event is the job's own rhythm, not a straggler; sporadic stalls neither
+        )
     best = None
     for v in verdicts:
         if v.job != e.job or Status(v.status) is not Status.DEGRADED or v.slowdown is None:
@@ -483,6 +549,18 @@ def _merge_events(
                     out.append(_recurring([occ[i] for i in members], period, context))
                     taken = set(members)
                     occ = [e for i, e in enumerate(occ) if i not in taken]
+                # what is left: dozens of short stalls (heavy-tailed noise of one rank echoed in
+                # every rank's step) are one summary; a stall a degraded device explains stays
+                short = [
+                    i
+                    for i, e in enumerate(occ)
+                    if _steps(e) <= SHORT_STEPS
+                    and (not verdicts or _attribute(e, verdicts).cause_device is None)
+                ]
+                if len(short) >= SPORADIC_MIN:
+                    out.append(_sporadic([occ[i] for i in short], context))
+                    keep_i = set(short)
+                    occ = [e for i, e in enumerate(occ) if i not in keep_i]
             out.extend(_bursts(occ, gap))
         events = out
     events.sort(
