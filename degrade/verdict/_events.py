@@ -54,6 +54,7 @@ MAX_CHANCE = 1e-9
 NEIGHBOURS = 64
 #: ... the PHASE_CANDIDATES most frequent are scored by phase, and the CANDIDATES best are tried
 PHASE_CANDIDATES = 3000
+PHASE_CELLS = 2_000_000  # ... at most this many (period, occurrence) pairs
 CANDIDATES = 48
 #: at least this many short (<= SHORT_STEPS) non-periodic, unblamed all-peer stalls of one job are
 #: summarised as ONE "sporadic stalls" event with their count instead of a row per burst
@@ -219,7 +220,8 @@ def _best_series(occ: list[JobEvent]) -> tuple[int, list[int]] | None:
     # the next checkpoint are drowned by chance gaps, but the checkpoints keep one phase
     P = u[ok]
     if P.size:
-        P = P[np.argsort(-freq[ok], kind="stable")[:PHASE_CANDIDATES]]
+        k = min(PHASE_CANDIDATES, max(200, PHASE_CELLS // n))  # bounded memory and time
+        P = P[np.argsort(-freq[ok], kind="stable")[:k]]
         z = _phase_score(S, P, lam)
         cands += [int(P[j]) for j in np.argsort(-z, kind="stable")[:CANDIDATES] if z[j] > 0]
     cands = list(dict.fromkeys(cands))
