@@ -8,13 +8,24 @@ episode). :func:`_merge_events` turns that list into what an operator needs:
 2. transient occurrences that recur with a period (checkpoint or evaluation
    every k steps) are ONE recurring event, with its ``period``, its cost per
    occurrence (``extra_steps``, ``extra_seconds``) and its ``time_share`` of
-   the wall time — whatever the period, not only within ``job_merge_gap``;
+   the wall time — whatever the period, not only within ``job_merge_gap``, and
+   among dozens of sporadic all-rank stalls per period (heavy-tailed noise of
+   one rank echoed in every rank's synchronous step): candidate periods are
+   also scored by phase (start mod p), a chain follows the grid point by point
+   taking the closest occurrence (or one spanning the point), and a series
+   must be unlikely as a coincidence of stalls that dense (binomial tail
+   <= ``MAX_CHANCE``); its cost leaves out occurrences above twice the median;
 3. the other occurrences that follow each other within ``gap`` steps are
    merged with a ``count`` (bursts of data stalls);
 4. a job slowdown that began when a device of the job became degraded is
    attributed to it (``cause_device``): in a synchronous job the slowest rank
    sets every rank's step, so the job event is the straggler's echo;
-5. messages never say "job None" when the input had no job column.
+5. messages never say "job None" when the input had no job column;
+6. what is left of a job's short transient stalls, when there are at least
+   ``SPORADIC_MIN`` of them (heavy-tailed noise of one rank echoed in every
+   rank's step), is ONE event with ``sporadic`` set, their ``count``, the mean
+   cost of one and the ``time_share`` of them all; a stall a degraded device
+   explains is left out of it and attributed.
 """
 
 from __future__ import annotations
@@ -36,6 +47,19 @@ MIN_OCCURRENCES = 5
 MIN_COVERAGE = 0.75
 #: ... and two consecutive occurrences at most this many periods apart
 MAX_SKIP = 3
+#: ... and sporadic stalls line up that well by chance with at most this probability (binomial
+#: tail of the members among the grid points, each hit by chance as often as the stalls are dense)
+MAX_CHANCE = 1e-9
+#: candidate periods come from the gaps to this many following occurrences ...
+NEIGHBOURS = 64
+#: ... the PHASE_CANDIDATES most frequent are scored by phase, and the CANDIDATES best are tried
+PHASE_CANDIDATES = 3000
+PHASE_CELLS = 2_000_000  # ... at most this many (period, occurrence) pairs
+CANDIDATES = 48
+#: at least this many short (<= SHORT_STEPS) non-periodic, unblamed all-peer stalls of one job are
+#: summarised as ONE "sporadic stalls" event with their count instead of a row per burst
+SPORADIC_MIN = 10
+SHORT_STEPS = 10
 #: a job slowdown starting within this many steps of a degraded device's onset is blamed on it
 CAUSE_STEPS = 50
 #: the same in seconds, when the events have no steps
@@ -131,19 +155,41 @@ def _tol(p: int) -> int:
     return 2 + p // 1000
 
 
-def _chain(starts: list[int], anchor: int, p: int, tol: int) -> list[int]:
+def _chain(
+    starts: np.ndarray, ends: np.ndarray, anchor: int, p: int, tol: int
+) -> tuple[list[int], list[int]]:
+    """The occurrences on ``p``'s grid from ``anchor`` on, following the grid point by point.
+
+    Returns the members and the step at which each meets the grid. At each step the member is
+    the occurrence CLOSEST to the next grid point (within ``2 tol``: both ends of a gap may be
+    off their grid point; 0 when the occurrence spans it), not the first one in the window:
+    among dense random stalls (heavy-tailed noise echoed in every rank's step) a stall a few
+    steps before a checkpoint would otherwise take its place and push the grid off, and an
+    episode of noise that began a few steps before a checkpoint contains it.
+    Occurrences do not overlap (see :func:`_occurrences`), so ``ends`` is sorted too.
+    """
     members = [anchor]
-    last = starts[anchor]
-    for i in range(anchor + 1, len(starts)):
-        d = starts[i] - last
-        k = round(d / p)
-        # both ends of a gap may be off their grid point
-        if 1 <= k <= MAX_SKIP and abs(d - k * p) <= 2 * tol:
-            members.append(i)
-            last = starts[i]
-        elif d > MAX_SKIP * p + tol:
-            break
-    return members
+    pos = [int(starts[anchor])]
+    last = pos[0]
+    end = int(starts[-1])
+    while True:
+        pick = -1
+        for k in range(1, MAX_SKIP + 1):
+            target = last + k * p
+            if target - 2 * tol > end:
+                break
+            lo = max(int(np.searchsorted(ends, target - 2 * tol, "left")), members[-1] + 1)
+            hi = int(np.searchsorted(starts, target + 2 * tol, "right"))
+            if lo < hi:
+                at = np.clip(target, starts[lo:hi], ends[lo:hi])
+                j = int(np.argmin(np.abs(at - target)))
+                pick, hit = lo + j, int(at[j])
+                break
+        if pick < 0:
+            return members, pos
+        members.append(pick)
+        pos.append(hit)
+        last = hit
 
 
 def _best_series(occ: list[JobEvent]) -> tuple[int, list[int]] | None:
@@ -153,8 +199,9 @@ def _best_series(occ: list[JobEvent]) -> tuple[int, list[int]] | None:
     starts = [e.start_step for e in occ]
     S = np.asarray(starts, dtype=np.int64)
     n = S.size
-    # gaps to the next few occurrences, not only the next one: two rhythms interleave
-    D = np.sort(np.concatenate([S[k:] - S[:-k] for k in range(1, min(8, n - 1) + 1)]))
+    # gaps to the next NEIGHBOURS occurrences, not only the next one: two rhythms interleave, and
+    # between two checkpoints there may be dozens of sporadic stalls (heavy-tailed noise)
+    D = np.sort(np.concatenate([S[k:] - S[:-k] for k in range(1, min(NEIGHBOURS, n - 1) + 1)]))
     # candidate periods: gaps that recur (a series of n has n - 1 gaps near p; random stalls
     # rarely have two gaps within the tolerance of each other)
     u = np.unique(D[D >= 2])
@@ -164,32 +211,104 @@ def _best_series(occ: list[JobEvent]) -> tuple[int, list[int]] | None:
     # one by chance with probability q >= 0.25 (Poisson), a series would be a coincidence
     lam = n / max(int(S[-1] - S[0]), 1)
     dense = 1.0 - np.exp(-lam * (4 * tol + 1)) >= 0.25
-    order = np.lexsort((u, -freq))
-    cands = [int(u[j]) for j in order[:24] if freq[j] >= 2 and not dense[j]]
+    ok = (freq >= 2) & ~dense
+    # 1. the gaps that recur most (a rhythm whose occurrences are the only stalls around)
+    by_freq = np.lexsort((u, -freq))
+    cands = [int(u[j]) for j in by_freq[np.flatnonzero(ok[by_freq])][:24]]
+    # 2. the periods on whose grid the most occurrences fall (phase = start mod p): among dozens
+    # of sporadic stalls per period (heavy-tailed noise echoed in every rank's step) the gaps to
+    # the next checkpoint are drowned by chance gaps, but the checkpoints keep one phase
+    P = u[ok]
+    if P.size:
+        k = min(PHASE_CANDIDATES, max(200, PHASE_CELLS // n))  # bounded memory and time
+        P = P[np.argsort(-freq[ok], kind="stable")[:k]]
+        z = _phase_score(S, P, lam)
+        cands += [int(P[j]) for j in np.argsort(-z, kind="stable")[:CANDIDATES] if z[j] > 0]
+    cands = list(dict.fromkeys(cands))
     best: tuple[int, list[int]] | None = None
     best_score = (0.0, 0)
     cost = [(e.slowdown or 0.0) * _steps(e) for e in occ]
+    Sx = np.asarray([e.end_step for e in occ], dtype=np.int64)
+    # an occurrence of L steps meets a grid point's window with L - 1 more chances
+    mean_len = float(np.mean(Sx - S)) if n else 0.0
     for p in cands:
         tol = _tol(p)
-        for anchor in range(min(len(occ), 8)):
-            m = _chain(starts, anchor, p, tol)
+        for anchor in _anchors(S, p, tol):
+            m, at = _chain(S, Sx, anchor, p, tol)
             if len(m) < MIN_OCCURRENCES:
                 continue
-            span = starts[m[-1]] - starts[m[0]]
+            span = at[-1] - at[0]
             grid = round(span / p) + 1
             if len(m) < MIN_COVERAGE * grid:
+                continue
+            # a coincidence of sporadic stalls? Each grid point's window (4 tol + 1 steps around
+            # the point the chain expects) holds one by chance with probability q
+            q = 1.0 - math.exp(-lam * (4 * tol + 1 + mean_len))
+            if _binom_tail(grid, len(m), q) > MAX_CHANCE:
                 continue
             # the costliest rhythm first: where two rhythms coincide it claims the shared occurrences
             score = (sum(cost[i] for i in m), len(m))
             if best is None or score > best_score:
                 best_score = score
                 # the period: the median gap between members, in grid units
-                gaps = sorted(
-                    (starts[b] - starts[a]) / round((starts[b] - starts[a]) / p)
-                    for a, b in zip(m, m[1:])
-                )
+                gaps = sorted((b - a) / round((b - a) / p) for a, b in zip(at, at[1:]))
                 best = (int(round(gaps[len(gaps) // 2])), m)
     return best
+
+
+def _phase_score(S: np.ndarray, P: np.ndarray, lam: float) -> np.ndarray:
+    """For each period in ``P``: how far the densest phase window (2 tol + 1 steps of start mod
+    p, circular) holds more occurrences than chance would put there, in binomial sd."""
+    K, n = P.size, S.size
+    tol = 2 + P // 1000
+    R = np.sort(S[None, :] % P[:, None], axis=1)
+    ext = np.concatenate([R, R + P[:, None]], axis=1)  # circular, still sorted per row
+    off = (np.arange(K, dtype=np.int64) * (3 * int(P.max()) + 3))[:, None]
+    flat = (ext + off).ravel()
+    hi = np.searchsorted(flat, (R + 2 * tol[:, None] + off).ravel(), "right").reshape(K, n)
+    lo = np.arange(K, dtype=np.int64)[:, None] * 2 * n + np.arange(n)[None, :]
+    c = (hi - lo).max(axis=1)
+    G = (S[-1] - S[0]) // P + 1
+    q = 1.0 - np.exp(-lam * (2 * tol + 1))
+    return (c - G * q) / np.sqrt(G * q * (1.0 - q) + 1e-12)
+
+
+def _binom_tail(n: int, k: int, q: float) -> float:
+    """P(Binomial(n, q) >= k)."""
+    if k <= 0:
+        return 1.0
+    if q <= 0.0:
+        return 0.0
+    if q >= 1.0:
+        return 1.0
+    lq, lr = math.log(q), math.log1p(-q)
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lq + (n - j) * lr
+        for j in range(k, n + 1)
+    ]
+    top = max(terms)
+    return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+
+def _anchors(S: np.ndarray, p: int, tol: int) -> list[int]:
+    """Where to start a chain for period ``p``: the first occurrences, and the first one of the
+    phase (start mod ``p``, within ``tol``) that holds the most occurrences.
+
+    The first occurrences alone miss a series whose first member comes after several sporadic
+    stalls; the densest phase finds it wherever it starts (a step-counter rhythm keeps its phase).
+    """
+    out = list(range(min(S.size, 8)))
+    ph = np.sort(S % p)
+    ext = np.concatenate([ph, ph + p])  # circular
+    cnt = np.searchsorted(ext, ph + 2 * tol, "right") - np.arange(ph.size)
+    j = int(np.argmax(cnt))
+    if cnt[j] >= MIN_OCCURRENCES:
+        lo, hi = int(ph[j]), int(ph[j]) + 2 * tol
+        r = S % p
+        on = np.flatnonzero(((r >= lo) & (r <= hi)) | ((r + p >= lo) & (r + p <= hi)))
+        if on.size and int(on[0]) not in out:
+            out.append(int(on[0]))
+    return out
 
 
 def _recurring(series: list[JobEvent], period: int, context: Sequence[JobEvent] = ()) -> JobEvent:
@@ -198,7 +317,12 @@ def _recurring(series: list[JobEvent], period: int, context: Sequence[JobEvent] 
     n = len(series)
     # extra time in steps of normal length
     units = [(e.slowdown or 0.0) * _steps(e) for e in series]
-    extra_steps = sum(units) / n
+    # the typical cost: an occurrence that costs more than twice the median shared its step with
+    # something else (a restart, a sporadic stall merged into it) and is left out of the mean
+    med = float(np.median(units))
+    typical = [x for x in units if x <= 2.0 * med] if med > 0 else units
+    extra_steps = sum(typical) / len(typical)
+    outliers = n - len(typical)
     extra_seconds = None
     step_s = None
     if first.start_time is not None and last.end_time is not None:
@@ -224,6 +348,11 @@ def _recurring(series: list[JobEvent], period: int, context: Sequence[JobEvent] 
         f"{100 * share:.1f} % of the wall time; the step is {100 * (mean or 0.0):.1f} % slower while it lasts "
         f"(worst {100 * (peak or 0.0):.1f} %) on {max((e.devices or 0) for e in series)} device(s)"
     )
+    if outliers:
+        reason += (
+            f"; {outliers} occurrence(s) costing more than twice the typical one (a restart or "
+            "another stall on the same step) left out of the cost"
+        )
     if ongoing:
         reason += "; ongoing"
     return JobEvent(
@@ -297,11 +426,68 @@ def _bursts(occ: list[JobEvent], gap: int) -> list[JobEvent]:
     return [r[0] if len(r) == 1 else _merged(r) for r in out]
 
 
+# ------------------------------------------------------------------ sporadic stalls
+def _sporadic(run: list[JobEvent], context: Sequence[JobEvent]) -> JobEvent:
+    """One event for a job's sporadic short stalls (no period, no cause): their count and cost."""
+    first = run[0]
+    end = max(e.end_step for e in run)
+    n = len(run)
+    units = [(e.slowdown or 0.0) * _steps(e) for e in run]
+    extra_steps = sum(units) / n
+    slow_steps = sum(_steps(e) for e in run)
+    longest = max(_steps(e) for e in run)
+    t0 = [e.start_time for e in run if e.start_time is not None]
+    t1 = [e.end_time for e in run if e.end_time is not None]
+    extra_seconds = step_s = None
+    span = end - first.start_step
+    wall = (max(t1) - min(t0)) if t0 and t1 else None
+    slow_all = sum(
+        (e.slowdown or 0.0) * _steps(e) for e in context if first.start_step <= e.start_step <= end
+    )
+    slow_all = max(slow_all, sum(units))
+    if wall is not None and span > 0 and wall > 0 and math.isfinite(wall):
+        step_s = wall / (span + slow_all)
+        extra_seconds = extra_steps * step_s
+    share = sum(units) / (span + slow_all) if span + slow_all > 0 else None
+    mean = _weighted_slowdown(run)
+    peak = max((e.slowdown for e in run if e.slowdown is not None), default=None)
+    cost = f"{extra_seconds:.2f} s" if extra_seconds is not None else f"{extra_steps:.2f} steps"
+    if step_s is not None:
+        cost += f" ({extra_steps:.2f} normal steps of {step_s:.3g} s)"
+    reason = (
+        f"{_where(first.job)}: {n} sporadic short slowdowns of all peers (no period, no device "
+        f"blamed; 1 to {longest} steps each) from step {first.start_step} to step {end}, "
+        f"{slow_steps} slow steps in all; each costs {cost} extra on average, "
+        f"{100 * (share or 0.0):.1f} % of the wall time in all; mean {100 * (mean or 0.0):.1f} % "
+        f"slower, worst {100 * (peak or 0.0):.1f} %"
+    )
+    if any(e.reason.endswith("; ongoing") for e in run):
+        reason += "; ongoing"
+    return JobEvent(
+        job=first.job,
+        kind=first.kind,
+        start_step=first.start_step,
+        end_step=end,
+        start_time=min(t0) if t0 else None,
+        end_time=max(t1) if t1 else None,
+        slowdown=mean,
+        devices=max((e.devices or 0) for e in run) or None,
+        reason=reason,
+        count=n,
+        extra_steps=extra_steps,
+        extra_seconds=extra_seconds,
+        time_share=share,
+        sporadic=True,
+    )
+
+
 # ------------------------------------------------------------------ attribution
 def _attribute(e: JobEvent, verdicts: Sequence[Verdict]) -> JobEvent:
     """Name the degraded device of the job whose slowdown began when the job's did."""
-    if e.period is not None:
-        return e  # a recurring event is the job's own rhythm, not a straggler
+    if e.period is not None or e.sporadic:
+        return (
+            e  # a recurring event is the job's own rhythm, not a straggler; sporadic stalls neither
+        )
     best = None
     for v in verdicts:
         if v.job != e.job or Status(v.status) is not Status.DEGRADED or v.slowdown is None:
@@ -365,6 +551,18 @@ def _merge_events(
                     out.append(_recurring([occ[i] for i in members], period, context))
                     taken = set(members)
                     occ = [e for i, e in enumerate(occ) if i not in taken]
+                # what is left: dozens of short stalls (heavy-tailed noise of one rank echoed in
+                # every rank's step) are one summary; a stall a degraded device explains stays
+                short = [
+                    i
+                    for i, e in enumerate(occ)
+                    if _steps(e) <= SHORT_STEPS
+                    and (not verdicts or _attribute(e, verdicts).cause_device is None)
+                ]
+                if len(short) >= SPORADIC_MIN:
+                    out.append(_sporadic([occ[i] for i in short], context))
+                    keep_i = set(short)
+                    occ = [e for i, e in enumerate(occ) if i not in keep_i]
             out.extend(_bursts(occ, gap))
         events = out
     events.sort(

@@ -129,6 +129,9 @@ class JobEvent:
     time_share: float | None = None
     # the degraded device whose slowdown this job slowdown is (a straggler sets a synchronous step)
     cause_device: str | None = None
+    # the summary of a job's sporadic short all-peer stalls (no period, no cause): ``count`` of them,
+    # ``extra_steps``/``extra_seconds`` the mean cost of one, ``time_share`` of them all
+    sporadic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _clean(v) if not isinstance(v, str) else v for k, v in asdict(self).items()}
