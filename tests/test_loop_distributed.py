@@ -21,7 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import require
+
+# Real multi-process jobs (gloo, torchrun) on a shared 2-core machine: a run that loses
+# the race with the rest of the suite is retried, at most twice, before it counts as a
+# failure. A real regression fails all three runs.
+pytestmark = pytest.mark.flaky(reruns=2)
 
 WORLD = 4
 BASE_S = 0.012  # a stand-in GPU kernel time per step (long enough that scheduler jitter on a busy CI box stays small beside it)

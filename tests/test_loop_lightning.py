@@ -26,6 +26,11 @@ import pytest
 from _loop_launch import base_env, event_writer, read_events, run_procs
 from conftest import require
 
+# Real multi-process jobs (gloo, torchrun) on a shared 2-core machine: a run that loses
+# the race with the rest of the suite is retried, at most twice, before it counts as a
+# failure. A real regression fails all three runs.
+pytestmark = pytest.mark.flaky(reruns=2)
+
 BASE_S = 0.01
 TIMEOUT_S = 240  # hard limit per job; the whole process group is killed past it
 
@@ -106,7 +111,8 @@ def _worker(argv: list[str]) -> int:
     ap.add_argument("--stop-on-degraded", action="store_true")
     ap.add_argument("--action", default="exit")
     ap.add_argument("--act-on", default="self")
-    ap.add_argument("--steps", type=int, default=3000)  # ends at the decision; room for a slow judge
+    # the job ends at the decision; the room is for a judge slowed by a loaded machine
+    ap.add_argument("--steps", type=int, default=3000)
     a = ap.parse_args(argv)
 
     import os
