@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from typing import Any
 
 from degrade.errors import InputError
+
+from ._periodic import PeriodicWorker
 
 __all__ = ["TAINT_KEY", "TaintReconciler", "device_taint_rules", "resource_health"]
 
@@ -179,7 +180,7 @@ def to_manifest(obj) -> dict[str, Any]:
     return _client().ApiClient().sanitize_for_serialization(obj)
 
 
-class TaintReconciler:
+class TaintReconciler(PeriodicWorker):
     """Keep this node's DeviceTaintRules equal to what the verdicts ask for.
 
     Every ``interval`` seconds: build the desired rules from ``source()`` (a
@@ -190,15 +191,12 @@ class TaintReconciler:
     """
 
     def __init__(self, source, *, api=None, interval: float = 30.0, **rule_options: Any) -> None:
+        super().__init__(interval)
         self.source = source
         self.api = api
-        self.interval = interval
         self.rule_options = rule_options
-        self.errors = 0
         self.applied = 0
         self.deleted = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _api(self):
         if self.api is None:
@@ -257,24 +255,13 @@ class TaintReconciler:
         self.deleted += deleted
         return {"applied": applied, "deleted": deleted}
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.reconcile_once()
-            except Exception as exc:  # noqa: BLE001 - logged, counted, retried next interval
-                self.errors += 1
-                log.warning(
-                    "DeviceTaintRule reconcile failed: %s",
-                    str(exc).splitlines()[0] if str(exc) else exc,
-                )
-            self._stop.wait(self.interval)
+    thread_name = "degrade-k8s-taints"
 
-    def start(self) -> TaintReconciler:
-        self._thread = threading.Thread(target=self._run, name="degrade-k8s-taints", daemon=True)
-        self._thread.start()
-        return self
+    def _once(self) -> dict[str, int]:
+        return self.reconcile_once()
 
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def _failed(self, exc: Exception) -> None:
+        log.warning(
+            "DeviceTaintRule reconcile failed: %s",
+            str(exc).splitlines()[0] if str(exc) else exc,
+        )

@@ -26,11 +26,12 @@ One event per GPU:
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timezone
 from typing import Any
 
 from degrade.errors import InputError
+
+from ._periodic import PeriodicWorker
 
 __all__ = ["RECOMMENDED_ACTIONS", "NVSentinelSink", "encode_health_events", "health_events"]
 
@@ -249,7 +250,7 @@ def encode_health_events(msg: dict[str, Any]) -> bytes:
 
 
 # ----------------------------------------------------------------------------- delivery
-class NVSentinelSink:
+class NVSentinelSink(PeriodicWorker):
     """Deliver a GPU's HealthEvent to NVSentinel's platform connector when its status changes.
 
     Every ``interval`` seconds the ``/verdicts`` document from ``source()`` is
@@ -269,16 +270,13 @@ class NVSentinelSink:
         timeout: float = 5.0,
         **event_options: Any,
     ) -> None:
+        super().__init__(interval)
         self.source = source
         self.socket_path = socket_path
-        self.interval = interval
         self.timeout = timeout
         self.event_options = event_options
         self.sent: dict[str, tuple[bool, bool, str]] = {}
-        self.errors = 0
         self.events_sent = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @staticmethod
     def _gpu(e: dict[str, Any]) -> str:
@@ -315,25 +313,14 @@ class NVSentinelSink:
         self.events_sent += len(changed)
         return len(changed)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.send_once()
-            except Exception as exc:  # noqa: BLE001 - logged, counted, retried next interval
-                self.errors += 1
-                log.warning(
-                    "NVSentinel delivery to %s failed: %s",
-                    self.socket_path,
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                )
-            self._stop.wait(self.interval)
+    thread_name = "degrade-nvsentinel"
 
-    def start(self) -> NVSentinelSink:
-        self._thread = threading.Thread(target=self._run, name="degrade-nvsentinel", daemon=True)
-        self._thread.start()
-        return self
+    def _once(self) -> int:
+        return self.send_once()
 
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def _failed(self, exc: Exception) -> None:
+        log.warning(
+            "NVSentinel delivery to %s failed: %s",
+            self.socket_path,
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
