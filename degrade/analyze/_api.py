@@ -57,6 +57,16 @@ class AnalysisResult:
     stats: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     _sources: list = field(default_factory=list, repr=False)
+    _fleet: Any = field(default=None, repr=False)
+
+    @property
+    def fleet(self):
+        """The :class:`degrade.fleet.FleetHistory` of these verdicts (each device's jobs, repeat offenders)."""
+        if self._fleet is None:
+            from ..fleet import history_from_result
+
+            self._fleet = history_from_result(self)
+        return self._fleet
 
     def counts(self) -> dict[str, int]:
         """Number of verdicts per status (every status present, zeros included)."""
@@ -117,6 +127,7 @@ class AnalysisResult:
             "verdicts": [v.to_dict() for v in self.verdicts],
             "jobs": [e.to_dict() for e in self.jobs],
             "warnings": [w.to_dict() for w in self.warnings],
+            "fleet": self.fleet.to_dict(),
         }
 
     def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = 2) -> str:

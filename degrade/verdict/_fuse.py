@@ -95,6 +95,8 @@ class EngineSnapshot:
     hard: np.ndarray
     device: np.ndarray
     lost_reasons: dict[str, str] = field(default_factory=dict)
+    #: the timing-peer channel's onset history (deviations first): read for ``peer_excess`` (fleet memory)
+    history_peer: np.ndarray | None = None
 
 
 def _timing_status(snap: EngineSnapshot, mean: float, n: float, sig: float, own: bool = False,
@@ -376,6 +378,7 @@ def fuse(snap: EngineSnapshot) -> list[Verdict]:
         n_out = int(SD[i, K.SD_NOUT])
         signals["timing_outliers"] = n_out
         signals["peer_phi"] = _fin(ST[i, K.C_PHIU])
+        _excess_signals(signals, snap, i)
         if n_out:
             reasons.append(f"{n_out} implausible {metric} sample(s) skipped as data errors "
                            f"(more than {cfg.outlier_ratio:g}x from peers and the device's own range)")
@@ -419,6 +422,19 @@ def fuse(snap: EngineSnapshot) -> list[Verdict]:
             v.detected_time = _fin(seen.detected_time)
         out.append(v)
     return out
+
+
+def _excess_signals(signals: dict, snap: EngineSnapshot, i: int) -> None:
+    """Fleet memory's per-job evidence (:mod:`degrade.verdict._excess`) and the job's time span."""
+    from ._excess import peer_excess
+
+    ex = None if snap.history_peer is None else peer_excess(snap.timing_peer[i], snap.history_peer[i],
+                                                             float(snap.config.winsor))
+    signals["peer_excess"] = None if ex is None else ex[0]
+    signals["peer_excess_se"] = None if ex is None else ex[1]
+    signals["peer_excess_samples"] = 0 if ex is None else ex[2]
+    signals["first_time"] = _fin(snap.timing_peer[i, K.C_FTIME])
+    signals["last_time"] = _fin(snap.device[i, K.SD_LASTTIME])
 
 
 _ACTION = {

@@ -941,6 +941,7 @@ class VerdictEngine:
             hard=self._SH[:m].copy(),
             device=self._SD[:m].copy(),
             lost_reasons=dict(self._lost_reason),
+            history_peer=self._HT[:m, : K.HIST].copy(),
         )
 
     def verdicts(self) -> list[Verdict]:
