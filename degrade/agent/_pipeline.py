@@ -146,6 +146,8 @@ class Agent:
         self.errors_total: dict[str, int] = dict.fromkeys(ERROR_KINDS, 0)
         self._fault_logged: dict[str, tuple[float, int]] = {}  # kind -> (monotonic time, count) of last log
         self._failing: set[str] = set()
+        self._fleet = None  # degrade.fleet.FleetHistory of this node's GPUs (saved with the state)
+        self._fleet_open: dict[str, str] = {}
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -287,7 +289,26 @@ class Agent:
                     "samples_total": self.samples_total,
                 },
                 "saved_at": time.time(),
+                "fleet": self._fleet_state(labelled),
             }
+
+    def _fleet_state(self, labelled: list[dict[str, Any]]) -> dict[str, Any]:
+        """This node's fleet memory, updated from the current verdicts (docs/fleet.md)."""
+        from degrade.fleet import FleetHistory, agent_history_state, note_agent_verdicts
+
+        if self._fleet is None:
+            self._fleet = FleetHistory()
+        now = self.last_poll_time if math.isfinite(self.last_poll_time) else time.time()
+        note_agent_verdicts(self._fleet, self._fleet_open, labelled, now)
+        return agent_history_state(self._fleet, self._fleet_open)
+
+    @property
+    def fleet(self):
+        """This node's :class:`degrade.fleet.FleetHistory` (updated at every state save)."""
+        from degrade.fleet import FleetHistory
+
+        with self._lock:
+            return self._fleet if self._fleet is not None else FleetHistory()
 
     def save(self) -> None:
         """Write the state file now (atomic)."""
@@ -334,6 +355,13 @@ class Agent:
             info["present"] = False  # until this run's NVML sees it again
             self._gpus[dev] = info
         self._lost_marked = set(state.get("lost_marked", []))
+        if "fleet" in state:
+            from degrade.fleet import agent_history_from_state
+
+            try:
+                self._fleet, self._fleet_open = agent_history_from_state(state["fleet"], str(path))
+            except Exception as exc:  # noqa: BLE001 - a bad history must never stop the agent
+                self._fault("state_load", f"{exc}; starting a fresh fleet history")
         return True
 
     # ------------------------------------------------------------ polling

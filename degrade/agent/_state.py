@@ -32,7 +32,7 @@ __all__ = ["save_state", "load_state", "validate_engine_state", "cleanup_temp", 
 STATE_VERSION = 2
 KIND = "agent"
 
-_TOP = {"verdicts", "engine", "gpus", "lost_marked", "counters", "saved_at"}
+_TOP = {"verdicts", "engine", "gpus", "lost_marked", "counters", "saved_at", "fleet"}
 _STATUSES = {"healthy", "unknown", "suspect", "degraded", "failed"}
 _GPU_KEYS = {
     "first_seen": (int, float), "uuid": (str,), "gpu": (int,), "pci_bus_id": (str,), "model": (str,),
@@ -139,6 +139,9 @@ def load_state(path: str | os.PathLike) -> dict[str, Any] | None:
     if not (isinstance(counters, dict) and all(isinstance(v, int) and v >= 0 for v in counters.values())
             and set(counters) <= {"polls_total", "samples_total"}):
         raise _bad(path, "counters: expected {'polls_total': int, 'samples_total': int}")
+    fleet = tree.get("fleet", {"devices": []})
+    if not (isinstance(fleet, dict) and isinstance(fleet.get("devices"), list)):
+        raise _bad(path, "fleet: expected an object with a 'devices' list (the agent's fleet history)")
     return tree
 
 

@@ -16,6 +16,7 @@ that spends a per-device false-alarm budget (docs/fleet.md).
 
 from __future__ import annotations
 
+from ._agent import agent_history_from_state, agent_history_state, note_agent_verdicts
 from ._evidence import Accumulated, accumulate, threshold
 from ._history import BAD_STATUSES, FleetConfig, FleetHistory, iso
 from ._ingest import history_from_result, slots_from_sources
@@ -30,4 +31,7 @@ __all__ = [
     "slots_from_sources",
     "BAD_STATUSES",
     "iso",
+    "note_agent_verdicts",
+    "agent_history_state",
+    "agent_history_from_state",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._engine import MODELS, SimResult, simulate
 from ._faults import FAULTS, MIN_SLOWDOWN, expected_status
+from ._fleet import FleetScenario, FleetSimResult, simulate_fleet
 from ._noise import Fault, NoiseSpec, Times, compute_times, simulate_times
 from ._scenario import FaultSpec, JobSpec, RandomFaults, Scenario, list_scenarios, load_scenario
 
@@ -30,6 +31,9 @@ __all__ = [
     "Times",
     "simulate_times",
     "compute_times",
+    "FleetScenario",
+    "FleetSimResult",
+    "simulate_fleet",
 ]
 
 # `degrade.simulate(...)` works whether or not the subpackage was imported first.

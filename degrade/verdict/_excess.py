@@ -10,10 +10,14 @@ leave-one-out median of the peers) and the channel's AR(1)-prewhitened scale.
 - estimate: the mean of the deviations winsorised at ``winsor`` marginal
   sigmas around their median (the engine's clipping: a GC pause or a heavy
   tail cannot carry the estimate);
-- standard error: the engine's long-run sigma ``sigma_e / (1 - phi)`` (its
-  Huber innovation scale and upper-bounded AR(1) coefficient, with the
-  engine's small-sample margin) over the square root of the number of
-  deviations: the standard error of a mean of ``n`` AR(1) samples.
+- standard error: the larger of (a) the engine's long-run sigma
+  ``sigma_e / (1 - phi)`` (its Huber innovation scale and upper-bounded
+  AR(1) coefficient, with the engine's small-sample margin) over the square
+  root of the number of deviations, the standard error of a mean of ``n``
+  AR(1) samples, and (b) the batch-means standard error of the winsorised
+  deviations (10 contiguous batches), which assumes no noise model. (a)
+  holds where batches are too short for strong autocorrelation, (b) where
+  the AR(1) model misreads the noise (spikes on a slow wander).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ __all__ = ["peer_excess"]
 
 #: fewest deviations for an estimate (the engine's warm-up is 20 by default)
 MIN_SAMPLES = 10
+#: batches of the batch-means standard error
+BATCHES = 10
 
 
 def peer_excess(
@@ -58,7 +64,12 @@ def peer_excess(
     sig, sige, phi = row[K.C_SIG], row[K.C_SIGE], row[K.C_PHIU]
     if n < MIN_SAMPLES or not (math.isfinite(sig) and sig > 0.0 and math.isfinite(sige)):
         return None
-    x = hist[: K.HIST] if n_seen >= K.HIST else hist[:n]
+    if n_seen >= K.HIST:
+        # a full ring: oldest first, so that batches are contiguous in time
+        start = int(n_seen) % K.HIST
+        x = np.concatenate([hist[start : K.HIST], hist[:start]])
+    else:
+        x = hist[:n]
     x = x[np.isfinite(x)]
     if x.size < MIN_SAMPLES:
         return None
@@ -66,5 +77,14 @@ def peer_excess(
     marg = sige / math.sqrt(1.0 - phi * phi)
     med = float(np.median(x))
     lim = winsor * marg
-    est = float(np.clip(x, med - lim, med + lim).mean())
-    return est, float(sig / math.sqrt(x.size)), int(x.size)
+    xw = np.clip(x, med - lim, med + lim)
+    est = float(xw.mean())
+    se = float(sig / math.sqrt(x.size))
+    b = min(BATCHES, x.size // 10)
+    if b >= 4:
+        # batch means of the winsorised deviations: no model of the noise, so
+        # they catch what the AR(1) scale misses (i.i.d. spikes on an AR(1)
+        # wander bias its phi down); the larger of the two is used
+        m = xw[: b * (x.size // b)].reshape(b, -1).mean(axis=1)
+        se = max(se, float(m.std(ddof=1) / math.sqrt(b)))
+    return est, se, int(x.size)
