@@ -22,7 +22,7 @@ import sys
 from . import __version__
 from .errors import DegradeError, MissingDependencyError
 
-_COMMANDS = ("analyze", "simulate", "evaluate", "agent", "check", "warmup", "demo")
+_COMMANDS = ("analyze", "simulate", "evaluate", "agent", "check", "warmup", "demo", "history")
 
 #: top-level module of an optional dependency -> (pip package, extra that installs it)
 _OPTIONAL = {

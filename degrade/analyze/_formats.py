@@ -374,7 +374,19 @@ def render_table(result, console=None, *, limit: int = 200, wide: bool = False) 
             _paragraph(console, "note: ", w.message, width, "dim")
         else:
             _paragraph(console, "warning: ", w.message, width, "yellow")
+    _fleet_block(result, console, width)
     _paragraph(console, "", result.summary(), width, "bold")
+
+
+def _fleet_block(result, console, width: float) -> None:
+    """Repeat offenders, devices slow across jobs and replacements (degrade.fleet; several jobs only)."""
+    if int(result.stats.get("jobs", 0)) < 2:
+        return
+    from ..fleet._text import offender_lines
+
+    lines = offender_lines(result.fleet)
+    for k, line in enumerate(lines):
+        _paragraph(console, "", line, width, "bold" if k == 0 else None)
 
 
 def verdict_frame(result):

@@ -460,6 +460,19 @@ def write_report(result, path: str | os.PathLike, *, max_devices: int = 50) -> N
     a plot of each kind of evidence (timings against peers; the counter its
     reasons name) with onset and detection marked, and every job event.
     """
-    text = render_report(result, max_devices=max_devices)
+    text = _with_fleet(render_report(result, max_devices=max_devices), result)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def _with_fleet(text: str, result) -> str:
+    """The fleet-memory section (degrade.fleet) before the inputs, when the result spans several jobs."""
+    if int(result.stats.get("jobs", 0)) < 2:
+        return text
+    from ..fleet._text import offender_html
+
+    section = offender_html(result.fleet)
+    if not section:
+        return text
+    at = text.find("<h2>Inputs</h2>")
+    return text[:at] + section + "\n" + text[at:] if at >= 0 else text.replace("</body>", section + "</body>")

@@ -57,6 +57,7 @@ class Accumulated:
     found_look: int | None = None  # the look (1-based, chronological) at which it first crossed
     found_job: str | None = None
     found_z: float | None = None
+    found_threshold: float | None = None
 
     def to_dict(self, min_slowdown: float) -> dict:
         est = None if self.estimate is None else math.expm1(self.estimate)
@@ -72,6 +73,8 @@ class Accumulated:
             "found": self.found,
             "found_look": self.found_look,
             "found_job": self.found_job,
+            "found_z": self.found_z,
+            "found_threshold": self.found_threshold,
             "status": status,
         }
 
@@ -103,5 +106,6 @@ def accumulate(evidence, *, mu0: float, alpha: float) -> Accumulated:
         acc.z = (acc.estimate - mu0) / acc.se
         acc.threshold = threshold(acc.looks, alpha)
         if not acc.found and acc.z > acc.threshold:
-            acc.found, acc.found_look, acc.found_job, acc.found_z = True, acc.looks, job, acc.z
+            acc.found, acc.found_look, acc.found_job = True, acc.looks, job
+            acc.found_z, acc.found_threshold = acc.z, acc.threshold
     return acc

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ._faults import expected_status
 from ._noise import NoiseSpec, simulate_times
 
 __all__ = ["FleetScenario", "FleetSimResult", "simulate_fleet"]
@@ -128,10 +129,10 @@ class FleetSimResult:
 
     ``timings`` and ``counters`` are canonical frames (docs/schema.md);
     ``truth`` has one row per (device, job): ``device, job, host, gpu,
-    magnitude`` (the device's fault in that job, 0 when healthy),
+    fault, magnitude`` (the device's slowdown in that job, 0 and ``"none"`` when healthy),
     ``offset`` (its persistent speed offset), ``start_time``, ``job_devices``;
     ``devices`` one row per physical GPU (``device, host, gpu, offset,
-    offender, installed_before_job, replaced_before_job``).
+    offender, installed_before_job, replaced_before_job, fault``).
     """
 
     timings: Any
@@ -289,6 +290,10 @@ def simulate_fleet(scenario: FleetScenario | None = None, seed: int = 0) -> Flee
                     "job": name,
                     "host": dev["host"],
                     "gpu": dev["gpu"],
+                    "fault": "slowdown" if mags[c] > 0 else "none",
+                    "expected_status": expected_status("slowdown", float(mags[c]), {})
+                    if mags[c] > 0
+                    else "healthy",
                     "magnitude": float(mags[c]),
                     "offset": dev["offset"],
                     "start_time": float(t0),
@@ -299,7 +304,23 @@ def simulate_fleet(scenario: FleetScenario | None = None, seed: int = 0) -> Flee
         timings=pl.concat(tim),
         counters=_counters(sc, devices, spans, pl),
         truth=pl.DataFrame(tru),
-        devices=pl.DataFrame(devices, schema_overrides={"replaced_before_job": pl.Int64}),
+        devices=pl.DataFrame(
+            devices, schema_overrides={"replaced_before_job": pl.Int64}
+        ).with_columns(
+            # a "fault" column marks the file as ground truth: degrade analyze skips it with a note
+            fault=pl.when(pl.col("offender") > 0)
+            .then(pl.lit("slowdown"))
+            .otherwise(pl.lit("none")),
+            expected_status=pl.Series(
+                [
+                    expected_status("slowdown", d["offender"], {})
+                    if d["offender"] > 0
+                    else "healthy"
+                    for d in devices
+                ],
+                dtype=pl.String,
+            ),
+        ),
         scenario=sc,
         seed=seed,
     )
