@@ -22,13 +22,11 @@ leave-one-out median of the peers) and the channel's AR(1)-prewhitened scale.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from . import _layout as K
 
-__all__ = ["peer_excess"]
+__all__ = ["peer_excess", "peer_excess_all"]
 
 #: fewest deviations for an estimate (the engine's warm-up is 20 by default)
 MIN_SAMPLES = 10
@@ -42,7 +40,7 @@ def peer_excess(
     """``(excess, se, n)`` in log units from one timing-peer channel row and its onset history.
 
     ``None`` when the channel has fewer than :data:`MIN_SAMPLES` deviations or
-    no learned scale yet.
+    no learned scale yet. :func:`peer_excess_all` for every device at once.
 
     Examples
     --------
@@ -57,34 +55,54 @@ def peer_excess(
     >>> round(s["peer_excess"], 2), s["peer_excess_samples"]
     (0.06, 200)
     """
-    n_seen = row[K.C_HN]
-    if not math.isfinite(n_seen):
-        return None
-    n = int(min(n_seen, K.HIST))
-    sig, sige, phi = row[K.C_SIG], row[K.C_SIGE], row[K.C_PHIU]
-    if n < MIN_SAMPLES or not (math.isfinite(sig) and sig > 0.0 and math.isfinite(sige)):
-        return None
-    if n_seen >= K.HIST:
-        # a full ring: oldest first, so that batches are contiguous in time
-        start = int(n_seen) % K.HIST
-        x = np.concatenate([hist[start : K.HIST], hist[:start]])
-    else:
-        x = hist[:n]
-    x = x[np.isfinite(x)]
-    if x.size < MIN_SAMPLES:
-        return None
-    phi = min(max(phi, 0.0), 0.999) if math.isfinite(phi) else 0.0
-    marg = sige / math.sqrt(1.0 - phi * phi)
-    med = float(np.median(x))
-    lim = winsor * marg
-    xw = np.clip(x, med - lim, med + lim)
-    est = float(xw.mean())
-    se = float(sig / math.sqrt(x.size))
-    b = min(BATCHES, x.size // 10)
-    if b >= 4:
-        # batch means of the winsorised deviations: no model of the noise, so
-        # they catch what the AR(1) scale misses (i.i.d. spikes on an AR(1)
-        # wander bias its phi down); the larger of the two is used
-        m = xw[: b * (x.size // b)].reshape(b, -1).mean(axis=1)
-        se = max(se, float(m.std(ddof=1) / math.sqrt(b)))
-    return est, se, int(x.size)
+    est, se, n = peer_excess_all(row[None, :], hist[None, :], winsor)
+    return None if n[0] == 0 else (float(est[0]), float(se[0]), int(n[0]))
+
+
+def peer_excess_all(
+    S: np.ndarray, H: np.ndarray, winsor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised over devices: ``S`` (m, C_FIELDS) channel rows, ``H`` (m, >= HIST) their histories.
+
+    Returns ``(excess, se, n)``: NaN, NaN and 0 where there is no estimate.
+    """
+    m = S.shape[0]
+    est = np.full(m, np.nan)
+    se = np.full(m, np.nan)
+    cnt = np.zeros(m, dtype=np.int64)
+    if m == 0:
+        return est, se, cnt
+    n_seen = S[:, K.C_HN]
+    sig, sige, phi = S[:, K.C_SIG], S[:, K.C_SIGE], S[:, K.C_PHIU]
+    with np.errstate(invalid="ignore"):
+        n = np.where(np.isfinite(n_seen), np.minimum(n_seen, K.HIST), 0.0).astype(np.int64)
+        ok = (n >= MIN_SAMPLES) & np.isfinite(sig) & (sig > 0.0) & np.isfinite(sige)
+    rows = np.flatnonzero(ok)
+    if rows.size == 0:
+        return est, se, cnt
+    # oldest first (a full ring starts at n_seen % HIST), unfilled slots NaN at the end
+    start = np.where(n_seen[rows] >= K.HIST, n_seen[rows] % K.HIST, 0).astype(np.int64)
+    idx = (start[:, None] + np.arange(K.HIST)[None, :]) % K.HIST
+    X = np.take_along_axis(H[rows, : K.HIST], idx, axis=1)
+    X[np.arange(K.HIST)[None, :] >= n[rows][:, None]] = np.nan
+    p = np.clip(np.where(np.isfinite(phi[rows]), phi[rows], 0.0), 0.0, 0.999)
+    lim = winsor * sige[rows] / np.sqrt(1.0 - p * p)
+    med = np.nanmedian(X, axis=1)
+    W = np.clip(X, (med - lim)[:, None], (med + lim)[:, None])
+    k = n[rows]
+    est[rows] = np.nansum(W, axis=1) / k
+    s = sig[rows] / np.sqrt(k)
+    # batch means of the winsorised deviations: no model of the noise, so they
+    # catch what the AR(1) scale misses (i.i.d. spikes on an AR(1) wander bias
+    # its phi down); the larger of the two is used
+    for size in np.unique(k):
+        b = min(BATCHES, int(size) // 10)
+        if b < 4:
+            continue
+        sel = np.flatnonzero(k == size)
+        L = int(size) // b
+        bm = W[sel, : b * L].reshape(sel.size, b, L).mean(axis=2)
+        s[sel] = np.maximum(s[sel], bm.std(axis=1, ddof=1) / np.sqrt(b))
+    se[rows] = s
+    cnt[rows] = k
+    return est, se, cnt

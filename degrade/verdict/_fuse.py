@@ -216,6 +216,11 @@ def fuse(snap: EngineSnapshot) -> list[Verdict]:
             if math.isfinite(v) and v > cur[a]:
                 cur[a] = v
 
+    excess = None
+    if snap.history_peer is not None:
+        from ._excess import peer_excess_all
+
+        excess = peer_excess_all(ST, snap.history_peer, float(cfg.winsor))
     out: list[Verdict] = []
     for i in range(m):
         dev = snap.devices[i]
@@ -378,7 +383,7 @@ def fuse(snap: EngineSnapshot) -> list[Verdict]:
         n_out = int(SD[i, K.SD_NOUT])
         signals["timing_outliers"] = n_out
         signals["peer_phi"] = _fin(ST[i, K.C_PHIU])
-        _excess_signals(signals, snap, i)
+        _excess_signals(signals, snap, i, excess)
         if n_out:
             reasons.append(f"{n_out} implausible {metric} sample(s) skipped as data errors "
                            f"(more than {cfg.outlier_ratio:g}x from peers and the device's own range)")
@@ -424,15 +429,11 @@ def fuse(snap: EngineSnapshot) -> list[Verdict]:
     return out
 
 
-def _excess_signals(signals: dict, snap: EngineSnapshot, i: int) -> None:
+def _excess_signals(signals: dict, snap: EngineSnapshot, i: int, excess) -> None:
     """Fleet memory's per-job evidence (:mod:`degrade.verdict._excess`) and the job's time span."""
-    from ._excess import peer_excess
-
-    ex = None if snap.history_peer is None else peer_excess(snap.timing_peer[i], snap.history_peer[i],
-                                                             float(snap.config.winsor))
-    signals["peer_excess"] = None if ex is None else ex[0]
-    signals["peer_excess_se"] = None if ex is None else ex[1]
-    signals["peer_excess_samples"] = 0 if ex is None else ex[2]
+    signals["peer_excess"] = None if excess is None else _fin(excess[0][i])
+    signals["peer_excess_se"] = None if excess is None else _fin(excess[1][i])
+    signals["peer_excess_samples"] = 0 if excess is None else int(excess[2][i])
     signals["first_time"] = _fin(snap.timing_peer[i, K.C_FTIME])
     signals["last_time"] = _fin(snap.device[i, K.SD_LASTTIME])
 
