@@ -427,3 +427,20 @@ def test_agent_persists_its_episodes(tmp_path):
         assert agent2.fleet.record("node-a:2")["degraded_jobs"] == 2
     finally:
         agent2.close()
+
+
+def test_mig_instances_and_overlapping_devices_are_not_replacements():
+    from degrade.fleet import FleetHistory
+
+    h = FleetHistory()
+    h.add_verdicts(
+        [_v("GPU-m/mig1", "a", "healthy", 1e6), _v("GPU-m/mig2", "a", "healthy", 1e6 + 5)],
+        slots={"GPU-m/mig1": ("n0", 0), "GPU-m/mig2": ("n0", 0)},
+    )
+    # a second device reported at n0:1 while the first still was: ambiguous, not a replacement
+    h.add_verdicts(
+        [_v("GPU-x", "b", "healthy", 1e6), _v("GPU-y", "b", "healthy", 1e6 + 60)],
+        slots={"GPU-x": ("n0", 1), "GPU-y": ("n0", 1)},
+    )
+    assert h.replacements() == []
+    assert h.resolve("n0:0/mig2") == "GPU-m/mig2" and h.record("GPU-m/mig1")["slot"] == "n0:0/mig1"

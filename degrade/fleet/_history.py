@@ -259,12 +259,16 @@ class FleetHistory:
         by_slot: dict[str, list[dict]] = {}
         for rec in self._devices.values():
             rec["replaces"] = rec["replaced_by"] = rec["replaced_at"] = None
-            key = _slot_key(rec["host"], rec["gpu"])
+            key = _rec_slot(rec)
             if key is not None:
                 by_slot.setdefault(key, []).append(rec)
         for recs in by_slot.values():
             recs.sort(key=lambda r: (_first(r) is None, _first(r) or 0.0, r["device"]))
             for old, new in zip(recs, recs[1:]):
+                t_old, t_new = _last(old), _first(new)
+                if t_old is not None and t_new is not None and t_new < t_old:
+                    # both reported from the slot at the same time: not a replacement
+                    continue
                 old["replaced_by"] = new["device"]
                 old["replaced_at"] = _first(new)
                 new["replaces"] = old["device"]
@@ -284,18 +288,13 @@ class FleetHistory:
         if key in self._devices:
             return key
         if ":" in key:
-            host, _, gpu = key.rpartition(":")
-            if gpu.isdigit():
-                held = [
-                    r for r in self._devices.values() if r["host"] == host and r["gpu"] == int(gpu)
-                ]
-                if held:
-                    held.sort(key=lambda r: (_first(r) is None, _first(r) or 0.0))
-                    return held[-1]["device"]
-                raise InputError(
-                    f"no device at {key!r} in the history; slots known: "
-                    f"{_few(sorted({_slot_key(r['host'], r['gpu']) for r in self._devices.values()} - {None}))}"
-                )
+            held = [r for r in self._devices.values() if _rec_slot(r) == key]
+            if held:
+                held.sort(key=lambda r: (_first(r) is None, _first(r) or 0.0))
+                return held[-1]["device"]
+            slots = sorted({_rec_slot(r) for r in self._devices.values()} - {None})
+            if slots or key.rpartition(":")[2].split("/")[0].isdigit():
+                raise InputError(f"no device at {key!r} in the history; slots known: {_few(slots)}")
         hits = [d for d in self._devices if d.startswith(key)] if key else []
         if len(hits) == 1:
             return hits[0]
@@ -332,7 +331,7 @@ class FleetHistory:
             "device": rec["device"],
             "host": rec["host"],
             "gpu": rec["gpu"],
-            "slot": _slot_key(rec["host"], rec["gpu"]),
+            "slot": _rec_slot(rec),
             "first_seen": min(starts) if starts else None,
             "last_seen": max(ends) if ends else None,
             "jobs": len({e["job"] for e in eps if e["job"] is not None}),
@@ -407,7 +406,7 @@ class FleetHistory:
         """Every slot change: ``{slot, old, new, at}`` in time order."""
         out = [
             {
-                "slot": _slot_key(r["host"], r["gpu"]),
+                "slot": _rec_slot(r),
                 "old": r["device"],
                 "new": r["replaced_by"],
                 "at": r["replaced_at"],
@@ -484,6 +483,20 @@ class FleetHistory:
 
         tree = _statefile.load(path, kind=STATE_KIND, version=STATE_VERSION)
         return cls.from_dict(tree, where=os.fspath(path))
+
+
+def _rec_slot(rec: Mapping[str, Any]) -> str | None:
+    """``host:gpu``, and ``host:gpu/migN`` for a MIG instance (``<UUID>/migN``: instances share a GPU)."""
+    key = _slot_key(rec["host"], rec["gpu"])
+    if key is None:
+        return None
+    _, sep, inst = rec["device"].partition("/")
+    return f"{key}/{inst}" if sep else key
+
+
+def _last(rec: Mapping[str, Any]) -> float | None:
+    ends = [e["end"] for e in rec["episodes"] if e["end"] is not None]
+    return max(ends) if ends else None
 
 
 def _first(rec: Mapping[str, Any]) -> float | None:
