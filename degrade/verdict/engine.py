@@ -386,6 +386,10 @@ class VerdictEngine:
         self._cache_key: tuple | None = None
         self._cache_val: tuple | None = None
         self.t_ = 0  # rows processed
+        from ._cost import CostMeter
+
+        # lost wall time per job from the timings seen (docs/cost.md); not part of state_dict
+        self._cost = CostMeter()
 
     @staticmethod
     def _make_params(cfg: EngineConfig) -> np.ndarray:
@@ -595,6 +599,8 @@ class VerdictEngine:
         groups: Sequence[Hashable] | None = None,
         job: Any = None,
         hosts: Sequence[Any] | Any = None,
+        pipelines: Sequence[Any] | None = None,
+        microbatches: Any = None,
     ) -> None:
         """Feed one sample per listed device (agent: one poll; loop: one step).
 
@@ -611,13 +617,19 @@ class VerdictEngine:
             are compared. ``None`` puts them all in one group.
         job, hosts
             Job label (scalar or per device) and host per device.
+        pipelines, microbatches
+            For pipeline-parallel timings: the pipeline (data-parallel replica)
+            each device's stage belongs to, and the microbatches per step
+            (scalar or per device). Only the lost-time estimate uses them
+            (:meth:`job_costs`, docs/cost.md).
         """
         ids = _as_list_of_ids(devices, "update(devices)")
         n = len(ids)
         timing, counters = self._coerce_values(values, (n,), "update")
         timing = {k: v.reshape(1, n) for k, v in timing.items()}
         counters = {k: v.reshape(1, n) for k, v in counters.items()}
-        self._process(ids, timing, counters, 1, step, timestamp, groups, job, hosts, "update")
+        self._process(ids, timing, counters, 1, step, timestamp, groups, job, hosts, "update",
+                      pipelines=pipelines, microbatches=microbatches)
 
     def run(
         self,
@@ -629,11 +641,14 @@ class VerdictEngine:
         groups: Sequence[Hashable] | None = None,
         job: Any = None,
         hosts: Sequence[Any] | Any = None,
+        pipelines: Sequence[Any] | None = None,
+        microbatches: Any = None,
     ) -> None:
         """Feed a block of T samples for N devices; equals T calls of :meth:`update`.
 
         ``values`` maps column names to (T, N) arrays; ``steps`` and
-        ``timestamps`` are (T,) or (T, N).
+        ``timestamps`` are (T,) or (T, N); ``pipelines`` and ``microbatches``
+        as for :meth:`update`.
         """
         ids = _as_list_of_ids(devices, "run(devices)")
         n = len(ids)
@@ -648,12 +663,18 @@ class VerdictEngine:
         timing, counters = self._coerce_values(values, (T, n), "run")
         if T == 0:
             return
-        self._process(ids, timing, counters, T, steps, timestamps, groups, job, hosts, "run")
+        self._process(ids, timing, counters, T, steps, timestamps, groups, job, hosts, "run",
+                      pipelines=pipelines, microbatches=microbatches)
 
-    def _process(self, ids, timing, counters, T, steps, times, groups, job, hosts, what) -> None:
+    def _process(self, ids, timing, counters, T, steps, times, groups, job, hosts, what,
+                 pipelines=None, microbatches=None) -> None:
         n = len(ids)
         if n == 0:
             return
+        if pipelines is not None:
+            if isinstance(pipelines, (str, bytes)) or len(list(pipelines)) != n:
+                raise InputError(f"{what}(pipelines): expected one pipeline label per device ({n})")
+            pipelines = list(pipelines)
         jobs = _per_device(job, n, f"{what}(job)")
         hostl = _per_device(hosts, n, f"{what}(hosts)")
         if groups is None:
@@ -718,6 +739,8 @@ class VerdictEngine:
                     DataWarning,
                     stacklevel=3,
                 )
+        if metric is not None:
+            self._meter(ids, timing, metric, st, jobs, pipelines, microbatches)
         for j, i in enumerate(dev):
             if jobs[j] is not None:
                 self._job[i] = jobs[j]
@@ -726,6 +749,15 @@ class VerdictEngine:
             if metric is not None:
                 self._group[i] = glist[j]
                 self._metric[i] = metric
+
+    def _meter(self, ids, timing, metric, st, jobs, pipelines, microbatches) -> None:
+        x = timing["compute_time"] if "compute_time" in timing else timing[metric]
+        full = self._cost.add(ids, x, timing.get("step_time"), st, jobs, pipelines, microbatches)
+        if full:
+            from ._cost import evidence_from
+            from ._fuse import fuse
+
+            self._cost.fold(evidence_from(fuse(self.snapshot())))
 
     def _drain_events(self, n_ev: int) -> None:
         for row in self._ev[:n_ev]:
@@ -944,10 +976,33 @@ class VerdictEngine:
         )
 
     def verdicts(self) -> list[Verdict]:
-        """One verdict per device seen so far, in the order devices first appeared."""
+        """One verdict per device seen so far, in the order devices first appeared.
+
+        Each flagged device with timings carries ``lost_seconds``: the wall
+        time its job lost to it (docs/cost.md).
+        """
+        from ._cost import evidence_from
         from ._fuse import fuse
 
-        return fuse(self.snapshot())
+        out = fuse(self.snapshot())
+        if self._cost._jobs:
+            _, per = self._cost.costs(evidence_from(out))
+            for v in out:
+                key = (v.job, v.device)
+                if key in per:
+                    v.lost_seconds = per[key]
+        return out
+
+    def job_costs(self, verdicts: Sequence[Verdict] | None = None) -> list:
+        """What each job's flagged devices cost it: one :class:`~degrade.verdict.JobCost` per job with timings.
+
+        ``verdicts`` defaults to :meth:`verdicts`; pass them when already at hand.
+        """
+        from ._cost import evidence_from
+        from ._fuse import fuse
+
+        vs = fuse(self.snapshot()) if verdicts is None else verdicts
+        return self._cost.costs(evidence_from(vs))[0]
 
     @property
     def devices_(self) -> list[str]:
