@@ -431,5 +431,7 @@ def run_unit(unit: Unit, sources: list[Source], config, chunk_rows: int = DEFAUL
             progress(block.extra.get("input_rows", block.rows))
     res.verdicts = list(engine.verdicts())
     res.events = list(engine.job_events())
-    res.costs = [c for c in engine.job_costs(res.verdicts) if unit.timing_meta is not None]
+    job_costs = getattr(engine, "job_costs", None)
+    if job_costs is not None and unit.timing_meta is not None:
+        res.costs = list(job_costs(res.verdicts))
     return res

@@ -128,7 +128,10 @@ class Judge:
         )
 
     def verdicts(self) -> list:
-        return self.engine.verdicts()
+        out = self.engine.verdicts()
+        # what the job lost to its flagged devices, from the same verdicts (docs/cost.md)
+        self.costs = self.engine.job_costs(out)
+        return out
 
     def job_events(self) -> list:
         return self.engine.job_events()

@@ -577,6 +577,63 @@ class CostMeter:
         self._jobs.clear()
         self._rows = 0
 
+    # ---------------------------------------------------------------- persistence (data only)
+    _SCALARS = ("K", "pipelined", "m", "S", "rows", "bucket", "b0", "folded_job", "folded_gpu_s", "folded_wall",
+                "folded_steps")
+    _GROWS = ("step", "val", "top", "stage", "wall", "nact")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (lists, scalars, arrays) for :mod:`degrade._statefile`; see :meth:`load_state_dict`."""
+        jobs = []
+        for rec in self._jobs.values():
+            d: dict[str, Any] = {k: getattr(rec, k) for k in self._SCALARS}
+            d["key"] = rec.key
+            d["devices"] = list(rec.dev)
+            d["pid"], d["pos"] = list(rec.pid), list(rec.pos)
+            d["pipes"] = [[k[0], k[1], v] for k, v in rec.pipes.items()]
+            d["pipe_size"] = list(rec.pipe_size)
+            d["first"], d["last"] = list(rec.first), list(rec.last)
+            d["spread_w"] = list(rec.spread_w)
+            d["folded_dev"] = dict(rec.folded_dev)
+            for k in ("bcount", "bsum", "bjob"):
+                d[k] = getattr(rec, k).copy()
+            for k in self._GROWS:
+                d[k] = getattr(rec, k).view().copy()
+            jobs.append(d)
+        return {"version": 1, "rows": self._rows, "jobs": jobs}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        from ..errors import InputError
+
+        try:
+            if d["version"] != 1:
+                raise InputError(f"cost meter state version {d['version']!r}; expected 1")
+            self.reset()
+            self._rows = int(d["rows"])
+            for j in d["jobs"]:
+                rec = _Job(j["key"], int(j["K"]), int(j["bucket"]))
+                for k in self._SCALARS:
+                    setattr(rec, k, j[k])
+                rec.dev = {str(x): i for i, x in enumerate(j["devices"])}
+                rec.pid, rec.pos = [int(x) for x in j["pid"]], [int(x) for x in j["pos"]]
+                rec.pipes = {(str(a), b): int(c) for a, b, c in j["pipes"]}
+                rec.pipe_size = [int(x) for x in j["pipe_size"]]
+                rec.first, rec.last = [float(x) for x in j["first"]], [float(x) for x in j["last"]]
+                rec.spread_w = [float(x) for x in j["spread_w"]]
+                rec.folded_dev = {str(k): float(v) for k, v in j["folded_dev"].items()}
+                for k in ("bcount", "bsum", "bjob"):
+                    setattr(rec, k, np.asarray(j[k], dtype=np.float64))
+                for k in self._GROWS:
+                    a = np.asarray(j[k])
+                    g = getattr(rec, k)
+                    tail = a.shape[1:] if k != "stage" else (rec.K, rec.S)
+                    h = _Grow(tail, g.a.dtype, g.fill)
+                    h.extend(a.reshape((a.shape[0], *tail)))
+                    setattr(rec, k, h)
+                self._jobs[rec.key] = rec
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"cost meter state: malformed ({exc!r}); expected CostMeter.state_dict() output") from None
+
 
 def evidence_from(verdicts) -> dict[str, tuple[float, float]]:
     """Charged devices' ``(slowdown, onset_step)`` from verdicts (onset unknown: from the start)."""

@@ -881,6 +881,8 @@ class VerdictEngine:
             "job_state": self._SJ[:g].copy(),
             "events": [e.to_dict() for e in self._events],
             "lost_reasons": dict(self._lost_reason),
+            # the lost-time records (docs/cost.md), only once timings were seen
+            **({"cost": self._cost.state_dict()} if self._cost._jobs else {}),
         }
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
@@ -943,6 +945,8 @@ class VerdictEngine:
         self._SJ[: len(gn)] = arrays["job_state"]
         self._events = [JobEvent(**e) for e in d["events"]]
         self._lost_reason = dict(d.get("lost_reasons", {}))
+        if d.get("cost") is not None:
+            self._cost.load_state_dict(d["cost"])
         self.t_ = int(d["t"])
 
     def __getstate__(self) -> dict[str, Any]:
