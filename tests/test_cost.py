@@ -76,6 +76,37 @@ def test_synchronous_meter_matches_the_naive_critical_path(seed):
     assert jc.wall_seconds == pytest.approx(float(wall[:, 0].sum()))
 
 
+def test_kernel_equals_the_numpy_reference(monkeypatch):
+    import degrade.verdict._cost as C
+
+    rng = np.random.default_rng(9)
+    T, N = 500, 10
+    x = 0.3 * np.exp(0.03 * rng.standard_normal((T, N)))
+    x[rng.random((T, N)) < 0.05] = np.nan
+    x[7, 4], x[9, 5] = 0.0, -1.0  # not times: missing
+    x[200:, 2] *= 1.2
+    x[:, 6] *= 1.08
+    wall = np.nanmax(x, axis=1, keepdims=True) + 0.02 + 0 * x
+    ids = [f"g{i}" for i in range(N)]
+    ev = {"g2": (0.2, 200.0), "g6": (0.08, -math.inf)}
+    out = []
+    for use in (True, False):
+        monkeypatch.setattr(C, "_USE_KERNEL", use)
+        m = CostMeter(top_k=3)
+        for a in range(0, T, 70):
+            m.add(
+                ids,
+                x[a : a + 70],
+                wall[a : a + 70],
+                np.arange(a, min(a + 70, T), dtype=float),
+                job="j",
+            )
+        out.append(m.costs(ev))
+    (ck, pk), (cn, pn) = out
+    assert [c.to_dict() for c in ck] == [c.to_dict() for c in cn]
+    assert pk == pytest.approx(pn, rel=1e-12)
+
+
 def test_pipeline_meter_matches_the_schedule_formula():
     rng = np.random.default_rng(4)
     T, R, S, m = 200, 3, 4, 6

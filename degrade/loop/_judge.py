@@ -130,7 +130,8 @@ class Judge:
     def verdicts(self) -> list:
         out = self.engine.verdicts()
         # what the job lost to its flagged devices, from the same verdicts (docs/cost.md)
-        self.costs = self.engine.job_costs(out)
+        job_costs = getattr(self.engine, "job_costs", None)
+        self.costs = job_costs(out) if job_costs is not None else []
         return out
 
     def job_events(self) -> list:

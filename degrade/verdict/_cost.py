@@ -36,6 +36,9 @@ __all__ = ["CostMeter", "JobCost", "TOPOLOGIES"]
 
 TOPOLOGIES = ("synchronous", "pipeline", "replicas")
 
+#: the numba reduction for synchronous jobs (False: the NumPy reference path, for tests)
+_USE_KERNEL = True
+
 #: statuses whose evidence is charged (healthy and unknown devices cost nothing)
 _CHARGED = ("suspect", "degraded", "failed")
 
@@ -123,18 +126,6 @@ def _row_spread(x: np.ndarray) -> np.ndarray:
     mean = xs.sum(axis=1) / np.maximum(n, 1)
     var = (np.where(ok, x - mean[:, None], 0.0) ** 2).sum(axis=1) / np.maximum(n - 1, 1)
     return np.where(n >= 2, np.sqrt(var), np.nan)
-
-
-def _row_median(x: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(x)
-    n = ok.sum(axis=1)
-    s = np.sort(np.where(ok, x, np.inf), axis=1)
-    lo = np.clip((n - 1) // 2, 0, None)
-    hi = np.clip(n // 2, 0, None)
-    r = np.arange(x.shape[0])
-    cols = max(x.shape[1] - 1, 0)
-    med = 0.5 * (s[r, np.minimum(lo, cols)] + s[r, np.minimum(hi, cols)])
-    return np.where(n > 0, med, np.nan)
 
 
 class _Job:
@@ -234,15 +225,76 @@ class _Job:
             if micro is not None and np.isfinite(micro) and micro >= 1:
                 self.m = int(micro)
         n_dev = len(self.pid)
-        # devices' spans (elastic membership) and per-bucket presence
-        present = np.isfinite(x) & (x > 0)
-        xs = np.where(present, x, np.nan)
         st = steps
         if self.b0 is None:
             self.b0 = float(np.nanmin(st)) if np.isfinite(st).any() else 0.0
-        b = np.floor((st - self.b0) / self.bucket).astype(np.int64)
-        b = np.maximum(b, 0)
+        b = np.maximum(np.floor((st - self.b0) / self.bucket).astype(np.int64), 0)
         self._grow_buckets(n_dev, int(b.max()) if T else 0)
+        if not self.pipelined and _USE_KERNEL:
+            self._add_kernel(x, wall, st, b, cols)
+        else:
+            self._add_numpy(x, wall, st, b, cols)
+        if wall is not None and T:
+            # synchronous or replicas: the spread of step times against that of compute times,
+            # on at most 64 rows of the block (the verdict needs a median, not every row)
+            rows = np.unique(np.linspace(0, T - 1, min(T, 64)).astype(np.int64))
+            xr = x[rows]
+            xr = np.where(np.isfinite(xr) & (xr > 0), xr, np.nan)
+            wr = wall[rows]
+            sw, sx = _row_spread(np.where(np.isfinite(wr) & (wr > 0), wr, np.nan)), _row_spread(xr)
+            ok = np.isfinite(sw) & np.isfinite(sx) & (sx > 0)
+            if ok.any():
+                self.spread_w.append(float(np.median(sw[ok] / sx[ok])))
+        self.rows += T
+
+    def _add_kernel(self, x, wall, st, b, cols) -> None:
+        from ._kernels_cost import _reduce_sync
+
+        T = x.shape[0]
+        K = self.K
+        val = np.empty((T, K))
+        top = np.empty((T, K), dtype=np.int64)
+        nact = np.empty(T)
+        wmean = np.empty(T)
+        has_wall = wall is not None
+        w = np.ascontiguousarray(wall, dtype=np.float64) if has_wall else np.empty((0, 0))
+        pid = np.asarray(self.pid, dtype=np.int64)[cols]
+        first = np.asarray(self.first)
+        last = np.asarray(self.last)
+        _reduce_sync(
+            np.ascontiguousarray(x, dtype=np.float64),
+            w,
+            has_wall,
+            pid,
+            cols,
+            b,
+            st,
+            K,
+            val,
+            top,
+            nact,
+            wmean,
+            self.bcount,
+            self.bsum,
+            self.bjob,
+            first,
+            last,
+        )
+        self.first, self.last = first.tolist(), last.tolist()
+        self.step.extend(st)
+        self.val.extend(val)
+        self.top.extend(top)
+        s = np.full((T, K, self.S), np.nan)
+        s[:, :, 0] = val
+        self.stage.extend(s)
+        self.nact.extend(nact)
+        self.wall.extend(wmean)
+
+    def _add_numpy(self, x, wall, st, b, cols) -> None:
+        """The reference path (and the pipeline path): the same records with NumPy."""
+        T = x.shape[0]
+        present = np.isfinite(x) & (x > 0)
+        xs = np.where(present, x, np.nan)
         np.add.at(self.bjob, b, 1.0)
         for j, c in enumerate(cols):
             pr = present[:, j]
@@ -286,14 +338,14 @@ class _Job:
         self.nact.extend(present.sum(axis=1).astype(np.float64))
         if wall is not None:
             w = np.where(np.isfinite(wall) & (wall > 0), wall, np.nan)
-            self.wall.extend(_row_median(w))
-            sw, sx = _row_spread(w), _row_spread(xs)
-            ok = np.isfinite(sw) & np.isfinite(sx) & (sx > 0)
-            if ok.any():
-                self.spread_w.append(float(np.median(sw[ok] / sx[ok])))
+            n = np.isfinite(w).sum(axis=1)
+            self.wall.extend(
+                np.where(
+                    n > 0, np.where(np.isfinite(w), w, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan
+                )
+            )
         else:
             self.wall.extend(np.full(T, np.nan))
-        self.rows += T
 
     # ---------------------------------------------------------------- cost
     def topology(self) -> str:
@@ -578,8 +630,19 @@ class CostMeter:
         self._rows = 0
 
     # ---------------------------------------------------------------- persistence (data only)
-    _SCALARS = ("K", "pipelined", "m", "S", "rows", "bucket", "b0", "folded_job", "folded_gpu_s", "folded_wall",
-                "folded_steps")
+    _SCALARS = (
+        "K",
+        "pipelined",
+        "m",
+        "S",
+        "rows",
+        "bucket",
+        "b0",
+        "folded_job",
+        "folded_gpu_s",
+        "folded_wall",
+        "folded_steps",
+    )
     _GROWS = ("step", "val", "top", "stage", "wall", "nact")
 
     def state_dict(self) -> dict[str, Any]:
@@ -632,7 +695,9 @@ class CostMeter:
                     setattr(rec, k, h)
                 self._jobs[rec.key] = rec
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"cost meter state: malformed ({exc!r}); expected CostMeter.state_dict() output") from None
+            raise InputError(
+                f"cost meter state: malformed ({exc!r}); expected CostMeter.state_dict() output"
+            ) from None
 
 
 def evidence_from(verdicts) -> dict[str, tuple[float, float]]:
