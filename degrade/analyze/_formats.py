@@ -43,6 +43,7 @@ _COLUMNS = (
     ("k8s_health", "String"), ("slowdown", "Float64"), ("onset_step", "Int64"),
     ("onset_time", "Float64"), ("detected_step", "Int64"), ("detected_time", "Float64"),
     ("score", "Float64"), ("reasons", "List[String]"), ("action", "String"), ("signals", "String"),
+    ("lost_seconds", "Float64"),  # since schema 1.1 (docs/cost.md)
 )
 
 

@@ -39,6 +39,9 @@ TOPOLOGIES = ("synchronous", "pipeline", "replicas")
 #: the numba reduction for synchronous jobs (False: the NumPy reference path, for tests)
 _USE_KERNEL = True
 
+#: a device flagged without a slowdown estimate is charged when its measured excess is at least this
+_MEASURED_FLOOR = 0.02
+
 #: statuses whose evidence is charged (healthy and unknown devices cost nothing)
 _CHARGED = ("suspect", "degraded", "failed")
 
@@ -135,6 +138,7 @@ class _Job:
         self.key = key
         self.K = top_k
         self.dev: dict[str, int] = {}  # device -> column in this job
+        self.group: dict[str, Any] = {}  # device -> peer group
         self.pid: list[int] = []  # device -> pipeline id (its own column when no pipelines)
         self.pos: list[int] = []  # device -> stage position inside its pipeline
         self.pipes: dict[Any, int] = {}
@@ -378,6 +382,37 @@ class _Job:
         frac = 1.0 - (pos - k)
         return float(per_bucket[k] * frac + per_bucket[k + 1 :].sum())
 
+    def measured_slowdown(self, d: str, onset: float) -> float:
+        """A charged device's excess over its group's median, from the per-bucket means (steps >= onset).
+
+        For devices flagged without a slowdown estimate (a hard signal alone): the median over
+        buckets of its mean time over the median of its peers' means, less one.
+        """
+        c = self.dev[d]
+        g = self.group.get(d)
+        peers = [self.dev[e] for e in self.dev if e != d and self.group.get(e) == g]
+        if not peers:
+            return 0.0
+        nb = self.bcount.shape[0]
+        k0 = (
+            0
+            if not math.isfinite(onset)
+            else max(0, int(math.ceil((onset - (self.b0 or 0.0)) / self.bucket)))
+        )
+        if k0 >= nb:
+            return 0.0
+        cnt, tot = self.bcount[k0:], self.bsum[k0:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(cnt > 0, tot / cnt, np.nan)
+        own = mean[:, c]
+        pm = mean[:, peers]
+        okp = np.isfinite(pm).sum(axis=1) > 0
+        ok = np.isfinite(own) & okp
+        if not ok.any():
+            return 0.0
+        med = np.array([np.median(r[np.isfinite(r)]) for r in pm[ok]])
+        return float(np.median(own[ok] / med)) - 1.0
+
     def whatif(self, factor_of) -> np.ndarray:
         """Per step, the critical path with stage times divided by ``factor_of`` (T, R, S) → (T,)."""
         n = self.step.n
@@ -408,9 +443,20 @@ class _Job:
     def cost(self, evidence: dict[str, tuple[float, float]]) -> tuple[JobCost, dict[str, float]]:
         """``evidence``: device -> (slowdown, onset step) of this job's charged devices."""
         topo = self.topology()
-        flagged = {d: ev for d, ev in evidence.items() if d in self.dev and ev[0] > 0}
+        flagged = {}
+        for d, (s, onset) in evidence.items():
+            if d not in self.dev:
+                continue
+            if s is None:  # flagged without a slowdown estimate: its measured excess, if clear
+                s = self.measured_slowdown(d, onset)
+                s = s if s >= _MEASURED_FLOOR else 0.0
+            if s > 0:
+                flagged[d] = (s, onset)
         st = self.step.view()
         per_dev: dict[str, float] = dict(self.folded_dev)
+        for d in evidence:
+            if d in self.dev and d not in flagged:
+                per_dev.setdefault(d, 0.0)  # charged, with timings, but no measurable excess
         job_lost = self.folded_job
         gpu_s = self.folded_gpu_s
         wall = self.wall.view()
@@ -512,13 +558,16 @@ class CostMeter:
         self._jobs: dict[Any, _Job] = {}
         self._rows = 0
 
-    def add(self, ids, x, wall, steps, job=None, pipelines=None, microbatches=None) -> bool:
+    def add(
+        self, ids, x, wall, steps, job=None, pipelines=None, microbatches=None, groups=None
+    ) -> bool:
         """Record a (T, N) block of the devices' times; returns True when a job needs :meth:`fold`.
 
         ``job`` is a label or one per device; ``steps`` (T,) or (T, N) (NaN:
         rows counted from the meter's start); ``pipelines`` one pipeline label
         per device (None: data parallel); ``microbatches`` a scalar or one per
-        device.
+        device; ``groups`` the peer group of each device (a device charged without a slowdown
+        estimate is measured against the median of its group).
         """
         x = np.asarray(x, dtype=np.float64)
         T, N = x.shape
@@ -548,6 +597,9 @@ class CostMeter:
             if rec is None:
                 rec = self._jobs[k] = _Job(k, self.top_k, self.bucket)
             cols_a = np.asarray(cols)
+            if groups is not None:
+                for j in cols:
+                    rec.group[ids[j]] = groups[j]
             pipes = None
             if pl is not None and any(pl[j] is not None for j in cols):
                 pipes = [pl[j] if pl[j] is not None else f"device:{ids[j]}" for j in cols]
@@ -700,14 +752,21 @@ class CostMeter:
             ) from None
 
 
-def evidence_from(verdicts) -> dict[str, tuple[float, float]]:
-    """Charged devices' ``(slowdown, onset_step)`` from verdicts (onset unknown: from the start)."""
+def evidence_from(verdicts) -> dict[str, tuple[float | None, float]]:
+    """Charged devices' ``(slowdown, onset_step)`` from verdicts (onset unknown: from the start;
+    slowdown None: flagged by another signal, measured from the timings by the meter)."""
     ev = {}
     for v in verdicts:
         st = str(v.status)
         s = v.slowdown
-        if st not in _CHARGED or s is None or not math.isfinite(s) or s <= 0:
+        if st not in _CHARGED:
             continue
+        if s is not None and (not math.isfinite(s) or s <= 0):
+            continue
+        if s is None and st == "failed":
+            continue  # a device that died (XID 79) stopped its work: no slowdown to charge
+        if s is not None:
+            s = float(s)
         onset = v.onset_step if v.onset_step is not None else -math.inf
-        ev[v.device] = (float(s), float(onset))
+        ev[v.device] = (s, float(onset))
     return ev

@@ -740,7 +740,7 @@ class VerdictEngine:
                     stacklevel=3,
                 )
         if metric is not None:
-            self._meter(ids, timing, metric, st, jobs, pipelines, microbatches)
+            self._meter(ids, timing, metric, st, jobs, pipelines, microbatches, glist)
         for j, i in enumerate(dev):
             if jobs[j] is not None:
                 self._job[i] = jobs[j]
@@ -750,9 +750,9 @@ class VerdictEngine:
                 self._group[i] = glist[j]
                 self._metric[i] = metric
 
-    def _meter(self, ids, timing, metric, st, jobs, pipelines, microbatches) -> None:
+    def _meter(self, ids, timing, metric, st, jobs, pipelines, microbatches, groups) -> None:
         x = timing["compute_time"] if "compute_time" in timing else timing[metric]
-        full = self._cost.add(ids, x, timing.get("step_time"), st, jobs, pipelines, microbatches)
+        full = self._cost.add(ids, x, timing.get("step_time"), st, jobs, pipelines, microbatches, groups)
         if full:
             from ._cost import evidence_from
             from ._fuse import fuse
