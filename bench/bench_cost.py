@@ -12,6 +12,7 @@ every topology.
 
     python bench/bench_cost.py            # ~1-2 min on a 2-core machine
     python bench/bench_cost.py --seeds 3  # more seeds per topology
+    python bench/bench_cost.py --overhead # also: CPU cost of the meter in degrade analyze
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ def rel(a: float | None, b: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument(
+        "--overhead", action="store_true", help="time degrade analyze with and without the meter"
+    )
     args = ap.parse_args()
     worst: dict[str, float] = {}
     worst_naive: dict[str, float] = {}
@@ -175,6 +179,35 @@ def main() -> None:
             f"  {topo:<14} critical path {worst.get(topo, math.nan):6.1%}   naive {worst_naive.get(topo, math.nan):7.1%}"
         )
     print(f"CPU time {time.process_time() - t0:.1f} s (shared 2-core machine)")
+    if args.overhead:
+        overhead()
+
+
+def overhead(repeats: int = 3) -> None:
+    """CPU seconds of degrade analyze on the fleet_bench timings with the cost meter and without it."""
+    import degrade.verdict._cost as C
+
+    sim = simulate("fleet_bench", seed=0)
+    tim = sim.timings
+    analyze([tim])  # compile
+    orig = C.CostMeter.add
+
+    def timed(off: bool) -> float:
+        if off:
+            C.CostMeter.add = lambda self, *a, **k: False
+        try:
+            t = time.process_time()
+            analyze([tim])
+            return time.process_time() - t
+        finally:
+            C.CostMeter.add = orig
+
+    on = min(timed(False) for _ in range(repeats))
+    off = min(timed(True) for _ in range(repeats))
+    print(
+        f"degrade analyze, {tim.height:,} timing rows: {on:.2f} CPU-s with the meter, {off:.2f} without "
+        f"(x{on / off:.2f}, best of {repeats})"
+    )
 
 
 if __name__ == "__main__":

@@ -342,12 +342,10 @@ class _Job:
         self.nact.extend(present.sum(axis=1).astype(np.float64))
         if wall is not None:
             w = np.where(np.isfinite(wall) & (wall > 0), wall, np.nan)
-            n = np.isfinite(w).sum(axis=1)
-            self.wall.extend(
-                np.where(
-                    n > 0, np.where(np.isfinite(w), w, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan
-                )
-            )
+            # the first rank's step time (every rank's, in a synchronous job)
+            ok = np.isfinite(w)
+            first = np.argmax(ok, axis=1)
+            self.wall.extend(np.where(ok.any(axis=1), w[np.arange(T), first], np.nan))
         else:
             self.wall.extend(np.full(T, np.nan))
 
@@ -608,10 +606,12 @@ class CostMeter:
                 if mb is not None and np.isfinite(mb[cols_a]).any()
                 else None
             )
+            whole = len(order) == 1  # one job in the block (the usual case): no copies
+            w = None if wall is None else np.asarray(wall, dtype=np.float64)
             rec.add(
-                [ids[j] for j in cols],
-                x[:, cols_a],
-                None if wall is None else np.asarray(wall, dtype=np.float64)[:, cols_a],
+                list(ids) if whole else [ids[j] for j in cols],
+                x if whole else x[:, cols_a],
+                w if whole or w is None else w[:, cols_a],
                 st,
                 pipes,
                 micro,

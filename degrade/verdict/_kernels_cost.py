@@ -22,7 +22,18 @@ def _reduce_sync(
     T, N = x.shape
     tv = np.empty(K)
     ti = np.empty(K, dtype=np.int64)
+    # per-device sums of the current bucket, flushed when the bucket changes (or at the end)
+    acc_n = np.zeros(N)
+    acc_s = np.zeros(N)
+    cur = b[0] if T > 0 else 0
     for t in range(T):
+        if b[t] != cur:
+            for j in range(N):
+                bcount[cur, col[j]] += acc_n[j]
+                bsum[cur, col[j]] += acc_s[j]
+                acc_n[j] = 0.0
+                acc_s[j] = 0.0
+            cur = b[t]
         for k in range(K):
             tv[k] = -math.inf
             ti[k] = -1
@@ -31,13 +42,17 @@ def _reduce_sync(
         wn = 0
         bt = b[t]
         bjob[bt] += 1.0
-        for j in range(N):
-            v = x[t, j]
-            if has_wall:
+        if has_wall:
+            # the step time of the first rank that reports one: every rank's in a synchronous
+            # job (the only topology whose wall time is reported), so one read per row, not N
+            for j in range(N):
                 w = wall[t, j]
                 if math.isfinite(w) and w > 0.0:
-                    ws += w
-                    wn += 1
+                    ws = w
+                    wn = 1
+                    break
+        for j in range(N):
+            v = x[t, j]
             if not (math.isfinite(v) and v > 0.0):
                 continue
             cnt += 1
@@ -46,8 +61,8 @@ def _reduce_sync(
                 first[c] = st[t]
             if st[t] > last[c]:
                 last[c] = st[t]
-            bcount[bt, c] += 1.0
-            bsum[bt, c] += v
+            acc_n[j] += 1.0
+            acc_s[j] += v
             if v > tv[K - 1]:
                 k = K - 1
                 while k > 0 and v > tv[k - 1]:
@@ -65,3 +80,6 @@ def _reduce_sync(
                 top[t, k] = -1
         nact[t] = cnt
         wmean[t] = ws / wn if wn > 0 else math.nan
+    for j in range(N):
+        bcount[cur, col[j]] += acc_n[j]
+        bsum[cur, col[j]] += acc_s[j]

@@ -390,6 +390,7 @@ class VerdictEngine:
 
         # lost wall time per job from the timings seen (docs/cost.md); not part of state_dict
         self._cost = CostMeter()
+        self._cost_cache: tuple | None = None
 
     @staticmethod
     def _make_params(cfg: EngineConfig) -> np.ndarray:
@@ -990,7 +991,7 @@ class VerdictEngine:
 
         out = fuse(self.snapshot())
         if self._cost._jobs:
-            _, per = self._cost.costs(evidence_from(out))
+            _, per = self._costs_for(evidence_from(out))
             for v in out:
                 key = (v.job, v.device)
                 if key in per:
@@ -1006,7 +1007,14 @@ class VerdictEngine:
         from ._fuse import fuse
 
         vs = fuse(self.snapshot()) if verdicts is None else verdicts
-        return self._cost.costs(evidence_from(vs))[0]
+        return self._costs_for(evidence_from(vs))[0]
+
+    def _costs_for(self, evidence):
+        # verdicts() then job_costs(verdicts) on unchanged data compute the costs once
+        key = (self.t_, self._cost._rows, tuple(sorted(evidence.items())))
+        if self._cost_cache is None or self._cost_cache[0] != key:
+            self._cost_cache = (key, self._cost.costs(evidence))
+        return self._cost_cache[1]
 
     @property
     def devices_(self) -> list[str]:
