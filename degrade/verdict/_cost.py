@@ -438,18 +438,41 @@ class _Job:
             np.searchsorted(first, st, side="right") - np.searchsorted(last, st, side="left")
         ).astype(float)
 
-    def cost(self, evidence: dict[str, tuple[float, float]]) -> tuple[JobCost, dict[str, float]]:
-        """``evidence``: device -> (slowdown, onset step) of this job's charged devices."""
+    def _divisors(self, top, p: int, q: int, s: float, onset: float, f: float | None) -> np.ndarray:
+        """(T, K): what stage slot ``q`` of the entries of pipeline ``p`` is divided by in the what-if.
+
+        A steady slowdown ``s`` divides every step from onset by ``1 + s``. Intermittent stalls
+        (``f``: a slow step's time over a normal one, from the engine's stall evidence) divide
+        only the stalled steps by ``f``: those where the entry is more than ``sqrt(f)`` times the
+        slowest other entry of the step.
+        """
+        st = self.step.view()
+        hit = (top == p) & (st >= onset)[:, None]
+        if f is None or f <= 1.0:
+            return np.where(hit, 1.0 + s, 1.0)
+        val = self.val.view()
+        K = val.shape[1]
+        if K < 2:
+            return np.ones(top.shape)
+        first_other = np.where(np.arange(K)[None, :] == 0, val[:, 1:2], val[:, 0:1])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stalled = val / first_other > math.sqrt(f)
+        return np.where(hit & stalled, f, 1.0)
+
+    def cost(self, evidence: dict[str, tuple]) -> tuple[JobCost, dict[str, float]]:
+        """``evidence``: device -> (slowdown, onset step[, stall factor]) of this job's charged devices."""
         topo = self.topology()
         flagged = {}
-        for d, (s, onset) in evidence.items():
+        for d, ev in evidence.items():
             if d not in self.dev:
                 continue
+            s, onset = ev[0], ev[1]
+            f = ev[2] if len(ev) > 2 else None
             if s is None:  # flagged without a slowdown estimate: its measured excess, if clear
                 s = self.measured_slowdown(d, onset)
                 s = s if s >= _MEASURED_FLOOR else 0.0
             if s > 0:
-                flagged[d] = (s, onset)
+                flagged[d] = (s, onset, f)
         st = self.step.view()
         per_dev: dict[str, float] = dict(self.folded_dev)
         for d in evidence:
@@ -461,7 +484,8 @@ class _Job:
         w = np.where(np.isfinite(wall), wall, self.val.view()[:, 0] if self.step.n else wall)
         wall_s = self.folded_wall + float(np.nansum(w)) if self.step.n else self.folded_wall
         if topo == "replicas":
-            for d, (s, onset) in flagged.items():
+            for d, (s, onset, _f) in flagged.items():
+                # intermittent stalls too: s is their mean excess, so the expected loss is the same
                 c = self.dev[d]
                 expected, have = self._coverage(c, onset)
                 busy = self._from(self.bsum[:, c], max(onset, self.first[c]))
@@ -473,19 +497,19 @@ class _Job:
             pid = np.asarray(self.pid)
             pos = np.asarray(self.pos)
             members = self.members()
-            joint_div = np.ones((len(self.pipe_size), self.S))
-            joint_on = np.full((len(self.pipe_size), self.S), -np.inf)
+            top_all = self.top.view()
+            joint_f = np.ones((*top_all.shape, self.S))
             scales, weights = [], []
-            for d, (s, onset) in flagged.items():
+            for d, (s, onset, f) in flagged.items():
                 c = self.dev[d]
                 p, q = pid[c], pos[c]
-                joint_div[p, q], joint_on[p, q] = 1.0 + s, onset
+                div = self._divisors(top_all, p, q, s, onset, f)
+                joint_f[..., q] *= div
 
-                def one(top, p=p, q=q, s=s, onset=onset):
-                    f = np.ones((*top.shape, self.S))
-                    hit = (top == p) & (st >= onset)[:, None]
-                    f[..., q] = np.where(hit, 1.0 + s, 1.0)
-                    return f
+                def one(top, q=q, div=div):
+                    out = np.ones((*top.shape, self.S))
+                    out[..., q] = div
+                    return out
 
                 lost_t = self.whatif(one)
                 expected, have = self._coverage(c, onset)
@@ -495,14 +519,8 @@ class _Job:
                 scales.append(scale)
                 weights.append(lost)
 
-            def joint(top):
-                t = np.where(top >= 0, top, 0)
-                on = joint_on[t]  # (T, K, S)
-                f = np.where(st[:, None, None] >= on, joint_div[t], 1.0)
-                return np.where((top >= 0)[..., None], f, 1.0)
-
             if flagged:
-                lost_t = self.whatif(joint)
+                lost_t = self.whatif(lambda top: joint_f)
                 scale = float(np.average(scales, weights=weights)) if sum(weights) > 0 else 1.0
                 job_lost += float(lost_t.sum()) * scale
                 gpu_s += float((lost_t * members).sum()) * scale

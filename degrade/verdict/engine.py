@@ -755,10 +755,9 @@ class VerdictEngine:
         x = timing["compute_time"] if "compute_time" in timing else timing[metric]
         full = self._cost.add(ids, x, timing.get("step_time"), st, jobs, pipelines, microbatches, groups)
         if full:
-            from ._cost import evidence_from
             from ._fuse import fuse
 
-            self._cost.fold(evidence_from(fuse(self.snapshot())))
+            self._cost.fold(self._cost_evidence(fuse(self.snapshot())))
 
     def _drain_events(self, n_ev: int) -> None:
         for row in self._ev[:n_ev]:
@@ -986,12 +985,11 @@ class VerdictEngine:
         Each flagged device with timings carries ``lost_seconds``: the wall
         time its job lost to it (docs/cost.md).
         """
-        from ._cost import evidence_from
         from ._fuse import fuse
 
         out = fuse(self.snapshot())
         if self._cost._jobs:
-            _, per = self._costs_for(evidence_from(out))
+            _, per = self._costs_for(self._cost_evidence(out))
             for v in out:
                 key = (v.job, v.device)
                 if key in per:
@@ -1003,11 +1001,26 @@ class VerdictEngine:
 
         ``verdicts`` defaults to :meth:`verdicts`; pass them when already at hand.
         """
-        from ._cost import evidence_from
         from ._fuse import fuse
 
         vs = fuse(self.snapshot()) if verdicts is None else verdicts
-        return self._costs_for(evidence_from(vs))[0]
+        return self._costs_for(self._cost_evidence(vs))[0]
+
+    def _cost_evidence(self, verdicts) -> dict:
+        """The charged devices' (slowdown, onset, stall factor): a device whose slowdown is its
+        intermittent-stall evidence is charged on its stalled steps, by their factor."""
+        from ._cost import evidence_from
+
+        ev = evidence_from(verdicts)
+        for d, (s, onset) in list(ev.items()):
+            i = self._ids.get(d)
+            if i is None or s is None:
+                continue
+            r = self._SB[i]
+            n_slow, n = r[K.C_SQ], max(r[K.C_AN], 1.0)
+            if n_slow > 0 and math.isclose(s, math.expm1(r[K.C_ASUM] / n), rel_tol=1e-9):
+                ev[d] = (s, onset, 1.0 + math.expm1(r[K.C_XP] / n_slow))
+        return ev
 
     def _costs_for(self, evidence):
         # verdicts() then job_costs(verdicts) on unchanged data compute the costs once
