@@ -191,6 +191,30 @@ def test_fold_keeps_memory_bounded_and_the_total():
     )
 
 
+def test_long_runs_merge_buckets_and_keep_the_figures(monkeypatch):
+    import degrade.verdict._cost as C
+
+    rng = np.random.default_rng(8)
+    T, N = 20000, 6
+    x = 0.2 * np.exp(0.02 * rng.standard_normal((T, N)))
+    x[rng.random((T, N)) < 0.05] = np.nan
+    x[5000:, 1] *= 1.15
+    ids = [f"g{i}" for i in range(N)]
+    ev = {"g1": (0.15, 5000.0), "g4": (None, -math.inf)}
+    out = []
+    for cap in (512, 10**6):
+        monkeypatch.setattr(C, "_MAX_BUCKETS", cap)
+        m = CostMeter()
+        for a in range(0, T, 3000):
+            m.add(ids, x[a : a + 3000], None, np.arange(a, min(a + 3000, T), dtype=float), job="j")
+        rec = m._jobs["j"]
+        out.append((m.costs(ev), rec.bcount.shape[0], rec.bucket))
+    (small, nb, width), (big, nb_big, _) = out
+    assert nb <= 512 < nb_big and width == 64
+    assert small[0][0].lost_seconds == pytest.approx(big[0][0].lost_seconds, rel=1e-3)
+    assert small[1] == pytest.approx(big[1], rel=1e-3, abs=1e-9)
+
+
 def test_engine_fills_lost_seconds_and_job_costs():
     rng = np.random.default_rng(0)
     t = 0.1 * np.exp(0.01 * rng.standard_normal((400, 4)))

@@ -42,6 +42,9 @@ _USE_KERNEL = True
 #: a device flagged without a slowdown estimate is charged when its measured excess is at least this
 _MEASURED_FLOOR = 0.02
 
+#: per device and job, at most this many step buckets are kept (then they are merged in pairs)
+_MAX_BUCKETS = 512
+
 #: statuses whose evidence is charged (healthy and unknown devices cost nothing)
 _CHARGED = ("suspect", "degraded", "failed")
 
@@ -211,7 +214,8 @@ class _Job:
     def _grow_buckets(self, n_dev: int, b_hi: int) -> None:
         nb, nd = self.bcount.shape
         if n_dev > nd or b_hi >= nb:
-            shape = (max(b_hi + 1, 2 * nb if b_hi >= nb else nb), max(n_dev, nd))
+            rows = max(b_hi + 1, min(2 * nb, _MAX_BUCKETS) if b_hi >= nb else nb)
+            shape = (rows, max(n_dev, nd))
             for name in ("bcount", "bsum"):
                 a = np.zeros(shape)
                 a[:nb, :nd] = getattr(self, name)
@@ -219,6 +223,19 @@ class _Job:
             bj = np.zeros(shape[0])
             bj[: self.bjob.size] = self.bjob
             self.bjob = bj
+
+    def _coarsen(self) -> None:
+        nb = self.bcount.shape[0]
+        half = (nb + 1) // 2
+        for name in ("bcount", "bsum"):
+            a = getattr(self, name)
+            pad = np.zeros((2 * half, a.shape[1]))
+            pad[:nb] = a
+            setattr(self, name, pad[0::2] + pad[1::2])
+        pad = np.zeros(2 * half)
+        pad[:nb] = self.bjob
+        self.bjob = pad[0::2] + pad[1::2]
+        self.bucket *= 2
 
     # ---------------------------------------------------------------- add
     def add(self, ids, x, wall, steps, pipes, micro) -> None:
@@ -233,6 +250,10 @@ class _Job:
         if self.b0 is None:
             self.b0 = float(np.nanmin(st)) if np.isfinite(st).any() else 0.0
         b = np.maximum(np.floor((st - self.b0) / self.bucket).astype(np.int64), 0)
+        while T and int(b.max()) >= _MAX_BUCKETS:
+            # a long run: buckets twice as wide, so their memory stays bounded (devices x _MAX_BUCKETS)
+            self._coarsen()
+            b = np.maximum(np.floor((st - self.b0) / self.bucket).astype(np.int64), 0)
         self._grow_buckets(n_dev, int(b.max()) if T else 0)
         if not self.pipelined and _USE_KERNEL:
             self._add_kernel(x, wall, st, b, cols)
