@@ -553,3 +553,24 @@ def test_agent_exporter_exposes_the_job_lost_time():
     lost = eng.job_costs()[0].lost_seconds
     assert f'degrade_job_lost_seconds_total{{job="j",topology="synchronous"}} {lost!r}' in text
     assert "degrade_job_lost_gpu_hours_total" in text
+
+
+def test_table_and_html_show_the_cost_costliest_first(analysed):
+    from rich.console import Console
+
+    from degrade.analyze._formats import render_table
+    from degrade.analyze._report import render_report
+
+    sim, res = analysed["synchronous"]
+    console = Console(width=80, record=True, no_color=True)
+    render_table(res, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    section = text[text.index("What it cost") :]
+    jobs = [c.job for c in res.costs if c.lost_seconds > 0]
+    assert jobs == sorted(
+        jobs, key=lambda j: -next(c.lost_gpu_hours for c in res.costs if c.job == j)
+    )
+    assert section.index(jobs[0]) < section.index(jobs[1])
+    html = render_report(res)
+    assert html.count('class="job-cost"') == len(jobs) and "What it cost" in html
