@@ -161,6 +161,10 @@ class DegradeCollector:
                     fam.add_metric(lab, float(val))
             info_m.add_metric([*lab, v.action or ""], 1.0)
         yield from (status, sev, slow, score, onset, detected, present, last, info_m)
+        from degrade.loop._prometheus import cost_families
+
+        # degrade_job_lost_seconds_total & co.: empty until timings reach the engine (docs/cost.md)
+        yield from cost_families(snap.get("job_costs", []), snap["verdicts"])
 
         errs = CounterMetricFamily(
             "degrade_nvml_errors",

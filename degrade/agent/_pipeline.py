@@ -546,6 +546,8 @@ class Agent:
                 "last_poll_time": self.last_poll_time,
                 "state_saves_total": self.state_saves_total,
                 "agent_errors": dict(self.errors_total),
+                # lost time of jobs whose timings reached this agent's engine (docs/cost.md)
+                "job_costs": self.engine.job_costs(verdicts) if self.engine.devices_ else [],
             }
 
 

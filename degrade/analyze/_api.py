@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["AnalysisResult", "analyze", "SCHEMA_VERSION"]
 
-#: version of the JSON document (docs/json-contract.md); bumped on breaking changes
-SCHEMA_VERSION = "1.0"
+#: version of the JSON document (docs/json-contract.md): the major part on breaking changes,
+#: the minor part on additive ones (1.1: lost time, ``costs`` and ``verdicts[].lost_seconds``)
+SCHEMA_VERSION = "1.1"
 
 _ENGINES = ("polars", "dask")
 
@@ -48,6 +49,8 @@ class AnalysisResult:
         (rows and cells) — the memory footprint indicator.
     config : dict
         The engine configuration used.
+    costs : list of JobCost
+        What each job's flagged devices cost it (docs/cost.md), costliest first.
     """
 
     verdicts: list[Verdict]
@@ -57,6 +60,7 @@ class AnalysisResult:
     stats: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     _sources: list = field(default_factory=list, repr=False)
+    costs: list = field(default_factory=list)
     _fleet: Any = field(default=None, repr=False)
 
     @property
@@ -123,9 +127,12 @@ class AnalysisResult:
                 "seconds": stats.get("seconds"),
                 "peak_block_rows": int(stats.get("peak_block_rows", 0)),
                 "peak_block_cells": int(stats.get("peak_block_cells", 0)),
+                "lost_seconds": round(sum(c.lost_seconds for c in self.costs), 6),
+                "lost_gpu_hours": round(sum(c.lost_gpu_hours for c in self.costs), 6),
             },
             "verdicts": [v.to_dict() for v in self.verdicts],
             "jobs": [e.to_dict() for e in self.jobs],
+            "costs": [c.to_dict() for c in self.costs],
             "warnings": [w.to_dict() for w in self.warnings],
             "fleet": self.fleet.to_dict(),
         }
@@ -288,10 +295,11 @@ def analyze(
                     results = list(pool.map(
                         lambda u: run_unit(u, sources, cfg, chunk, progress=tick), units))
 
-    verdicts, events = [], []
+    verdicts, events, costs = [], [], []
     for r in results:
         verdicts.extend(r.verdicts)
         events.extend(r.events)
+        costs.extend(getattr(r, "costs", []))
         log.merge(r.log)
     verdicts.sort(key=lambda v: (v.job is not None, str(v.job), v.device))
     events.sort(key=lambda e: (e.job is not None, str(e.job), e.start_step if e.start_step is not None else -1,
@@ -317,6 +325,7 @@ def analyze(
         verdicts=verdicts, jobs=events, warnings=log.items(),
         inputs=[s.describe() for s in sources], stats=stats,
         config={**_config_dict(cfg), "engine": engine}, _sources=sources,
+        costs=sorted(costs, key=lambda c: (-c.lost_gpu_hours, -c.lost_seconds, str(c.job))),
     )
 
 

@@ -212,5 +212,11 @@ def _finish(kind, job, meta, present, values, steps, timestamps, rows) -> Block:
         groups = None if groups is None else [groups[i] for i in idx]
         hosts = None if hosts is None else [hosts[i] for i in idx]
         values = {c: np.ascontiguousarray(v[:, idx]) for c, v in values.items()}
-    return Block(kind=kind, job=job, devices=devices, values=values, steps=steps,
-                 timestamps=timestamps, groups=groups, hosts=hosts, rows=rows)
+    block = Block(kind=kind, job=job, devices=devices, values=values, steps=steps,
+                  timestamps=timestamps, groups=groups, hosts=hosts, rows=rows)
+    for col, key in (("pipeline", "pipelines"), ("microbatches", "microbatches")):
+        # pipeline structure for the lost-time estimate (docs/cost.md)
+        if kind == "timings" and col in meta.columns and meta.get_column(col).null_count() < meta.height:
+            vals = meta.get_column(col).to_list()
+            block.extra[key] = vals if present.all() else [vals[i] for i in np.flatnonzero(present)]
+    return block

@@ -43,6 +43,7 @@ _COLUMNS = (
     ("k8s_health", "String"), ("slowdown", "Float64"), ("onset_step", "Int64"),
     ("onset_time", "Float64"), ("detected_step", "Int64"), ("detected_time", "Float64"),
     ("score", "Float64"), ("reasons", "List[String]"), ("action", "String"), ("signals", "String"),
+    ("lost_seconds", "Float64"),  # since schema 1.1 (docs/cost.md)
 )
 
 
@@ -140,6 +141,17 @@ def _pct(x) -> str:
     return "" if x is None else f"{100.0 * x:+.1f} %"
 
 
+def format_seconds(x: float | None) -> str:
+    """Lost time, short: ``"41 s"``, ``"12.5 min"``, ``"3.2 h"`` (docs/cost.md)."""
+    if x is None or not math.isfinite(x):
+        return ""
+    if x < 90:
+        return f"{x:.1f} s" if x < 10 else f"{x:.0f} s"
+    if x < 5400:
+        return f"{x / 60:.1f} min"
+    return f"{x / 3600:.1f} h"
+
+
 def _num(x, fmt="{:,}") -> str:
     return "" if x is None else fmt.format(x)
 
@@ -227,14 +239,15 @@ def _device_rows(result, flagged, full_ids: bool) -> list[dict[str, str]]:
             "onset": format_when(v.onset_step, v.onset_time),
             "detected": format_when(v.detected_step, v.detected_time),
             "score": score_text(v.score),
+            "lost": format_seconds(getattr(v, "lost_seconds", None)),
         })
     return rows
 
 
 _DEVICE_COLS = [("status", "status", "l"), ("device", "device", "l"), ("job", "job", "l"),
                 ("host", "host", "l"), ("slowdown", "slowdown", "r"), ("onset", "onset", "l"),
-                ("detected", "detected", "l"), ("score", "score", "r")]
-_DEVICE_PRIORITY = ["status", "device", "slowdown", "onset", "job", "host", "detected"]
+                ("detected", "detected", "l"), ("score", "score", "r"), ("lost", "job lost", "r")]
+_DEVICE_PRIORITY = ["status", "device", "slowdown", "onset", "job", "host", "lost", "detected"]
 
 
 def _devices(result, flagged, console, width: float, wide: bool) -> bool:
@@ -335,6 +348,33 @@ def _job_events(events, console, width: float, *, detail_limit: int = 12, ids=No
                     _print(console, line)
 
 
+_COST_COLS = [("job", "job", "l"), ("lost", "lost", "r"), ("gpu_h", "GPU-hours", "r"), ("share", "share", "r"),
+              ("topology", "topology", "l"), ("worst", "costliest", "l")]
+
+
+def _costs(costs, console, width: float, ids) -> None:
+    """What each job lost to its flagged devices, costliest first (docs/cost.md)."""
+    _paragraph(console, "", "What it cost (wall time lost had each flagged device run at its peer "
+               "median; GPU-hours = lost time x devices in the job)", width, "bold")
+    rows = []
+    for c in sorted(costs, key=lambda c: (-c.lost_gpu_hours, -c.lost_seconds, str(c.job))):
+        worst = next(iter(c.devices_lost_seconds), None)
+        rows.append({"job": _num(c.job, "{}"), "lost": format_seconds(c.lost_seconds),
+                     "gpu_h": f"{c.lost_gpu_hours:,.2f}", "share": "" if c.lost_share is None
+                     else f"{100.0 * c.lost_share:.1f} %", "topology": c.topology,
+                     "worst": "" if worst is None else ids.get(worst, worst)})
+    layout = _fit(rows, _COST_COLS, ["job", "lost", "gpu_h", "share", "worst", "topology"], width, keep=1)
+    shown = {k for k, *_ in layout}
+    _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
+    _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
+    for cells in rows:
+        _print(console, _row_text(cells, layout))
+        for k, h, _ in _COST_COLS:
+            if k not in shown and cells.get(k):
+                for line in _wrap(h, [cells[k]], width, bullet=False):
+                    _print(console, line, "dim")
+
+
 def _paragraph(console, prefix: str, text: str, width: float, style: str | None = None) -> None:
     avail = int(width) if math.isfinite(width) else 10**9
     for line in textwrap.wrap(prefix + text, max(24, avail), subsequent_indent="  ",
@@ -352,7 +392,11 @@ def render_table(result, console=None, *, limit: int = 200, wide: bool = False) 
     if console is None:
         console = rich_console.Console()
     width: float = float("inf") if wide else max(int(console.width), 40)
-    flagged = result.flagged()
+    # worst status first, and within a status the costliest (docs/cost.md); ties keep flagged()'s order
+    from ..verdict import Status
+
+    flagged = sorted(result.flagged(),
+                     key=lambda v: (-Status(v.status).severity, -(getattr(v, "lost_seconds", None) or 0.0)))
     if flagged:
         n = len(result.verdicts)
         _paragraph(console, "", f"Devices that are not healthy: {len(flagged)} of {n} (times in UTC)",
@@ -365,6 +409,10 @@ def render_table(result, console=None, *, limit: int = 200, wide: bool = False) 
                        "--format json for the full UUID", width, "dim")
     else:
         _paragraph(console, "", "No device is suspect, degraded, failed or unknown.", width, "green")
+    costs = [c for c in getattr(result, "costs", []) if c.lost_seconds > 0]
+    if costs:
+        _print(console, "")
+        _costs(costs, console, width, {} if wide else short_ids(v.device for v in result.verdicts))
     if result.jobs:
         _print(console, "")
         _job_events(result.jobs, console, width,

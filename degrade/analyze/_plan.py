@@ -49,6 +49,7 @@ class UnitResult:
     peak_rows: int = 0
     peak_cells: int = 0
     blocks: int = 0
+    costs: list = field(default_factory=list)  # JobCost per job (docs/cost.md)
 
 
 def _timing_where(job, a=None, b=None):
@@ -249,7 +250,7 @@ def _plan_timings(tl, schema, tcols, reports, log: WarningLog):
 
     aggs = [pl.len().alias("_n"), pl.len().alias("rows")]
     aggs += [pl.col("step").min().alias("step_min"), pl.col("step").max().alias("step_max")]
-    for opt in ("host", "group"):
+    for opt in ("host", "group", "pipeline", "microbatches"):
         if opt in schema:
             aggs.append(pl.col(opt).drop_nulls().first().alias(opt))
     if "timestamp" in schema:
@@ -421,10 +422,16 @@ def run_unit(unit: Unit, sources: list[Source], config, chunk_rows: int = DEFAUL
                   "hosts": block.hosts}
         if block.steps is not None:
             kwargs["steps"] = block.steps
+        if "pipelines" in block.extra:
+            kwargs["pipelines"] = block.extra["pipelines"]
+            kwargs["microbatches"] = block.extra.get("microbatches")
         engine.run(block.devices, block.values, **kwargs)
         if progress is not None:
             # rows read, duplicates included: the plan's total counts them too
             progress(block.extra.get("input_rows", block.rows))
     res.verdicts = list(engine.verdicts())
     res.events = list(engine.job_events())
+    job_costs = getattr(engine, "job_costs", None)
+    if job_costs is not None and unit.timing_meta is not None:
+        res.costs = list(job_costs(res.verdicts))
     return res

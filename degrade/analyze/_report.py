@@ -366,10 +366,33 @@ def _cause(e) -> str:
     return f' <span class="muted">(caused by {_esc(cause)})</span>' if cause else ""
 
 
+def _cost_section(result, ids, format_seconds) -> list[str]:
+    """What each job lost to its flagged devices, costliest first (docs/cost.md)."""
+    costs = [c for c in getattr(result, "costs", []) if c.lost_seconds > 0]
+    if not costs:
+        return []
+    out = ["<h2>What it cost</h2>",
+           '<p class="muted">Wall time each job lost had every flagged device run at its peer median '
+           "(the step's critical path recomputed); GPU-hours = lost time × devices in the job. "
+           "See docs/cost.md.</p>",
+           '<table class="costs"><tr><th>job</th><th>lost</th><th>GPU-hours</th><th>share of wall time</th>'
+           "<th>topology</th><th>devices</th><th>by device</th></tr>"]
+    for c in sorted(costs, key=lambda c: (-c.lost_gpu_hours, -c.lost_seconds, str(c.job))):
+        by = ", ".join(f'<span title="{_esc(d)}">{_esc(ids.get(d, d))}</span> {_esc(format_seconds(s))}'
+                       for d, s in c.devices_lost_seconds.items())
+        share = "" if c.lost_share is None else f"{100.0 * c.lost_share:.1f} %"
+        out.append(f'<tr class="job-cost" data-job="{_esc(c.job)}"><td>{_esc(c.job)}</td>'
+                   f'<td class="num">{_esc(format_seconds(c.lost_seconds))}</td>'
+                   f'<td class="num">{c.lost_gpu_hours:,.2f}</td><td class="num">{share}</td>'
+                   f"<td>{_esc(c.topology)}</td><td class=\"num\">{c.devices}</td><td>{by}</td></tr>")
+    out.append("</table>")
+    return out
+
+
 def render_report(result, *, max_devices: int = 50) -> str:
     """The HTML report of ``result`` as text (see :func:`write_report`)."""
     from .. import __version__
-    from ._formats import format_when, humanize, score_text, short_ids
+    from ._formats import format_seconds, format_when, humanize, score_text, short_ids
 
     flagged = result.flagged()  # every device that is not healthy, unknown ones included
     ids = short_ids(v.device for v in result.verdicts)
@@ -380,12 +403,14 @@ def render_report(result, *, max_devices: int = 50) -> str:
              f'<p>{_esc(result.summary())}</p>',
              '<table><tr>' + "".join(f'<th>{k}</th>' for k in c) + '</tr><tr>'
              + "".join(f'<td class="num s-{k}">{n}</td>' for k, n in c.items()) + '</tr></table>']
+    parts.extend(_cost_section(result, ids, format_seconds))
     parts.append("<h2>Devices that are not healthy</h2>")
     if flagged:
         parts.append('<p class="muted">Times in UTC. The full UUID is in each card and in the JSON '
                      "output.</p>")
         parts.append('<table class="devices"><tr><th>status</th><th>device</th><th>job</th><th>host</th>'
-                     "<th>slowdown</th><th>onset</th><th>detected</th><th>score</th><th>why</th></tr>")
+                     "<th>slowdown</th><th>onset</th><th>detected</th><th>score</th><th>job lost</th>"
+                     "<th>why</th></tr>")
         for i, v in enumerate(flagged):
             st = str(v.status)
             name = _esc(ids.get(v.device, v.device))
@@ -399,7 +424,8 @@ def render_report(result, *, max_devices: int = 50) -> str:
                 f'<td>{_esc(v.host)}</td><td class="num">{_pct(v.slowdown)}</td>'
                 f'<td class="num">{_esc(format_when(v.onset_step, v.onset_time))}</td>'
                 f'<td class="num">{_esc(format_when(v.detected_step, v.detected_time))}</td>'
-                f'<td class="num">{_esc(score_text(v.score))}</td><td>{why}</td></tr>')
+                f'<td class="num">{_esc(score_text(v.score))}</td>'
+                f'<td class="num">{_esc(format_seconds(v.lost_seconds))}</td><td>{why}</td></tr>')
         parts.append("</table>")
     else:
         parts.append("<p>None: every device with enough data is healthy.</p>")
@@ -410,7 +436,8 @@ def render_report(result, *, max_devices: int = 50) -> str:
                      f'{_esc(v.job)} · host {_esc(v.host)} · slowdown {_pct(v.slowdown) or "n/a"}'
                      f' · onset {_esc(format_when(v.onset_step, v.onset_time)) or "n/a"}'
                      f' · detected {_esc(format_when(v.detected_step, v.detected_time)) or "n/a"}'
-                     "</span></h3>")
+                     + (f" · job lost {_esc(format_seconds(v.lost_seconds))}" if v.lost_seconds else "")
+                     + "</span></h3>")
         if v.reasons:
             parts.append("<ul>" + "".join(f"<li>{_esc(humanize(r))}</li>" for r in v.reasons) + "</ul>")
         if v.action:

@@ -396,7 +396,7 @@ def _timings_part(part: _Part):
         c = pl.col(src)
         if canon == "device" or canon in ("job", "host", "group"):
             e = c.cast(pl.String)
-        elif canon == "step" or canon == "rank":
+        elif canon in ("step", "rank", "pipeline", "microbatches"):
             if not _is_numeric(dtype):
                 raise SchemaError(f"{label}: column {src!r} holds {dtype} values; expected integer {canon}")
             e = c.cast(pl.Float64).floor().cast(pl.Int64) if dtype.is_float() else c.cast(pl.Int64)

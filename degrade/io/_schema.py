@@ -27,6 +27,10 @@ TIMING_COLUMNS: dict[str, str] = {
     "rank": "Int64",
     "group": "String",
     "timestamp": "Float64",
+    # pipeline parallelism (docs/cost.md): the pipeline (data-parallel replica) a stage's device
+    # belongs to, and the microbatches each pipeline runs per step; optional, for the lost-time estimate
+    "pipeline": "Int64",
+    "microbatches": "Int64",
 }
 
 #: metric columns of the counters frame and their dtype (missing = null)

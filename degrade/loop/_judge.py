@@ -128,7 +128,11 @@ class Judge:
         )
 
     def verdicts(self) -> list:
-        return self.engine.verdicts()
+        out = self.engine.verdicts()
+        # what the job lost to its flagged devices, from the same verdicts (docs/cost.md)
+        job_costs = getattr(self.engine, "job_costs", None)
+        self.costs = job_costs(out) if job_costs is not None else []
+        return out
 
     def job_events(self) -> list:
         return self.engine.job_events()

@@ -181,7 +181,7 @@ class _JudgeWorker:
                     if isinstance(item, Gathered):
                         item = item.summaries()
                     judge.feed(item)
-                    self.out.append((judge.verdicts(), judge.job_events()))
+                    self.out.append((judge.verdicts(), judge.job_events(), getattr(judge, "costs", None)))
             except Exception as exc:  # noqa: BLE001 - handed to the main thread, which decides
                 broken = True
                 self.out.append(exc)
@@ -442,6 +442,7 @@ class Monitor:
         self._verdicts: dict[str, Verdict] = {}
         self._restored: dict[str, Verdict] = {}
         self._events: list = []
+        self._costs: list = []  # JobCost of the job (docs/cost.md), from the last judgement round
         self._acted: set[str] = set()
         self._meta: dict | None = None
         self._window_median = _NAN
@@ -782,7 +783,8 @@ class Monitor:
         if isinstance(summaries, Gathered):
             summaries = summaries.summaries()
         self._judge.feed(summaries)
-        return self._on_verdicts(self._judge.verdicts(), self._judge.job_events())
+        return self._on_verdicts(self._judge.verdicts(), self._judge.job_events(),
+                                 getattr(self._judge, "costs", None))
 
     def _judged(self, block: bool) -> list:
         """Verdicts the background judge has finished since the last call."""
@@ -802,9 +804,11 @@ class Monitor:
             if Status(v.status) != Status.UNKNOWN and Status(v.status).severity >= low
         }
 
-    def _on_verdicts(self, verdicts: list[Verdict], events: list) -> list:
+    def _on_verdicts(self, verdicts: list[Verdict], events: list, costs: list | None = None) -> list:
         """One judgement round finished here: record changes and the round's flagged devices."""
         fire = []
+        if costs is not None:
+            self._costs = list(costs)
         own = self._meta["device"]
         for v in verdicts:
             kept = self._restored.get(v.device)
@@ -1109,6 +1113,19 @@ class Monitor:
         """Slowdowns that hit every peer at once (never blamed on a device)."""
         return list(self._events)
 
+    def job_costs(self) -> list:
+        """What the job lost to its flagged devices so far: :class:`~degrade.verdict.JobCost` (docs/cost.md)."""
+        return list(self._costs)
+
+    def collector(self):
+        """A prometheus_client collector: ``degrade_job_lost_seconds_total`` and friends (docs/cost.md).
+
+        Register it with ``prometheus_client.REGISTRY.register(mon.collector())``.
+        """
+        from ._prometheus import LoopCollector
+
+        return LoopCollector(self)
+
     def status(self) -> dict:
         """A JSON-ready snapshot of the monitor's state."""
         own = self.verdict()
@@ -1134,6 +1151,7 @@ class Monitor:
             else None,
             "last": self._last_dict(),
             "verdict": own.to_dict() if own is not None else None,
+            "cost": self._costs[0].to_dict() if self._costs else None,
             "error": self.error_,
             "outcome": None
             if self._outcome is None

@@ -48,6 +48,9 @@ class SimResult:
     scenario: Scenario
     seed: int
     jobs: list[dict] = field(default_factory=list)
+    #: true lost wall time (docs/cost.md): per fault, actual wall minus the wall with that fault
+    #: removed (same noise), and per job (``device`` null) with all its faults removed
+    lost: Any = None
 
     def write(self, directory, *, partition_by: str | None = None) -> dict[str, str]:
         """Write timings.parquet, counters.parquet and truth.parquet into ``directory``.
@@ -179,12 +182,13 @@ def simulate(scenario, seed: int | None = None) -> SimResult:
     faults = list(sc.faults) + _random_faults(sc, fault_rng)
     instances = [(job, name) for job in sc.jobs for name in _instance_names(job)]
     streams = root.spawn(len(instances) + 1)[1:]
-    tim, cnt, tru, jobs_meta = [], [], [], []
+    tim, cnt, tru, jobs_meta, lost = [], [], [], [], []
     host_counter = 0
     for (job, name), ss in zip(instances, streams):
         rng = np.random.default_rng(ss)
         jf = [f for f in faults if f.job == name]
         t, c, tr, meta, used_hosts = _simulate_job(sc, job, name, jf, rng, host_counter)
+        lost.extend(meta.pop("lost_rows"))
         host_counter += used_hosts
         tim.append(t)
         cnt.append(c)
@@ -203,7 +207,11 @@ def simulate(scenario, seed: int | None = None) -> SimResult:
         "end_step": pl.Int64, "expected_status": pl.String,
     }
     truth = pl.DataFrame(tru, schema=truth_schema, orient="row") if tru else pl.DataFrame(schema=truth_schema)
-    return SimResult(timings, counters, truth, sc, seed, jobs_meta)
+    lost_schema = {"job": pl.String, "device": pl.String, "fault": pl.String, "topology": pl.String,
+                   "devices": pl.Int64, "lost_seconds": pl.Float64, "lost_gpu_hours": pl.Float64,
+                   "wall_seconds": pl.Float64}
+    lost_frame = pl.DataFrame(lost, schema=lost_schema, orient="row") if lost else pl.DataFrame(schema=lost_schema)
+    return SimResult(timings, counters, truth, sc, seed, jobs_meta, lost_frame)
 
 
 def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec], rng, host0: int):
@@ -269,6 +277,7 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
     stop_at = S
     steps = np.arange(S)
     fault_rows = []
+    factors = []  # each fault's own compute and communication factors, for the true lost time
     for f in faults:
         m = FAULTS[f.type].default_magnitude if f.magnitude is None else float(f.magnitude)
         if f.type == "stall":
@@ -281,6 +290,7 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
         cf, mf = timing_effect(f.type, m, f.params, rel, rng)
         comp_f[:, f.device] *= cf
         comm_f *= mf
+        factors.append((cf, mf))
         if f.type == "xid79":
             if job.kind == "inference":
                 active[f.onset_step:, f.device] = False
@@ -328,11 +338,11 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
         step_time = compute + (job.comm_time * np.exp(rng.normal(0.0, 0.05, (S, N))))
         ends = t0 + np.cumsum(step_time + gaps[:, None], axis=0)
     else:
-        slowest = np.where(active, compute, -np.inf).max(axis=1)
-        slowest = np.where(np.isfinite(slowest), slowest, 0.0)
-        wall = slowest + comm + ckpt
+        wall = _sync_wall(job, compute, active) + comm + ckpt
         step_time = np.broadcast_to(wall[:, None], (S, N))
         ends = np.broadcast_to((t0 + np.cumsum(wall + gaps))[:, None], (S, N))
+    lost_rows = _true_lost(job, name, uuids, faults, factors, compute, comm, ckpt, active, comp_f,
+                           comm_f, wall if job.kind != "inference" else None)
 
     keep = active.copy()
     if job.missing_rate > 0:
@@ -357,6 +367,10 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
         "step_time": reported["step_time"],
         "compute_time": reported["compute_time"],
     }
+    if job.kind == "pipeline" and job.microbatches > 0:
+        n_st = len(job.stage_times or [1.0, 0.9, 0.95, 1.15])
+        timings["pipeline"] = (np.arange(N) // n_st)[dev_i].astype(np.int64)
+        timings["microbatches"] = np.full(dev_i.size, int(job.microbatches), dtype=np.int64)
 
     # ---- counters
     counters = _counters(sc, job, spec, active, ends, step_time, fault_rows, uuids, hosts, host_idx, gpu_idx, rng)
@@ -370,8 +384,51 @@ def _simulate_job(sc: Scenario, job: JobSpec, name: str, faults: list[FaultSpec]
             uuids[f.device], name, hosts[host_idx[f.device]], f.type, int(f.onset_step), float(start), float(m),
             None if f.end_step is None else int(f.end_step), expected_status(f.type, m, f.params),
         ))
-    meta = {"job": name, "kind": job.kind, "devices": N, "steps": S, "restarts": restarts}
+    meta = {"job": name, "kind": job.kind, "devices": N, "steps": S, "restarts": restarts, "lost_rows": lost_rows}
     return timings, counters, truth, meta, len(hosts)
+
+
+def _sync_wall(job: JobSpec, compute: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """The compute part of a synchronous step: the slowest device, or the slowest microbatch pipeline."""
+    if job.kind == "pipeline" and job.microbatches > 0:
+        S, N = compute.shape
+        n_st = len(job.stage_times or [1.0, 0.9, 0.95, 1.15])
+        c = np.where(active, compute, 0.0).reshape(S, N // n_st, n_st)
+        m = float(job.microbatches)
+        return ((c.sum(axis=2) + (m - 1.0) * c.max(axis=2)) / m).max(axis=1)
+    slowest = np.where(active, compute, -np.inf).max(axis=1)
+    return np.where(np.isfinite(slowest), slowest, 0.0)
+
+
+def _true_lost(job, name, uuids, faults, factors, compute, comm, ckpt, active, comp_f, comm_f, wall):
+    """Ground truth of the lost time: the wall time with a fault removed, all else (noise) the same."""
+    N = compute.shape[1]
+    run = active.any(axis=1)
+    members = active.sum(axis=1)
+    if job.kind == "inference":
+        topo = "replicas"
+        rows, total = [], 0.0
+        for f, (cf, _mf) in zip(faults, factors):
+            d = f.device
+            lost = float(np.where(active[:, d], compute[:, d] - compute[:, d] / cf, 0.0).sum())
+            total += lost
+            rows.append((name, uuids[d], f.type, topo, N, lost, lost / 3600.0, None))
+        busy = float(np.where(active, compute, 0.0).sum())
+        return rows + [(name, None, None, topo, N, total, total / 3600.0, busy)]
+    topo = "pipeline" if job.kind == "pipeline" and job.microbatches > 0 else "synchronous"
+    rows = []
+    for f, (cf, mf) in zip(faults, factors):
+        clean = compute.copy()
+        clean[:, f.device] = clean[:, f.device] / cf
+        w = _sync_wall(job, clean, active) + comm / mf + ckpt
+        diff = np.where(run, wall - w, 0.0)
+        rows.append((name, uuids[f.device], f.type, topo, N, float(diff.sum()), float((diff * members).sum()) / 3600.0,
+                     None))
+    w = _sync_wall(job, compute / comp_f, active) + comm / comm_f + ckpt
+    diff = np.where(run, wall - w, 0.0)
+    rows.append((name, None, None, topo, N, float(diff.sum()), float((diff * members).sum()) / 3600.0,
+                 float(np.where(run, wall, 0.0).sum())))
+    return rows
 
 
 def _counters(sc, job, spec, active, ends, step_time, fault_rows, uuids, hosts, host_idx, gpu_idx, rng):

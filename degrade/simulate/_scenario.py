@@ -29,6 +29,10 @@ class JobSpec:
     compute_time: float = 0.5
     comm_time: float = 0.05
     stage_times: list[float] | None = None
+    # pipeline jobs: 0 keeps the plain model (the step waits for the slowest device); m >= 1 runs a
+    # fill-drain schedule of m microbatches per pipeline, (sum + (m - 1) max of its stages) / m, the
+    # step waiting for the slowest pipeline, and writes the `pipeline` and `microbatches` columns
+    microbatches: int = 0
     model: str = "H100"
     noise: float = 0.02
     ar: float = 0.0
@@ -192,6 +196,10 @@ def scenario_from_dict(d: dict, source: str = "<dict>") -> Scenario:
             st = j.stage_times or [1.0, 0.9, 0.95, 1.15]
             if n % len(st):
                 raise InputError(f"{source}: job {j.name!r}: {n} devices do not split into {len(st)} stages")
+        if j.microbatches < 0 or (j.microbatches and j.kind != "pipeline"):
+            raise InputError(f"{source}: job {j.name!r}: microbatches must be >= 0, and only for kind 'pipeline'")
+        if j.microbatches and j.elastic:
+            raise InputError(f"{source}: job {j.name!r}: a microbatch pipeline cannot be elastic (stages are fixed)")
         names.update(_instance_names(j))
     for f in faults:
         if f.type not in FAULTS:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ._cost import JobCost
 from ._types import K8S_HEALTH, JobEvent, Status, Verdict
 from .engine import EngineConfig, VerdictEngine
 
-__all__ = ["K8S_HEALTH", "EngineConfig", "JobEvent", "Status", "Verdict", "VerdictEngine"]
+__all__ = ["K8S_HEALTH", "EngineConfig", "JobCost", "JobEvent", "Status", "Verdict", "VerdictEngine"]
 
 
 def _warmup() -> None:

@@ -83,6 +83,9 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     action: str | None = None
     signals: dict[str, Any] = field(default_factory=dict)
+    # wall time (seconds) the device's job lost to it: had it run at its peer median (docs/cost.md);
+    # None for a device not charged (healthy, unknown, or no timings)
+    lost_seconds: float | None = None
 
     @property
     def k8s_health(self) -> str:
@@ -95,7 +98,8 @@ class Verdict:
         d["k8s_health"] = self.k8s_health
         d["reasons"] = list(self.reasons)
         d["signals"] = {k: _clean(v) for k, v in self.signals.items()}
-        for key in ("slowdown", "onset_step", "onset_time", "detected_step", "detected_time", "score"):
+        for key in ("slowdown", "onset_step", "onset_time", "detected_step", "detected_time", "score",
+                    "lost_seconds"):
             d[key] = _clean(d[key])
         return d
 

@@ -386,6 +386,11 @@ class VerdictEngine:
         self._cache_key: tuple | None = None
         self._cache_val: tuple | None = None
         self.t_ = 0  # rows processed
+        from ._cost import CostMeter
+
+        # lost wall time per job from the timings seen (docs/cost.md); not part of state_dict
+        self._cost = CostMeter()
+        self._cost_cache: tuple | None = None
 
     @staticmethod
     def _make_params(cfg: EngineConfig) -> np.ndarray:
@@ -595,6 +600,8 @@ class VerdictEngine:
         groups: Sequence[Hashable] | None = None,
         job: Any = None,
         hosts: Sequence[Any] | Any = None,
+        pipelines: Sequence[Any] | None = None,
+        microbatches: Any = None,
     ) -> None:
         """Feed one sample per listed device (agent: one poll; loop: one step).
 
@@ -611,13 +618,19 @@ class VerdictEngine:
             are compared. ``None`` puts them all in one group.
         job, hosts
             Job label (scalar or per device) and host per device.
+        pipelines, microbatches
+            For pipeline-parallel timings: the pipeline (data-parallel replica)
+            each device's stage belongs to, and the microbatches per step
+            (scalar or per device). Only the lost-time estimate uses them
+            (:meth:`job_costs`, docs/cost.md).
         """
         ids = _as_list_of_ids(devices, "update(devices)")
         n = len(ids)
         timing, counters = self._coerce_values(values, (n,), "update")
         timing = {k: v.reshape(1, n) for k, v in timing.items()}
         counters = {k: v.reshape(1, n) for k, v in counters.items()}
-        self._process(ids, timing, counters, 1, step, timestamp, groups, job, hosts, "update")
+        self._process(ids, timing, counters, 1, step, timestamp, groups, job, hosts, "update",
+                      pipelines=pipelines, microbatches=microbatches)
 
     def run(
         self,
@@ -629,11 +642,14 @@ class VerdictEngine:
         groups: Sequence[Hashable] | None = None,
         job: Any = None,
         hosts: Sequence[Any] | Any = None,
+        pipelines: Sequence[Any] | None = None,
+        microbatches: Any = None,
     ) -> None:
         """Feed a block of T samples for N devices; equals T calls of :meth:`update`.
 
         ``values`` maps column names to (T, N) arrays; ``steps`` and
-        ``timestamps`` are (T,) or (T, N).
+        ``timestamps`` are (T,) or (T, N); ``pipelines`` and ``microbatches``
+        as for :meth:`update`.
         """
         ids = _as_list_of_ids(devices, "run(devices)")
         n = len(ids)
@@ -648,12 +664,18 @@ class VerdictEngine:
         timing, counters = self._coerce_values(values, (T, n), "run")
         if T == 0:
             return
-        self._process(ids, timing, counters, T, steps, timestamps, groups, job, hosts, "run")
+        self._process(ids, timing, counters, T, steps, timestamps, groups, job, hosts, "run",
+                      pipelines=pipelines, microbatches=microbatches)
 
-    def _process(self, ids, timing, counters, T, steps, times, groups, job, hosts, what) -> None:
+    def _process(self, ids, timing, counters, T, steps, times, groups, job, hosts, what,
+                 pipelines=None, microbatches=None) -> None:
         n = len(ids)
         if n == 0:
             return
+        if pipelines is not None:
+            if isinstance(pipelines, (str, bytes)) or len(list(pipelines)) != n:
+                raise InputError(f"{what}(pipelines): expected one pipeline label per device ({n})")
+            pipelines = list(pipelines)
         jobs = _per_device(job, n, f"{what}(job)")
         hostl = _per_device(hosts, n, f"{what}(hosts)")
         if groups is None:
@@ -718,6 +740,8 @@ class VerdictEngine:
                     DataWarning,
                     stacklevel=3,
                 )
+        if metric is not None:
+            self._meter(ids, timing, metric, st, jobs, pipelines, microbatches, glist)
         for j, i in enumerate(dev):
             if jobs[j] is not None:
                 self._job[i] = jobs[j]
@@ -726,6 +750,14 @@ class VerdictEngine:
             if metric is not None:
                 self._group[i] = glist[j]
                 self._metric[i] = metric
+
+    def _meter(self, ids, timing, metric, st, jobs, pipelines, microbatches, groups) -> None:
+        x = timing["compute_time"] if "compute_time" in timing else timing[metric]
+        full = self._cost.add(ids, x, timing.get("step_time"), st, jobs, pipelines, microbatches, groups)
+        if full:
+            from ._fuse import fuse
+
+            self._cost.fold(self._cost_evidence(fuse(self.snapshot())))
 
     def _drain_events(self, n_ev: int) -> None:
         for row in self._ev[:n_ev]:
@@ -849,6 +881,8 @@ class VerdictEngine:
             "job_state": self._SJ[:g].copy(),
             "events": [e.to_dict() for e in self._events],
             "lost_reasons": dict(self._lost_reason),
+            # the lost-time records (docs/cost.md), only once timings were seen
+            **({"cost": self._cost.state_dict()} if self._cost._jobs else {}),
         }
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
@@ -911,6 +945,8 @@ class VerdictEngine:
         self._SJ[: len(gn)] = arrays["job_state"]
         self._events = [JobEvent(**e) for e in d["events"]]
         self._lost_reason = dict(d.get("lost_reasons", {}))
+        if d.get("cost") is not None:
+            self._cost.load_state_dict(d["cost"])
         self.t_ = int(d["t"])
 
     def __getstate__(self) -> dict[str, Any]:
@@ -945,10 +981,54 @@ class VerdictEngine:
         )
 
     def verdicts(self) -> list[Verdict]:
-        """One verdict per device seen so far, in the order devices first appeared."""
+        """One verdict per device seen so far, in the order devices first appeared.
+
+        Each flagged device with timings carries ``lost_seconds``: the wall
+        time its job lost to it (docs/cost.md).
+        """
         from ._fuse import fuse
 
-        return fuse(self.snapshot())
+        out = fuse(self.snapshot())
+        if self._cost._jobs:
+            _, per = self._costs_for(self._cost_evidence(out))
+            for v in out:
+                key = (v.job, v.device)
+                if key in per:
+                    v.lost_seconds = per[key]
+        return out
+
+    def job_costs(self, verdicts: Sequence[Verdict] | None = None) -> list:
+        """What each job's flagged devices cost it: one :class:`~degrade.verdict.JobCost` per job with timings.
+
+        ``verdicts`` defaults to :meth:`verdicts`; pass them when already at hand.
+        """
+        from ._fuse import fuse
+
+        vs = fuse(self.snapshot()) if verdicts is None else verdicts
+        return self._costs_for(self._cost_evidence(vs))[0]
+
+    def _cost_evidence(self, verdicts) -> dict:
+        """The charged devices' (slowdown, onset, stall factor): a device whose slowdown is its
+        intermittent-stall evidence is charged on its stalled steps, by their factor."""
+        from ._cost import evidence_from
+
+        ev = evidence_from(verdicts)
+        for d, (s, onset) in list(ev.items()):
+            i = self._ids.get(d)
+            if i is None or s is None:
+                continue
+            r = self._SB[i]
+            n_slow, n = r[K.C_SQ], max(r[K.C_AN], 1.0)
+            if n_slow > 0 and math.isclose(s, math.expm1(r[K.C_ASUM] / n), rel_tol=1e-9):
+                ev[d] = (s, onset, 1.0 + math.expm1(r[K.C_XP] / n_slow))
+        return ev
+
+    def _costs_for(self, evidence):
+        # verdicts() then job_costs(verdicts) on unchanged data compute the costs once
+        key = (self.t_, self._cost._rows, tuple(sorted(evidence.items())))
+        if self._cost_cache is None or self._cost_cache[0] != key:
+            self._cost_cache = (key, self._cost.costs(evidence))
+        return self._cost_cache[1]
 
     @property
     def devices_(self) -> list[str]:
