@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._engine import MODELS, SimResult, simulate
 from ._faults import FAULTS, MIN_SLOWDOWN, expected_status
 from ._noise import Fault, NoiseSpec, Times, compute_times, simulate_times
+from ._rollout import RolloutResult, simulate_rollout
 from ._scenario import FaultSpec, JobSpec, RandomFaults, Scenario, list_scenarios, load_scenario
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "Times",
     "simulate_times",
     "compute_times",
+    "simulate_rollout",
+    "RolloutResult",
 ]
 
 # `degrade.simulate(...)` works whether or not the subpackage was imported first.
