@@ -415,3 +415,24 @@ def test_simulated_rollout_layout():
     assert set(zip(j[LABEL], j["group"])) == {(OLD, "dp"), (NEW, "replica")}
     with pytest.raises(InputError):
         simulate_rollout(kinds=("batch",))
+
+
+def test_devices_the_engine_flags_can_be_left_out():
+    """The verdict engine's evidence: a GPU it judges degraded is a device fault, not its cohort's."""
+    ro = simulate_rollout(jobs=2, hosts=4, steps=300, slowdown=0.0, seed=30)
+    bad = ro.timings["device"][0]
+    t = ro.timings.with_columns(
+        pl.when(pl.col("device") == bad)
+        .then(pl.col("compute_time") * 1.12)
+        .otherwise(pl.col("compute_time"))
+    )
+    res = compare(t, LABEL, labels=ro.labels, outlier=None, exclude_flagged=True)
+    ex = res.to_dict()["excluded"]
+    assert [e["device"] for e in ex] == [bad] and "verdict engine" in ex[0]["reason"]
+    # the same with an analysis already made
+    res2 = compare(t, LABEL, labels=ro.labels, outlier=None, exclude_flagged=degrade.analyze(t))
+    assert res2.result(NEW).slowdown == pytest.approx(res.result(NEW).slowdown, abs=1e-12)
+    kept = compare(t, LABEL, labels=ro.labels, outlier=None)
+    assert kept.to_dict()["excluded"] == []
+    with pytest.raises(InputError, match="exclude_flagged"):
+        compare(t, LABEL, labels=ro.labels, exclude_flagged="yes")

@@ -253,6 +253,51 @@ def _outliers(units, outlier: float | None):
     return units.with_columns(pl.Series("excluded", excl.tolist(), dtype=pl.String))
 
 
+def _drop_flagged(levels, paths, flagged_by):
+    """Levels without the devices the verdict engine flagged (unless a third of their cohort is)."""
+    pl = _pl()
+    if flagged_by is True:
+        from ..analyze import analyze
+
+        flagged_by = analyze(paths)
+    if not hasattr(flagged_by, "verdicts"):
+        raise InputError(
+            f"exclude_flagged={type(flagged_by).__name__}; expected True or a degrade.analyze result"
+        )
+    rows = [
+        (v.job or "", v.device, str(v.status), (list(v.reasons) or [""])[0])
+        for v in flagged_by.verdicts
+        if str(v.status) in ("degraded", "failed")
+    ]
+    schema = {"job": pl.String, "device": pl.String, "status": pl.String, "why": pl.String}
+    bad = pl.DataFrame(rows, schema=schema, orient="row").unique(["job", "device"])
+    keys = ["job", "group", "cohort"]
+    m = levels.join(bad, on=["job", "device"], how="left").with_columns(
+        pl.col("status").is_not_null().alias("_f")
+    )
+    m = m.with_columns(pl.col("_f").sum().over(keys).alias("_k"), pl.len().over(keys).alias("_n"))
+    # one flagged device is a device fault; several, and more than a third of the cohort, may be the cohort
+    drop = pl.col("_f") & ((pl.col("_k") == 1) | (3 * pl.col("_k") <= pl.col("_n")))
+    warnings = []
+    kept = m.filter(pl.col("_f") & ~drop)
+    for r in kept.select(*keys, "_k", "_n").unique().sort(keys).iter_rows(named=True):
+        warnings.append(
+            f"{r['_k']} of {r['_n']} {r['cohort']} devices of job {r['job']} ({r['group']}) were flagged "
+            "by the verdict engine: kept (the cohort itself may be the cause)"
+        )
+    out = m.filter(drop).with_columns(
+        pl.concat_str(
+            [
+                pl.lit("flagged "),
+                pl.col("status"),
+                pl.lit(" by the verdict engine: "),
+                pl.col("why"),
+            ]
+        ).alias("excluded")
+    )
+    return m.filter(~drop).select(levels.columns), out, warnings
+
+
 def _default_reference(units) -> str:
     counts = units.group_by("cohort").agg(pl_len()).rows()
     counts.sort(key=lambda r: (-r[1], natural_key(r[0])))
@@ -275,6 +320,7 @@ def compare(
     min_devices: int = 2,
     min_slowdown: float = 0.0,
     outlier: float | None = 0.05,
+    exclude_flagged=False,
 ) -> CohortComparison:
     """Compare cohorts of devices (by a label such as the driver version) on the same work.
 
@@ -314,6 +360,12 @@ def compare(
         the median of their own cohort in their peer group are left out and
         listed as excluded: a single faulty GPU is not a cohort's property.
         ``None`` keeps every unit.
+    exclude_flagged : bool or AnalysisResult
+        Leave out the devices the verdict engine judged ``degraded`` or
+        ``failed`` in that job (``True`` runs :func:`degrade.analyze` on the
+        same inputs; or pass its result). Where more than a third of a
+        cohort's devices in a peer group are flagged, the cohort itself may
+        be the cause: they are kept there, with a warning.
 
     Returns
     -------
@@ -379,6 +431,10 @@ def compare(
             f"compare: only one value of {by} ({cohorts[0] if cohorts else 'none'}) among the devices "
             "with usable timings: nothing to compare"
         )
+    flagged = None
+    if exclude_flagged is not False and exclude_flagged is not None:
+        levels, flagged, more = _drop_flagged(levels, paths, exclude_flagged)
+        warnings += more
     units = _outliers(_units(levels, unit), outlier)
     if reference is None:
         reference = _default_reference(units.filter(pl.col("excluded") == ""))
@@ -469,10 +525,14 @@ def compare(
             + ". Cohorts are compared only within a job and peer group; roll the change out to part "
             "of the nodes of some jobs (see docs/compare.md)"
         )
-    devices = units.select(
-        "job", "group", "device", "host", "cohort", "level", "steps", "excluded"
-    ).sort(["job", "group", "cohort", "device"])
-    n_ex = int((devices["excluded"] != "").sum())
+    cols = ["job", "group", "device", "host", "cohort", "level", "steps", "excluded"]
+    devices = units.select(cols)
+    if flagged is not None and flagged.height:
+        devices = pl.concat([devices, flagged.select(cols)], how="vertical_relaxed")
+    devices = devices.sort(["job", "group", "cohort", "device"])
+    n_ex = int((units["excluded"] != "").sum())
+    if flagged is not None and flagged.height:
+        warnings.append(f"{flagged.height} devices flagged by the verdict engine were left out")
     if n_ex:
         warnings.append(
             f"{n_ex} {unit}s far from their own cohort's median were left out (see excluded)"

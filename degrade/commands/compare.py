@@ -78,6 +78,12 @@ def register(sub) -> None:
         help="keep units more than 5%% from their own cohort's median (default: left out)",
     )
     p.add_argument(
+        "--exclude-flagged",
+        action="store_true",
+        help="leave out the devices degrade analyze judges degraded or failed (a faulty GPU is not "
+        "its cohort's property); runs the verdict engine first",
+    )
+    p.add_argument(
         "--format",
         choices=("table", "json"),
         default="table",
@@ -108,6 +114,7 @@ def run(args) -> int:
         min_devices=args.min_devices,
         min_slowdown=args.min_slowdown,
         outlier=None if args.keep_outliers else 0.05,
+        exclude_flagged=args.exclude_flagged,
     )
     text = (
         json.dumps(res.to_dict(), indent=1) + "\n" if args.format == "json" else render_table(res)
