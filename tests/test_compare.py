@@ -436,3 +436,20 @@ def test_devices_the_engine_flags_can_be_left_out():
     assert kept.to_dict()["excluded"] == []
     with pytest.raises(InputError, match="exclude_flagged"):
         compare(t, LABEL, labels=ro.labels, exclude_flagged="yes")
+
+
+def test_a_host_wide_effect_is_reported_and_host_units_stay_honest():
+    """Drivers are per node: when hosts differ besides the driver, devices are not independent."""
+    ro = simulate_rollout(jobs=4, hosts=6, steps=100, slowdown=0.03, host_sd=0.02, seed=31)
+    res = _compare(ro)
+    assert res.host_clustering["p_value"] < 0.01
+    assert any("--unit host" in w for w in res.warnings)
+    by_host = _compare(ro, unit="host")
+    assert by_host.host_clustering is None
+    r = by_host.result(NEW)
+    assert r.ci_low < 0.03 < r.ci_high
+    assert (r.ci_high - r.ci_low) > (res.result(NEW).ci_high - res.result(NEW).ci_low)
+    # without a host effect no warning (the ANOVA's 1 % level; seeded)
+    calm = _compare(simulate_rollout(jobs=4, hosts=6, steps=100, slowdown=0.03, seed=31))
+    assert calm.host_clustering["p_value"] > 0.01
+    assert not any("--unit host" in w for w in calm.warnings)

@@ -21,7 +21,7 @@ from ._levels import (
     pick_metric,
     read_label_file,
 )
-from ._stats import Stratum, contrast
+from ._stats import Stratum, clustering, contrast
 
 __all__ = ["compare", "CohortComparison", "CohortResult", "VERDICTS", "SCHEMA_VERSION"]
 
@@ -90,6 +90,9 @@ class CohortComparison:
     cohorts: list[CohortResult]
     devices: Any  # polars DataFrame: job, group, device, host, cohort, level, steps, excluded
     warnings: list[str] = field(default_factory=list)
+    #: pooled one-way ANOVA of device levels by host within each cohort and peer group
+    #: (``f``, ``df1``, ``df2``, ``p_value``), or None (unit="host", or too few hosts)
+    host_clustering: dict | None = None
 
     def result(self, cohort: str) -> CohortResult:
         """The :class:`CohortResult` of ``cohort``."""
@@ -137,6 +140,7 @@ class CohortComparison:
                 for r in excluded.iter_rows(named=True)
             ],
             "warnings": list(self.warnings),
+            "host_clustering": self.host_clustering,
         }
 
 
@@ -537,9 +541,44 @@ def compare(
         warnings.append(
             f"{n_ex} {unit}s far from their own cohort's median were left out (see excluded)"
         )
+    hc = None
+    if unit == "device":
+        hc = _host_clustering(used)
+        if hc is not None and hc["p_value"] < 0.01:
+            warnings.append(
+                f"devices of one host are more alike than devices of different hosts of the same "
+                f"cohort (F = {hc['f']:.2f} on {hc['df1']:.0f} and {hc['df2']:.0f} df, "
+                f"p = {hc['p_value']:.1g}): the device-level interval is too narrow; use unit='host' "
+                "(--unit host)"
+            )
     return CohortComparison(
-        by, source, reference, metric, unit, confidence, min_slowdown, results, devices, warnings
+        by,
+        source,
+        reference,
+        metric,
+        unit,
+        confidence,
+        min_slowdown,
+        results,
+        devices,
+        warnings,
+        hc,
     )
+
+
+def _host_clustering(used):
+    """The ANOVA of :func:`~._stats.clustering` over every (job, group, cohort) of the units used."""
+    pl = _pl()
+    if used.height == 0 or used["host"].null_count() == used.height:
+        return None
+    parts = (
+        used.filter(pl.col("host").is_not_null())
+        .group_by(["job", "group", "cohort", "host"])
+        .agg(pl.col("level"))
+        .group_by(["job", "group", "cohort"])
+        .agg(pl.col("level"))
+    )
+    return clustering([[np.asarray(h) for h in hosts] for hosts in parts["level"].to_list()])
 
 
 # --------------------------------------------------------------------------- text

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Stratum", "Contrast", "contrast", "t_quantile", "t_sf"]
+__all__ = ["Stratum", "Contrast", "contrast", "t_quantile", "t_sf", "f_sf", "clustering"]
 
 
 @dataclass
@@ -110,6 +110,49 @@ def t_sf(t: float, df: float) -> float:
         return 0.5 * math.erfc(t / math.sqrt(2.0))
     tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
     return tail if t >= 0 else 1.0 - tail
+
+
+def f_sf(f: float, df1: float, df2: float) -> float:
+    """P(F > f) for the F distribution with (df1, df2) degrees of freedom.
+
+    >>> round(f_sf(2.0, 4, 20), 4)
+    0.1334
+    """
+    if f <= 0:
+        return 1.0
+    return _betainc(df2 / 2.0, df1 / 2.0, df2 / (df2 + df1 * f))
+
+
+def clustering(groups: list[list[np.ndarray]]) -> dict | None:
+    """Are devices of one host more alike than devices of different hosts? A pooled one-way ANOVA.
+
+    ``groups`` holds, per (stratum, cohort), one array of device levels per
+    host. Returns ``{"f": F, "df1": .., "df2": .., "p_value": ..}`` or None
+    when no (stratum, cohort) has two hosts and a spread within them.
+
+    >>> rng = np.random.default_rng(1)
+    >>> same = [[rng.normal(0, 0.01, 8) for _ in range(4)]]
+    >>> clustering(same)["p_value"] > 0.01
+    True
+    >>> apart = [[rng.normal(h * 0.02, 0.005, 8) for h in range(4)]]
+    >>> clustering(apart)["p_value"] < 1e-6
+    True
+    """
+    ssb = ssw = df1 = df2 = 0.0
+    for hosts in groups:
+        hosts = [np.asarray(h, dtype=float) for h in hosts if len(h) > 0]
+        n = sum(h.size for h in hosts)
+        if len(hosts) < 2 or n - len(hosts) < 1:
+            continue
+        grand = np.concatenate(hosts).mean()
+        ssb += sum(h.size * (h.mean() - grand) ** 2 for h in hosts)
+        ssw += sum(((h - h.mean()) ** 2).sum() for h in hosts)
+        df1 += len(hosts) - 1
+        df2 += n - len(hosts)
+    if df1 == 0 or df2 == 0 or ssw <= 0:
+        return None
+    f = (ssb / df1) / (ssw / df2)
+    return {"f": float(f), "df1": df1, "df2": df2, "p_value": float(f_sf(f, df1, df2))}
 
 
 def t_quantile(p: float, df: float) -> float:

@@ -85,6 +85,7 @@ def simulate_rollout(
     confounded: bool = False,
     kinds=("data_parallel",),
     noise: float = 0.02,
+    host_sd: float = 0.0,
     label: str = "DCGM_FI_DRIVER_VERSION",
     old: str = "550.54.15",
     new: str = "570.86.10",
@@ -109,8 +110,15 @@ def simulate_rollout(
     kinds : sequence of str
         Job kinds, cycled over the jobs (``data_parallel``, ``pipeline``,
         ``inference``).
-    noise, label, old, new, seed
-        Per-step noise (log sd), the label's name and its two values, the seed.
+    noise : float
+        Per-step noise (log sd).
+    host_sd : float
+        Log sd of a host-wide factor shared by a host's GPUs besides the driver
+        (default 0: GPUs differ only by their own offset). With it, devices of
+        one host are not independent, and ``compare(unit="host")`` is the
+        honest choice.
+    label, old, new, seed
+        The label's name and its two values, the seed.
 
     Returns
     -------
@@ -136,6 +144,8 @@ def simulate_rollout(
         raise InputError(f"simulate_rollout: kinds {bad or kinds}; expected some of {JOB_KINDS}")
     if confounded and jobs < 2:
         raise InputError("simulate_rollout: confounded=True needs jobs >= 2 (one kind per cohort)")
+    if not 0.0 <= host_sd < 0.5:
+        raise InputError(f"simulate_rollout: host_sd={host_sd}; expected 0 <= host_sd < 0.5")
     if old == new:
         raise InputError("simulate_rollout: old and new must differ")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0407]))
@@ -174,14 +184,15 @@ def simulate_rollout(
                 warmup_steps=min(20, steps // 4),
             )
         )
-        if slowdown != 0.0:
-            faults += [
-                FaultSpec(
-                    job=name, device=d, type="slowdown", onset_step=0, magnitude=float(slowdown)
+        # a host-wide factor besides the driver (cooling, NIC, BIOS): shared by a host's GPUs
+        host_f = np.exp(rng.normal(0.0, host_sd, hosts)) if host_sd > 0 else np.ones(hosts)
+        for d in range(n):
+            h = d // gpus_per_host
+            m = float(host_f[h] * (1.0 + (slowdown if h in chosen else 0.0)) - 1.0)
+            if m != 0.0:
+                faults.append(
+                    FaultSpec(job=name, device=d, type="slowdown", onset_step=0, magnitude=m)
                 )
-                for d in range(n)
-                if d // gpus_per_host in chosen
-            ]
         new_hosts[name] = chosen
         meta.append({"job": name, "kind": kind, "hosts": hosts, "new_hosts": len(chosen)})
     sc = Scenario(
