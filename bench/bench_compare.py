@@ -47,21 +47,23 @@ def _naive_step_test(timings, labels, label, new):
     return est - q * se > 0, (est - q * se, est + q * se), t_sf(est / se, df)
 
 
-def run(fleet: dict, slowdowns, reps: int, seed0: int):
+def run(fleet: dict, slowdowns, reps: int, seed0: int, unit: str = "device"):
     from degrade.cohort import compare
     from degrade.simulate import simulate_rollout
 
     rows = []
     for i, slow in enumerate(slowdowns):
-        flagged = covered = naive_flagged = naive_covered = 0
+        flagged = covered = naive_flagged = naive_covered = warned = 0
         est = []
         cpu = 0.0
         for r in range(reps):
             # fresh seeds per setting: the settings' coverages are independent estimates
             ro = simulate_rollout(slowdown=slow, seed=seed0 + 100_000 * i + r, **fleet)
             t0 = time.process_time()
-            res = compare(ro.timings, ro.label, labels=ro.labels).result(ro.new)
+            full = compare(ro.timings, ro.label, labels=ro.labels, unit=unit)
+            res = full.result(ro.new)
             cpu += time.process_time() - t0
+            warned += any("--unit host" in w for w in full.warnings)
             flagged += res.verdict == "regression"
             covered += res.ci_low <= slow <= res.ci_high
             est.append(res.slowdown)
@@ -77,6 +79,7 @@ def run(fleet: dict, slowdowns, reps: int, seed0: int):
                 naive_flagged=naive_flagged / reps,
                 naive_coverage=naive_covered / reps,
                 cpu_ms=1e3 * cpu / reps,
+                warned=warned / reps,
             )
         )
     return rows
@@ -103,7 +106,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=200, help="roll-outs per setting (default 200)")
     ap.add_argument("--seed", type=int, default=1, help="first seed")
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument(
+        "--sections",
+        default="power,host",
+        help="power: power and false positives by fleet size; host: a 1 %% host-wide effect, "
+        "device vs host units (default both)",
+    )
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
     fleets = {
         "one job: 1 job x 2 hosts x 8 GPUs": dict(
             jobs=1, hosts=2, gpus_per_host=8, steps=args.steps
@@ -126,7 +136,7 @@ def main() -> None:
         f"{'naive flag':>10} {'naive cover':>11} {'naive/ours':>10} {'cpu ms':>7}"
     )
     print(head)
-    for name, fleet in fleets.items():
+    for name, fleet in fleets.items() if "power" in sections else ():
         for row in run(fleet, (0.0, 0.01, 0.02, 0.03), args.reps, args.seed):
             ratio = row["naive_flagged"] / row["flagged"] if row["flagged"] else float("inf")
             print(
@@ -136,6 +146,18 @@ def main() -> None:
             )
         conf = confounded(fleet, max(10, args.reps // 10), args.seed)
         print(f"{name:36} confounded roll-outs refused: {conf:.0%}")
+    if "host" in sections:
+        # drivers are per node: a host-wide factor besides the driver (1 % log sd) makes a host's
+        # devices alike; device units then overstate the evidence, host units do not
+        fleet = dict(jobs=4, hosts=6, gpus_per_host=8, steps=args.steps, host_sd=0.01)
+        for unit in ("device", "host"):
+            name = f"host effect 1 %, 4x6x8, unit={unit}"
+            for row in run(fleet, (0.0, 0.03), args.reps, args.seed + 7, unit=unit):
+                print(
+                    f"{name:36} {row['slowdown']:>8.0%} {row['flagged']:>8.3f} {row['coverage']:>8.3f} "
+                    f"{row['mean']:>+9.4f} {row['naive_flagged']:>10.3f} {row['naive_coverage']:>11.3f} "
+                    f"{'':>10} {row['cpu_ms']:>7.1f}  host warning {row['warned']:.0%}"
+                )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"\nwall {time.perf_counter() - t0:.0f} s, CPU {time.process_time():.0f} s, max RSS {rss:.0f} MiB"
