@@ -259,7 +259,7 @@ def test_label_from_the_counters_follows_the_rollout_in_time():
     assert r.verdict == "regression"
 
 
-def test_dcgm_exporter_label_passes_through_the_readers():
+def test_dcgm_exporter_label_passes_through_the_readers(tmp_path):
     """dcgm-exporter writes a ``label`` row's field name as the label (gpu_collector.go toMetric)."""
     from degrade.io import read_counters
 
@@ -282,6 +282,16 @@ def test_dcgm_exporter_label_passes_through_the_readers():
             LABEL: [OLD],
         }
     )
+    scrape = tmp_path / "scrape.prom"  # a saved scrape, as dcgm-exporter prints it
+    scrape.write_text(
+        "# TYPE DCGM_FI_DEV_SM_CLOCK gauge\n"
+        'DCGM_FI_DEV_SM_CLOCK{gpu="0",UUID="GPU-a",device="nvidia0",Hostname="n1",'
+        f'{LABEL}="{OLD}"}} 1980 1767225600000\n'
+        'DCGM_FI_DEV_SM_CLOCK{gpu="1",UUID="GPU-b",device="nvidia1",Hostname="n2",'
+        f'{LABEL}="{NEW}"}} 1965 1767225600000\n'
+    )
+    got = read_counters(str(scrape)).collect()
+    assert dict(zip(got["device"], got[LABEL])) == {"GPU-a": OLD, "GPU-b": NEW}
     for frame in (long, wide):
         got = read_counters(frame).collect()
         assert LABEL in got.columns

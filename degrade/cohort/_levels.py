@@ -10,7 +10,8 @@ from a difference of cohort means. The leave-one-out median of
 :class:`degrade.core.PeerComparison` (right for judging one device) would
 not: it moves away from whichever cohort the device belongs to and inflates
 the contrast by O(1/n); a median over steps of the same deviations shrinks
-it by as much (measured: -5 % of a 3 % effect with 16 devices per job).
+it (measured on 150 roll-outs of 3 jobs x 16 GPUs, 8 per cohort, a true
+3 %: 3.20 % and 2.85 %; this level 2.98 %, Monte Carlo sd 0.03 %).
 """
 
 from __future__ import annotations
