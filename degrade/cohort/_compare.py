@@ -168,15 +168,65 @@ def _concat(lfs):
     return lfs[0] if len(lfs) == 1 else pl.concat(lfs, how="diagonal_relaxed")
 
 
-def _attach(levels, label, timings, counters, labels):
+def _schema(lfs) -> dict:
+    out: dict = {}
+    for lf in lfs:
+        out.update(dict(lf.collect_schema()))
+    return out
+
+
+def _unsorted(src):
+    """A source through its reader without the sort: projections reach the scan (cheap columns)."""
+    from ..io._readers import _read_counters, _read_timings
+
+    read = _read_timings if src.kind == "timings" else _read_counters
+    return read(src.target, on_bad_file=src.on_bad_file, sort=False)
+
+
+def _timing_batches(srcs, chunk_rows: int):
+    """The timings as LazyFrames of whole jobs, about ``chunk_rows`` rows each (bounded memory).
+
+    A job's devices may be spread over several sources, so every batch reads
+    its jobs from every source (the readers push the job filter to the scan).
+    """
+    from .. import io as dio
+
+    pl = _pl()
+    if not all("job" in s.scan().collect_schema() for s in srcs):
+        yield _concat([s.scan() for s in srcs])
+        return
+    counts = (
+        pl.concat([_unsorted(s).group_by("job").agg(pl.len().alias("n")) for s in srcs])
+        .group_by("job")
+        .agg(pl.col("n").sum())
+        .sort("job", nulls_last=True)
+        .collect()
+    )
+    batch, rows = [], 0
+    for job, n in counts.iter_rows():
+        if job is None:
+            continue
+        if batch and rows + n > chunk_rows:
+            yield _concat(
+                [dio.read_timings(s.target, jobs=batch, on_bad_file=s.on_bad_file) for s in srcs]
+            )
+            batch, rows = [], 0
+        batch.append(job)
+        rows += n
+    if batch:
+        yield _concat(
+            [dio.read_timings(s.target, jobs=batch, on_bad_file=s.on_bad_file) for s in srcs]
+        )
+
+
+def _attach(levels, label, tcol, tlab, tschema, counter_srcs, labels):
     """Levels with a ``cohort`` column, the label's source, and warnings."""
     pl = _pl()
     warnings = []
-    tcol = find_column(timings.collect_schema(), label)
+    counters = [_unsorted(s) for s in counter_srcs]
     if tcol is not None:
-        lab = label_from_timings(timings, tcol, label)
         src = f"timings column {tcol!r}"
-        out = levels.join(lab, on=["job", "device"], how="left")
+        out = levels.join(tlab, on=["job", "device"], how="left")
     else:
         ccol = None
         cnt = None
@@ -197,7 +247,7 @@ def _attach(levels, label, timings, counters, labels):
             src = f"labels file {where} (by {kind})"
             out = levels.join(lab, on=kind, how="left")
         else:
-            have = [c for c in timings.collect_schema() if c not in _CANONICAL]
+            have = [c for c in tschema if c not in _CANONICAL]
             if counters:
                 have += [c for c in _concat(counters).collect_schema() if c not in _CANONICAL]
             raise InputError(
@@ -325,6 +375,7 @@ def compare(
     min_slowdown: float = 0.0,
     outlier: float | None = 0.05,
     exclude_flagged=False,
+    chunk_rows: int = 4_000_000,
 ) -> CohortComparison:
     """Compare cohorts of devices (by a label such as the driver version) on the same work.
 
@@ -371,6 +422,10 @@ def compare(
         cohort's devices in a peer group are flagged, the cohort itself may
         be the cause: they are kept there, with a warning.
 
+    chunk_rows : int
+        Timing rows read at once, whole jobs at a time (default 4,000,000):
+        the bound on memory.
+
     Returns
     -------
     CohortComparison
@@ -403,18 +458,28 @@ def compare(
         )
     if min_slowdown < 0:
         raise InputError(f"min_slowdown={min_slowdown}; expected >= 0")
+    if int(chunk_rows) < 1:
+        raise InputError(f"chunk_rows={chunk_rows}; expected a positive number of rows")
     if metric not in (None, "compute_time", "step_time"):
         raise InputError(f"metric={metric!r}; expected 'compute_time' or 'step_time'")
     timing_srcs, counter_srcs, warnings = _sources(paths)
-    timings = _concat([s.scan() for s in timing_srcs])
-    counters = [s.scan() for s in counter_srcs]
-    metric = pick_metric(timings.collect_schema(), metric)
-    levels = device_levels(timings, metric)
+    tschema = _schema([s.scan() for s in timing_srcs])
+    metric = pick_metric(tschema, metric)
+    tcol = find_column(tschema, by)
+    parts, labs = [], []
+    for lf in _timing_batches(timing_srcs, int(chunk_rows)):
+        parts.append(device_levels(lf, metric))
+        if tcol is not None:
+            labs.append(label_from_timings(lf, tcol, by))
+    levels = pl.concat(parts) if len(parts) > 1 else parts[0]
+    tlab = None
+    if tcol is not None:
+        tlab = pl.concat(labs).unique() if len(labs) > 1 else labs[0]
     if levels.height == 0:
         raise InputError(
             f"compare: no step with two or more devices reporting {metric} in one peer group"
         )
-    levels, source, more = _attach(levels, by, timings, counters, labels)
+    levels, source, more = _attach(levels, by, tcol, tlab, tschema, counter_srcs, labels)
     warnings += more
     flat = levels.filter(pl.col("spread") < 1e-9)
     if flat.height:

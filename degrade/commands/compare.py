@@ -84,6 +84,13 @@ def register(sub) -> None:
         "its cohort's property); runs the verdict engine first",
     )
     p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=4_000_000,
+        metavar="N",
+        help="timing rows read at once, whole jobs at a time: the bound on memory (default: 4,000,000)",
+    )
+    p.add_argument(
         "--format",
         choices=("table", "json"),
         default="table",
@@ -115,6 +122,7 @@ def run(args) -> int:
         min_slowdown=args.min_slowdown,
         outlier=None if args.keep_outliers else 0.05,
         exclude_flagged=args.exclude_flagged,
+        chunk_rows=args.chunk_rows,
     )
     text = (
         json.dumps(res.to_dict(), indent=1) + "\n" if args.format == "json" else render_table(res)
