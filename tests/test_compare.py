@@ -335,6 +335,10 @@ def test_bad_input_gives_one_clear_error(tmp_path):
         compare(ro.timings.drop("compute_time"), LABEL, labels=ro.labels)
     with pytest.raises(InputError, match="no step timings"):
         compare(ro.counters, LABEL)
+    path = tmp_path / "labels.csv"
+    ro.labels.write_csv(path)
+    with pytest.raises(InputError, match="goes to --labels FILE"):
+        compare([ro.timings, str(path)], LABEL)
     for kw in ({"unit": "rack"}, {"confidence": 1.5}, {"min_devices": 1}, {"metric": "power"}):
         with pytest.raises(InputError):
             compare(ro.timings, LABEL, labels=ro.labels, **kw)

@@ -152,7 +152,17 @@ def _sources(paths):
     from ..analyze._warnings import WarningLog
 
     log = WarningLog()
-    sources = resolve_inputs(paths, log)
+    try:
+        sources = resolve_inputs(paths, log)
+    except InputError as exc:  # the shared resolver speaks for analyze
+        msg = str(exc)
+        if "cannot tell timings from counters" in msg:
+            raise type(exc)(
+                msg + "; a table of labels (device or host -> LABEL) goes to --labels FILE"
+            ) from None
+        if not msg.startswith("analyze: "):
+            raise
+        raise type(exc)("compare: " + msg[len("analyze: ") :]) from None
     timings = [s for s in sources if s.kind == "timings"]
     counters = [s for s in sources if s.kind == "counters"]
     if not timings:
