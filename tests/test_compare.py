@@ -308,6 +308,17 @@ def test_label_from_a_timings_column_and_by_device_file(tmp_path):
     by_dev = t.select("device", "driver").unique()
     path = tmp_path / "labels.csv"
     by_dev.write_csv(path)
+    # a device upgraded during its job belongs to neither cohort there
+    dev = t["device"][0]
+    moved = t.with_columns(
+        pl.when((pl.col("device") == dev) & (pl.col("step") > 50))
+        .then(pl.lit("999.1"))
+        .otherwise(pl.col("driver"))
+        .alias("driver")
+    )
+    res3 = compare(moved, "driver")
+    assert any("1 devices changed driver during their job" in w for w in res3.warnings)
+    assert dev not in res3.devices["device"].to_list()
     res2 = compare(ro.timings, "driver", labels=str(path))
     assert "by device" in res2.label_source
     assert res2.result(NEW).slowdown == pytest.approx(res.result(NEW).slowdown, abs=1e-12)

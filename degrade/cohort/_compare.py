@@ -236,6 +236,11 @@ def _attach(levels, label, tcol, tlab, tschema, counter_srcs, labels):
     counters = [_unsorted(s) for s in counter_srcs]
     if tcol is not None:
         src = f"timings column {tcol!r}"
+        n = tlab.group_by(["job", "device"]).agg(pl.len().alias("k"))
+        changed = n.filter(pl.col("k") > 1)
+        if changed.height:
+            warnings.append(f"{changed.height} devices changed {label} during their job: left out")
+        tlab = tlab.join(changed.select("job", "device"), on=["job", "device"], how="anti")
         out = levels.join(tlab, on=["job", "device"], how="left")
     else:
         ccol = None
