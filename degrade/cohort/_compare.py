@@ -368,13 +368,10 @@ def _drop_flagged(levels, paths, flagged_by):
 
 
 def _default_reference(units) -> str:
-    counts = units.group_by("cohort").agg(pl_len()).rows()
+    """The largest cohort; among equals the lowest version (natural order): the oldest."""
+    counts = units.group_by("cohort").agg(_pl().len().alias("n")).rows()
     counts.sort(key=lambda r: (-r[1], natural_key(r[0])))
     return counts[0][0]
-
-
-def pl_len():
-    return _pl().len().alias("n")
 
 
 def compare(
@@ -433,10 +430,9 @@ def compare(
     exclude_flagged : bool or AnalysisResult
         Leave out the devices the verdict engine judged ``degraded`` or
         ``failed`` in that job (``True`` runs :func:`degrade.analyze` on the
-        same inputs; or pass its result). Where more than a third of a
-        cohort's devices in a peer group are flagged, the cohort itself may
-        be the cause: they are kept there, with a warning.
-
+        same inputs; or pass its result). Where two or more and over a third
+        of a cohort's devices in a peer group are flagged, the cohort itself
+        may be the cause: they are kept there, with a warning.
     chunk_rows : int
         Timing rows read at once, whole jobs at a time (default 4,000,000):
         the bound on memory.
