@@ -46,6 +46,9 @@ _LAZY: dict[str, str] = {
     "EngineConfig": "degrade.verdict",
     "analyze": "degrade.analyze",
     "AnalysisResult": "degrade.analyze",
+    # cohort comparison (driver / firmware roll-outs)
+    "compare": "degrade.cohort",
+    "CohortComparison": "degrade.cohort",
     # training loop
     "Monitor": "degrade.loop",
     # errors
@@ -88,6 +91,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from .analyze import AnalysisResult, analyze
     from .changepoint import covering, f1_score, refine_onset, segment
+    from .cohort import CohortComparison, compare
     from .core import (
         BOCPD,
         CUSUM,

@@ -9,7 +9,7 @@ Exit statuses: 0 success (for ``check``: OK), 1 a problem was found
 (``check``) or an unexpected error, 2 bad input or usage (for ``check``:
 unknown, including no driver, as node-problem-detector expects 0/1/2),
 3 no NVIDIA driver (``agent``), 4 ``analyze --fail-on`` found devices at or
-above the given status.
+above the given status (``compare --fail-on``: a cohort regression).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 from . import __version__
 from .errors import DegradeError, MissingDependencyError
 
-_COMMANDS = ("analyze", "simulate", "evaluate", "agent", "check", "warmup", "demo", "history")
+_COMMANDS = ("analyze", "simulate", "evaluate", "agent", "check", "warmup", "demo", "history", "compare")
 
 #: top-level module of an optional dependency -> (pip package, extra that installs it)
 _OPTIONAL = {
@@ -39,7 +39,7 @@ _OPTIONAL = {
 }
 #: the extra that installs everything a command needs, and the packages it holds (pyproject.toml)
 _COMMAND_EXTRA = {"agent": "agent", "analyze": "batch", "simulate": "batch", "evaluate": "batch",
-                  "demo": "batch"}
+                  "demo": "batch", "compare": "batch"}
 _EXTRA_PACKAGES = {
     "agent": {"nvidia-ml-py", "prometheus-client", "polars", "pyarrow"},
     "batch": {"polars", "pyarrow", "rich"},

@@ -11,6 +11,7 @@ from ._engine import MODELS, SimResult, simulate
 from ._faults import FAULTS, MIN_SLOWDOWN, expected_status
 from ._fleet import FleetScenario, FleetSimResult, simulate_fleet
 from ._noise import Fault, NoiseSpec, Times, compute_times, simulate_times
+from ._rollout import RolloutResult, simulate_rollout
 from ._scenario import FaultSpec, JobSpec, RandomFaults, Scenario, list_scenarios, load_scenario
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "FleetScenario",
     "FleetSimResult",
     "simulate_fleet",
+    "simulate_rollout",
+    "RolloutResult",
 ]
 
 # `degrade.simulate(...)` works whether or not the subpackage was imported first.
