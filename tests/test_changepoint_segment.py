@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from degrade.changepoint import Segmentation, segment
 from degrade.changepoint import _kernels as K
-from degrade.changepoint._penalty import chi2_isf, noise_scale
-from degrade.errors import InputError
+from degrade.changepoint._penalty import chi2_isf, noise_scale, noise_scale_trend
+from degrade.errors import DataWarning, InputError
 from tests.conftest import require
 
 # --- plain NumPy references ------------------------------------------------------
@@ -23,6 +23,10 @@ def ref_cost(kind, x, a, b, eps=0.0, mbic=False):
     m = b - a
     if kind == K.COST_L2:
         c = float(((seg - seg.mean(axis=0)) ** 2).sum())
+    elif kind == K.COST_LINEAR:
+        t = np.c_[np.ones(m), np.arange(m, dtype=float)]
+        coef = np.linalg.lstsq(t, seg, rcond=None)[0]
+        c = float(((seg - t @ coef) ** 2).sum())
     elif kind == K.COST_NORMAL:
         if x.shape[1] == 1:
             c = m * math.log(seg.var() + eps)
@@ -79,7 +83,7 @@ def _signal(rng, n, d=1, k=2, var_change=False, counts=False):
 # --- kernels against NumPy ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", [K.COST_L2, K.COST_NORMAL, K.COST_POISSON])
+@pytest.mark.parametrize("kind", [K.COST_L2, K.COST_NORMAL, K.COST_POISSON, K.COST_LINEAR])
 @pytest.mark.parametrize("d", [1, 3])
 def test_cost_kernel_matches_numpy(rng, kind, d):
     x = (
@@ -88,6 +92,8 @@ def test_cost_kernel_matches_numpy(rng, kind, d):
         else rng.normal(size=(60, d))
     )
     x[20:] += 3.0
+    if kind == K.COST_LINEAR:
+        x += 0.2 * np.arange(60)[:, None]
     full = kind == K.COST_NORMAL and d > 1
     cs1, cs2, csx = _prefix(x, kind, full)
     for _ in range(40):
@@ -108,6 +114,8 @@ def test_cost_kernel_matches_numpy(rng, kind, d):
         (K.COST_NORMAL, 1, 2, 1, False),
         (K.COST_NORMAL, 2, 4, 2, False),
         (K.COST_POISSON, 1, 3, 1, True),
+        (K.COST_LINEAR, 1, 3, 1, False),
+        (K.COST_LINEAR, 2, 4, 2, True),
     ],
 )
 def test_pelt_is_exact_against_optimal_partitioning(rng, kind, d, min_size, jump, mbic):
@@ -447,14 +455,39 @@ def test_property_segmentation_is_a_valid_partition(seed, min_size, pen):
 # --- missing data ----------------------------------------------------------------------
 
 
-def test_nan_raises_by_default_with_the_index():
+def test_nan_raise_names_the_index():
     x = np.r_[np.zeros(50), np.ones(50)]
     x[37] = np.nan
     with pytest.raises(InputError, match="index 37"):
-        segment(x)
+        segment(x, nan="raise")
     x[37] = np.inf
     with pytest.raises(InputError, match="nan='drop'"):
-        segment(x)
+        segment(x, nan="raise")
+
+
+def test_missing_values_are_skipped_by_default_with_one_warning():
+    rng = np.random.default_rng(30)
+    x = np.r_[rng.normal(0, 1, 300), rng.normal(4, 1, 300)]
+    full = segment(x).breakpoints.tolist()
+    y = x.tolist()
+    holes = [3, 4, 5, 100, 101, 450, 599]
+    for i in holes:
+        y[i] = None
+    y[200] = float("inf")
+    with pytest.warns(DataWarning, match="skipped 8 missing") as rec:
+        seg = segment(y)
+    assert len(rec) == 1 and "index 3" in str(rec[0].message)
+    assert seg.n_missing == 8 and seg.n == 600 and seg.ends[-1] == 600
+    # indices in the input's indexing, the same change as without holes
+    assert seg.breakpoints.tolist() == full == [300]
+    assert seg.mean[1] == pytest.approx(np.delete(x, holes)[300 - 5 :].mean())
+    # nan='ignore' is the same result without the warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = segment(y, nan="ignore")
+    assert quiet.breakpoints.tolist() == [300]
 
 
 def test_nan_drop_maps_indices_back():
@@ -462,13 +495,82 @@ def test_nan_drop_maps_indices_back():
     x = np.r_[rng.normal(0, 0.1, 100), rng.normal(5, 0.1, 100)]
     x[90:110] = np.nan  # the change falls inside a gap
     x[[5, 150]] = np.inf
-    seg = segment(x, nan="drop")
+    with pytest.warns(DataWarning):
+        seg = segment(x, nan="drop")
     assert seg.breakpoints.tolist() == [110]  # first finite sample after the gap
     assert seg.ends[-1] == 200 and seg.starts[0] == 0
     assert seg.mean[0] == pytest.approx(np.nanmean(np.where(np.isinf(x[:110]), np.nan, x[:110])))
     x2 = np.c_[x, x]
     x2[3, 1] = np.nan  # a row with any missing column is dropped
-    assert segment(x2, nan="drop").breakpoints.tolist() == [110]
+    with pytest.warns(DataWarning, match="skipped 23"):
+        assert segment(x2, nan="drop").breakpoints.tolist() == [110]
+
+
+# --- trend per segment (cost="linear") and the "auto" default ---------------------------
+
+
+def test_linear_pelt_and_binseg_identical_to_ruptures(rpt):
+    from ruptures.costs import CostLinear
+
+    rng = np.random.default_rng(31)
+    for trial in range(4):
+        n = 150
+        t = np.arange(n, dtype=float)
+        y = 0.05 * t + rng.normal(0, 1, n)
+        y[60:] += 4.0 - 0.12 * (t[60:] - 60)
+        y[110:] -= 5.0
+        design = np.c_[y, np.ones(n), t]
+        pen = [8.0, 20.0, 40.0, 80.0][trial]
+        theirs = rpt.Pelt(custom_cost=CostLinear(), min_size=3, jump=1).fit(design).predict(pen=pen)
+        assert segment(y, cost="linear", penalty=pen, min_size=3).to_ruptures() == theirs
+        theirs = rpt.Binseg(custom_cost=CostLinear(), min_size=3, jump=1).fit(design).predict(n_bkps=2)
+        ours = segment(y, cost="linear", method="binseg", n_bkps=2, min_size=3)
+        assert ours.to_ruptures() == theirs
+        theirs = rpt.Pelt(custom_cost=CostLinear(), min_size=4, jump=5).fit(design).predict(pen=pen)
+        assert segment(y, cost="linear", penalty=pen, min_size=4, jump=5).to_ruptures() == theirs
+
+
+def test_noise_scale_trend_ignores_trends_and_tracks_autocorrelation():
+    rng = np.random.default_rng(32)
+    n = 20000
+    t = np.arange(n, dtype=float)
+    # slope changes and a level shift barely move second-difference MADs
+    trend = np.where(t < 8000, 0.01 * t, 80.0 - 0.02 * (t - 8000)) + 30.0 * (t > 15000)
+    x = trend + rng.normal(0, 2.0, n)
+    sigma, rho, sd = noise_scale_trend(x.reshape(-1, 1))
+    assert sd[0] == pytest.approx(2.0, rel=0.05) and abs(rho[0]) < 0.05
+    e = rng.normal(size=n)
+    ar = np.empty(n)
+    prev = 0.0
+    for i, v in enumerate(e):
+        prev = 0.6 * prev + v
+        ar[i] = prev
+    sigma, rho, _ = noise_scale_trend((ar + 0.05 * t).reshape(-1, 1))
+    assert rho[0] == pytest.approx(0.6, abs=0.08)
+    # the long-run sd (1 / (1 - rho) = 2.5) is steep in rho: +-15 % over seeds at this n
+    assert sigma[0] == pytest.approx(1 / 0.4, rel=0.25)
+
+
+def test_auto_keeps_a_trend_whole_and_steps_as_steps():
+    rng = np.random.default_rng(33)
+    n = 800
+    t = np.arange(n, dtype=float)
+    ramp = 0.05 * t + rng.normal(0, 1, n)  # 40 noise sds of drift, no change
+    seg = segment(ramp)
+    assert seg.cost_name == "linear" and seg.breakpoints.size == 0
+    assert seg.slope[0] == pytest.approx(0.05, rel=0.05)
+    assert segment(ramp, cost="l2").breakpoints.size > 10  # the old default shattered it
+    kink = np.where(t < 500, 0.05 * t, 25.0 - 0.1 * (t - 500)) + rng.normal(0, 1, n)
+    seg = segment(kink)
+    assert seg.cost_name == "linear" and seg.breakpoints.size == 1
+    assert abs(int(seg.breakpoints[0]) - 500) <= 15
+    steps = rng.normal(0, 1, n)
+    steps[300:] += 3.0
+    steps[550:] -= 5.0
+    seg = segment(steps)
+    assert seg.cost_name == "l2" and seg.breakpoints.tolist() == [300, 550]
+    # numbers are in one cost's units: 'auto' with a numeric penalty is ruptures' L2
+    assert segment(steps, penalty=30.0).cost_name == "l2"
 
 
 # --- bad input --------------------------------------------------------------------------
@@ -494,7 +596,8 @@ def test_nan_drop_maps_indices_back():
         (np.zeros(50), {"n_bkps": 2}, "only used by method='binseg'"),
         (np.zeros(50), {"method": "binseg", "n_bkps": 20}, "do not fit"),
         (np.zeros(50), {"method": "binseg", "n_bkps": -1}, "n_bkps"),
-        (np.zeros(50), {"nan": "ignore"}, "nan="),
+        (np.zeros(50), {"nan": "skip"}, "nan="),
+        (np.r_[np.zeros(49), np.nan], {"nan": "raise"}, "index 49"),
         (-np.ones(50), {"cost": "poisson"}, "non-negative counts"),
         (np.zeros(50), {"cost": "normal", "var_floor": 0.0}, "var_floor"),
         (np.array(["a", "b"]), {}, "numeric"),

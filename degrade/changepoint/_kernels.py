@@ -5,8 +5,10 @@ the prefix arrays and a half-open segment ``[a, b)``:
 
 - ``cs1`` (n+1, d): prefix sums of x (centred for L2/normal, raw for Poisson),
 - ``cs2`` (n+1, d): prefix sums of x**2,
-- ``csx`` (n+1, d, d): prefix sums of x x^T (multivariate normal only,
-  otherwise a (1, 1, 1) dummy).
+- ``csx`` (n+1, d, d): prefix sums of x x^T (multivariate normal only);
+  for the linear cost (n+1, d, 1): prefix sums of ``(t - c) x`` with ``t`` the
+  index and ``c = (n - 1) / 2`` (centred so the sums stay well conditioned);
+  otherwise a (1, 1, 1) dummy.
 
 Cost kinds (``kind``):
 
@@ -16,7 +18,10 @@ Cost kinds (``kind``):
   covariance (ddof=0), which for d=1 is ruptures' ``CostNormal``;
 - ``COST_POISSON`` ``-2 * sum_j S_j log(S_j / m)`` (twice the negative Poisson
   log-likelihood at the segment's rate, less terms that add up to a constant
-  over any segmentation).
+  over any segmentation);
+- ``COST_LINEAR`` residual sum of squares of the least-squares line
+  ``x = a + b t`` fitted to the segment (a trend per segment: ruptures'
+  ``CostLinear`` with the covariates ``[1, t]``).
 
 ``mbic`` adds ``log(m)`` to each segment's cost (the segment-length term of
 Zhang and Siegmund's modified BIC); pruning then uses ``K = -log(n)`` so it
@@ -34,6 +39,7 @@ from degrade._config import njit
 COST_L2 = 0
 COST_NORMAL = 1
 COST_POISSON = 2
+COST_LINEAR = 3
 
 # the 1-D FPOP updates candidate intervals every this many steps: the update
 # is two thirds of the work, and a few steps' delay costs few extra candidates
@@ -64,15 +70,21 @@ def _prefix_sums(x, center, kind, full_cov):
     n, d = x.shape
     cs1 = np.zeros((n + 1, d))
     cs2 = np.zeros((n + 1, d))
+    linear = kind == COST_LINEAR
     if full_cov:
         csx = np.zeros((n + 1, d, d))
+    elif linear:
+        csx = np.zeros((n + 1, d, 1))
     else:
         csx = np.zeros((1, 1, 1))
+    tc = 0.5 * (n - 1)
     for i in range(n):
         for j in range(d):
             v = x[i, j] - center[j]
             cs1[i + 1, j] = cs1[i, j] + v
             cs2[i + 1, j] = cs2[i, j] + v * v
+            if linear:
+                csx[i + 1, j, 0] = csx[i, j, 0] + (i - tc) * v
         if full_cov:
             for j in range(d):
                 vj = x[i, j] - center[j]
@@ -135,11 +147,23 @@ def _cost(kind, cs1, cs2, csx, a, b, eps, mbic):
                     cov[j, j] = 0.0
                 cov[j, j] += eps
             c = fm * _logdet_spd(cov, d)
-    else:
+    elif kind == COST_POISSON:
         for j in range(d):
             s1 = cs1[b, j] - cs1[a, j]
             if s1 > 0.0:
                 c -= 2.0 * s1 * math.log(s1 / fm)
+    else:
+        # centred time: sum (t - tbar)^2 = m (m^2 - 1) / 12 in closed form
+        tbar = 0.5 * (a + b - 1) - 0.5 * (cs1.shape[0] - 2)
+        stt = fm * (fm * fm - 1.0) / 12.0
+        for j in range(d):
+            s1 = cs1[b, j] - cs1[a, j]
+            v = (cs2[b, j] - cs2[a, j]) - s1 * s1 / fm
+            if stt > 0.0:
+                stx = (csx[b, j, 0] - csx[a, j, 0]) - tbar * s1
+                v -= stx * stx / stt
+            if v > 0.0:
+                c += v
     if mbic:
         c += math.log(fm)
     return c
