@@ -523,7 +523,9 @@ def test_linear_pelt_and_binseg_identical_to_ruptures(rpt):
         pen = [8.0, 20.0, 40.0, 80.0][trial]
         theirs = rpt.Pelt(custom_cost=CostLinear(), min_size=3, jump=1).fit(design).predict(pen=pen)
         assert segment(y, cost="linear", penalty=pen, min_size=3).to_ruptures() == theirs
-        theirs = rpt.Binseg(custom_cost=CostLinear(), min_size=3, jump=1).fit(design).predict(n_bkps=2)
+        theirs = (
+            rpt.Binseg(custom_cost=CostLinear(), min_size=3, jump=1).fit(design).predict(n_bkps=2)
+        )
         ours = segment(y, cost="linear", method="binseg", n_bkps=2, min_size=3)
         assert ours.to_ruptures() == theirs
         theirs = rpt.Pelt(custom_cost=CostLinear(), min_size=4, jump=5).fit(design).predict(pen=pen)

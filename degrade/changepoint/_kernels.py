@@ -46,7 +46,6 @@ COST_LINEAR = 3
 _PRUNE_EVERY = 4
 
 
-
 @njit
 def _backtrack(last, n):
     """Segment ends (the change points plus ``n``) from the optimal-partition links ``last``."""
@@ -63,6 +62,7 @@ def _backtrack(last, n):
         i -= 1
         e = last[e]
     return bkps
+
 
 @njit
 def _prefix_sums(x, center, kind, full_cov):

@@ -66,7 +66,9 @@ def _q_of_rho(r: float) -> float:
     return (1.0 + r) * (3.0 - r * r) / (3.0 - r)
 
 
-def noise_scale_trend(x: np.ndarray, rho_max: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def noise_scale_trend(
+    x: np.ndarray, rho_max: float = 0.9
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`noise_scale` for series with a trend: from second differences.
 
     A linear trend, even one that changes slope, vanishes from the second
