@@ -154,6 +154,28 @@ def test_fpop_equals_pelt_and_optimal_partitioning(rng, d, mbic):
             assert o_tot == f_tot
 
 
+def test_fpop_with_older_balls_stays_exact_on_long_stationary_stretches():
+    # long stretches keep dozens of candidates, so the older-ball union runs
+    # and (MBIC) candidates live past the refresh age
+    rng = np.random.default_rng(34)
+    for trial in range(4):
+        n = 4000
+        x = rng.normal(size=(n, 1))
+        x[900:] += [0.8, 0.0, 1.5, -0.6][trial]
+        x[1900:] -= 1.0
+        if trial == 3:
+            x[:, 0] = np.cumsum(rng.normal(0, 0.05, n)) + rng.normal(size=n)  # drifting level
+        cs1, cs2, csx = _prefix(x, K.COST_L2)
+        for pen, mbic in ((3.0 * math.log(n), False), (12.0, False), (40.0, False), (12.0, True)):
+            ms = 2 + trial
+            c1, c2 = cs1[:, 0].copy(), cs2[:, 0].copy()
+            o_ends, o_tot = K._fpop_l2_1d(c1, c2, pen, ms, mbic)
+            pk = -math.log(n) if mbic else 0.0
+            p_ends, p_tot = K._pelt(K.COST_L2, cs1, cs2, csx, pen, ms, 1, 0.0, mbic, pk)
+            assert o_ends.tolist() == p_ends.tolist()
+            assert o_tot == pytest.approx(p_tot, rel=1e-12)
+
+
 def test_binseg_kernel_matches_numpy_greedy(rng):
     for _ in range(10):
         n = int(rng.integers(30, 80))
@@ -174,12 +196,15 @@ def test_binseg_kernel_matches_numpy_greedy(rng):
 
 
 def test_segment_stats_kernel(rng):
-    x = rng.normal(size=(50, 2))
-    ends = np.array([10, 33, 50])
+    x = rng.normal(size=(50, 2)) + 0.3 * np.arange(50)[:, None]
+    ends = np.array([10, 11, 33, 50])
     mean, var = K._segment_stats(x, ends)
-    for i, (a, b) in enumerate(zip([0, 10, 33], ends)):
+    slope = K._segment_slopes(x, ends)
+    for i, (a, b) in enumerate(zip([0, 10, 11, 33], ends)):
         np.testing.assert_allclose(mean[i], x[a:b].mean(axis=0))
         np.testing.assert_allclose(var[i], x[a:b].var(axis=0))
+        ref = np.polyfit(np.arange(b - a), x[a:b], 1)[0] if b - a > 1 else np.zeros(2)
+        np.testing.assert_allclose(slope[i], ref, rtol=1e-9, atol=1e-12)
 
 
 # --- identical to ruptures ----------------------------------------------------------
@@ -391,15 +416,18 @@ def test_chi2_isf_known_values():
     assert chi2_isf(1e-4, 5) == pytest.approx(25.744831959055876, rel=1e-9)
 
 
-def test_hampel_kernel_matches_numpy(rng):
-    x = rng.standard_t(2, size=(80, 2))
-    x[40:, 0] += 10.0
-    h, c = 3, 3.0
+@pytest.mark.parametrize(("n", "h"), [(80, 3), (5, 3), (7, 3), (60, 1), (40, 5)])
+def test_hampel_kernel_matches_numpy(rng, n, h):
+    x = rng.standard_t(2, size=(n, 2))
+    x[n // 2 :, 0] += 10.0
+    x[::7, 1] = np.round(x[::7, 1])  # ties in the sliding window
+    x[3::9, 1] = x[0, 1]
+    c = 3.0
     scale = np.array([1.0, 0.5])
     got = K._hampel(x, h, c, scale)
     ref = x.copy()
     for j in range(2):
-        for i in range(80):
+        for i in range(n):
             med = np.median(x[max(0, i - h) : i + h + 1, j])
             ref[i, j] = np.clip(x[i, j], med - c * scale[j], med + c * scale[j])
     np.testing.assert_array_equal(got, ref)

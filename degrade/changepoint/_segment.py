@@ -305,7 +305,7 @@ def segment(
         ends, total, pen, sigma = _search(cost, *args)
 
     mean, var = K._segment_stats(xs, ends)
-    slope = _segment_slopes(xs, ends)
+    slope = K._segment_slopes(xs, ends)
     starts = np.r_[0, ends[:-1]].astype(np.int64)
     if keep is not None:
         starts = keep[starts]
@@ -427,16 +427,3 @@ def _bic(xs: np.ndarray, ends: np.ndarray, cost: str) -> float:
     per = 2 * d if cost == "linear" else d
     params = (k + 1) * per + k
     return n * d * math.log(max(rss, 1e-300) / (n * d)) + params * math.log(n)
-
-
-def _segment_slopes(xs: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Least-squares slope per segment and column (per sample of the finite rows)."""
-    out = np.zeros((len(ends), xs.shape[1]))
-    a = 0
-    for i, b in enumerate(ends):
-        m = int(b) - a
-        if m > 1:
-            t = np.arange(m, dtype=np.float64) - 0.5 * (m - 1)
-            out[i] = t @ (xs[a:b] - xs[a:b].mean(axis=0)) / float(t @ t)
-        a = int(b)
-    return out
