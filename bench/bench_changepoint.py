@@ -316,6 +316,13 @@ def main() -> None:
         )
 
     print()
+    if last_pelt is not None:
+        n0, t0 = last_pelt
+        print(
+            f"ruptures' PELT is quadratic here: from n = {n0} ({t0:.1f} s) it would take about "
+            f"{t0 * (100_000 / n0) ** 2:,.0f} s at 10^5 and {t0 * (1_000_000 / n0) ** 2:,.0f} s "
+            "at 10^6, so it is not run there"
+        )
     print(f"{'n':>8} {'degrade search':<30} {'seconds':>8}  found / true changes (max error)")
     big = (100_000,) if args.quick else (100_000, 1_000_000)
     for n in big:
