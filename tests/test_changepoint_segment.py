@@ -603,6 +603,20 @@ def test_auto_keeps_a_trend_whole_and_steps_as_steps():
     assert segment(steps, penalty=30.0).cost_name == "l2"
 
 
+def test_auto_searches_long_trends_greedily_and_gives_up_beyond_its_limit(monkeypatch):
+    from degrade.changepoint import _segment
+
+    rng = np.random.default_rng(35)
+    n = 6000
+    t = np.arange(n, dtype=float)
+    kink = np.where(t < 3000, 0.002 * t, 6.0 - 0.004 * (t - 3000)) + rng.normal(0, 1, n)
+    seg = segment(kink)  # above AUTO_LINEAR_PELT_MAX_N: binary segmentation for the trend
+    assert seg.cost_name == "linear" and seg.breakpoints.size == 1
+    assert abs(int(seg.breakpoints[0]) - 3000) <= 150
+    monkeypatch.setattr(_segment, "AUTO_LINEAR_MAX_N", n - 1)
+    assert segment(kink).cost_name == "l2"
+
+
 # --- bad input --------------------------------------------------------------------------
 
 
@@ -633,6 +647,7 @@ def test_auto_keeps_a_trend_whole_and_steps_as_steps():
         (np.array(["a", "b"]), {}, "numeric"),
     ],
 )
+@pytest.mark.filterwarnings("ignore::degrade.errors.DataWarning")
 def test_bad_input_raises_one_clear_error(x, kwargs, match):
     with pytest.raises(InputError, match=match):
         segment(x, **kwargs)
