@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from degrade.changepoint import Segmentation, segment
 from degrade.changepoint import _kernels as K
-from degrade.changepoint._penalty import chi2_isf, noise_scale
-from degrade.errors import InputError
+from degrade.changepoint._penalty import chi2_isf, noise_scale, noise_scale_trend
+from degrade.errors import DataWarning, InputError
 from tests.conftest import require
 
 # --- plain NumPy references ------------------------------------------------------
@@ -23,6 +23,10 @@ def ref_cost(kind, x, a, b, eps=0.0, mbic=False):
     m = b - a
     if kind == K.COST_L2:
         c = float(((seg - seg.mean(axis=0)) ** 2).sum())
+    elif kind == K.COST_LINEAR:
+        t = np.c_[np.ones(m), np.arange(m, dtype=float)]
+        coef = np.linalg.lstsq(t, seg, rcond=None)[0]
+        c = float(((seg - t @ coef) ** 2).sum())
     elif kind == K.COST_NORMAL:
         if x.shape[1] == 1:
             c = m * math.log(seg.var() + eps)
@@ -79,7 +83,7 @@ def _signal(rng, n, d=1, k=2, var_change=False, counts=False):
 # --- kernels against NumPy ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", [K.COST_L2, K.COST_NORMAL, K.COST_POISSON])
+@pytest.mark.parametrize("kind", [K.COST_L2, K.COST_NORMAL, K.COST_POISSON, K.COST_LINEAR])
 @pytest.mark.parametrize("d", [1, 3])
 def test_cost_kernel_matches_numpy(rng, kind, d):
     x = (
@@ -88,6 +92,8 @@ def test_cost_kernel_matches_numpy(rng, kind, d):
         else rng.normal(size=(60, d))
     )
     x[20:] += 3.0
+    if kind == K.COST_LINEAR:
+        x += 0.2 * np.arange(60)[:, None]
     full = kind == K.COST_NORMAL and d > 1
     cs1, cs2, csx = _prefix(x, kind, full)
     for _ in range(40):
@@ -108,6 +114,8 @@ def test_cost_kernel_matches_numpy(rng, kind, d):
         (K.COST_NORMAL, 1, 2, 1, False),
         (K.COST_NORMAL, 2, 4, 2, False),
         (K.COST_POISSON, 1, 3, 1, True),
+        (K.COST_LINEAR, 1, 3, 1, False),
+        (K.COST_LINEAR, 2, 4, 2, True),
     ],
 )
 def test_pelt_is_exact_against_optimal_partitioning(rng, kind, d, min_size, jump, mbic):
@@ -146,6 +154,28 @@ def test_fpop_equals_pelt_and_optimal_partitioning(rng, d, mbic):
             assert o_tot == f_tot
 
 
+def test_fpop_with_older_balls_stays_exact_on_long_stationary_stretches():
+    # long stretches keep dozens of candidates, so the older-ball union runs
+    # and (MBIC) candidates live past the refresh age
+    rng = np.random.default_rng(34)
+    for trial in range(4):
+        n = 4000
+        x = rng.normal(size=(n, 1))
+        x[900:] += [0.8, 0.0, 1.5, -0.6][trial]
+        x[1900:] -= 1.0
+        if trial == 3:
+            x[:, 0] = np.cumsum(rng.normal(0, 0.05, n)) + rng.normal(size=n)  # drifting level
+        cs1, cs2, csx = _prefix(x, K.COST_L2)
+        for pen, mbic in ((3.0 * math.log(n), False), (12.0, False), (40.0, False), (12.0, True)):
+            ms = 2 + trial
+            c1, c2 = cs1[:, 0].copy(), cs2[:, 0].copy()
+            o_ends, o_tot = K._fpop_l2_1d(c1, c2, pen, ms, mbic)
+            pk = -math.log(n) if mbic else 0.0
+            p_ends, p_tot = K._pelt(K.COST_L2, cs1, cs2, csx, pen, ms, 1, 0.0, mbic, pk)
+            assert o_ends.tolist() == p_ends.tolist()
+            assert o_tot == pytest.approx(p_tot, rel=1e-12)
+
+
 def test_binseg_kernel_matches_numpy_greedy(rng):
     for _ in range(10):
         n = int(rng.integers(30, 80))
@@ -166,12 +196,15 @@ def test_binseg_kernel_matches_numpy_greedy(rng):
 
 
 def test_segment_stats_kernel(rng):
-    x = rng.normal(size=(50, 2))
-    ends = np.array([10, 33, 50])
+    x = rng.normal(size=(50, 2)) + 0.3 * np.arange(50)[:, None]
+    ends = np.array([10, 11, 33, 50])
     mean, var = K._segment_stats(x, ends)
-    for i, (a, b) in enumerate(zip([0, 10, 33], ends)):
+    slope = K._segment_slopes(x, ends)
+    for i, (a, b) in enumerate(zip([0, 10, 11, 33], ends)):
         np.testing.assert_allclose(mean[i], x[a:b].mean(axis=0))
         np.testing.assert_allclose(var[i], x[a:b].var(axis=0))
+        ref = np.polyfit(np.arange(b - a), x[a:b], 1)[0] if b - a > 1 else np.zeros(2)
+        np.testing.assert_allclose(slope[i], ref, rtol=1e-9, atol=1e-12)
 
 
 # --- identical to ruptures ----------------------------------------------------------
@@ -383,15 +416,18 @@ def test_chi2_isf_known_values():
     assert chi2_isf(1e-4, 5) == pytest.approx(25.744831959055876, rel=1e-9)
 
 
-def test_hampel_kernel_matches_numpy(rng):
-    x = rng.standard_t(2, size=(80, 2))
-    x[40:, 0] += 10.0
-    h, c = 3, 3.0
+@pytest.mark.parametrize(("n", "h"), [(80, 3), (5, 3), (7, 3), (60, 1), (40, 5)])
+def test_hampel_kernel_matches_numpy(rng, n, h):
+    x = rng.standard_t(2, size=(n, 2))
+    x[n // 2 :, 0] += 10.0
+    x[::7, 1] = np.round(x[::7, 1])  # ties in the sliding window
+    x[3::9, 1] = x[0, 1]
+    c = 3.0
     scale = np.array([1.0, 0.5])
     got = K._hampel(x, h, c, scale)
     ref = x.copy()
     for j in range(2):
-        for i in range(80):
+        for i in range(n):
             med = np.median(x[max(0, i - h) : i + h + 1, j])
             ref[i, j] = np.clip(x[i, j], med - c * scale[j], med + c * scale[j])
     np.testing.assert_array_equal(got, ref)
@@ -447,14 +483,39 @@ def test_property_segmentation_is_a_valid_partition(seed, min_size, pen):
 # --- missing data ----------------------------------------------------------------------
 
 
-def test_nan_raises_by_default_with_the_index():
+def test_nan_raise_names_the_index():
     x = np.r_[np.zeros(50), np.ones(50)]
     x[37] = np.nan
     with pytest.raises(InputError, match="index 37"):
-        segment(x)
+        segment(x, nan="raise")
     x[37] = np.inf
     with pytest.raises(InputError, match="nan='drop'"):
-        segment(x)
+        segment(x, nan="raise")
+
+
+def test_missing_values_are_skipped_by_default_with_one_warning():
+    rng = np.random.default_rng(30)
+    x = np.r_[rng.normal(0, 1, 300), rng.normal(4, 1, 300)]
+    full = segment(x).breakpoints.tolist()
+    y = x.tolist()
+    holes = [3, 4, 5, 100, 101, 450, 599]
+    for i in holes:
+        y[i] = None
+    y[200] = float("inf")
+    with pytest.warns(DataWarning, match="skipped 8 missing") as rec:
+        seg = segment(y)
+    assert len(rec) == 1 and "index 3" in str(rec[0].message)
+    assert seg.n_missing == 8 and seg.n == 600 and seg.ends[-1] == 600
+    # indices in the input's indexing, the same change as without holes
+    assert seg.breakpoints.tolist() == full == [300]
+    assert seg.mean[1] == pytest.approx(np.delete(x, holes)[300 - 5 :].mean())
+    # nan='ignore' is the same result without the warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = segment(y, nan="ignore")
+    assert quiet.breakpoints.tolist() == [300]
 
 
 def test_nan_drop_maps_indices_back():
@@ -462,13 +523,98 @@ def test_nan_drop_maps_indices_back():
     x = np.r_[rng.normal(0, 0.1, 100), rng.normal(5, 0.1, 100)]
     x[90:110] = np.nan  # the change falls inside a gap
     x[[5, 150]] = np.inf
-    seg = segment(x, nan="drop")
+    with pytest.warns(DataWarning):
+        seg = segment(x, nan="drop")
     assert seg.breakpoints.tolist() == [110]  # first finite sample after the gap
     assert seg.ends[-1] == 200 and seg.starts[0] == 0
     assert seg.mean[0] == pytest.approx(np.nanmean(np.where(np.isinf(x[:110]), np.nan, x[:110])))
     x2 = np.c_[x, x]
     x2[3, 1] = np.nan  # a row with any missing column is dropped
-    assert segment(x2, nan="drop").breakpoints.tolist() == [110]
+    with pytest.warns(DataWarning, match="skipped 23"):
+        assert segment(x2, nan="drop").breakpoints.tolist() == [110]
+
+
+# --- trend per segment (cost="linear") and the "auto" default ---------------------------
+
+
+def test_linear_pelt_and_binseg_identical_to_ruptures(rpt):
+    from ruptures.costs import CostLinear
+
+    rng = np.random.default_rng(31)
+    for trial in range(4):
+        n = 150
+        t = np.arange(n, dtype=float)
+        y = 0.05 * t + rng.normal(0, 1, n)
+        y[60:] += 4.0 - 0.12 * (t[60:] - 60)
+        y[110:] -= 5.0
+        design = np.c_[y, np.ones(n), t]
+        pen = [8.0, 20.0, 40.0, 80.0][trial]
+        theirs = rpt.Pelt(custom_cost=CostLinear(), min_size=3, jump=1).fit(design).predict(pen=pen)
+        assert segment(y, cost="linear", penalty=pen, min_size=3).to_ruptures() == theirs
+        theirs = (
+            rpt.Binseg(custom_cost=CostLinear(), min_size=3, jump=1).fit(design).predict(n_bkps=2)
+        )
+        ours = segment(y, cost="linear", method="binseg", n_bkps=2, min_size=3)
+        assert ours.to_ruptures() == theirs
+        theirs = rpt.Pelt(custom_cost=CostLinear(), min_size=4, jump=5).fit(design).predict(pen=pen)
+        assert segment(y, cost="linear", penalty=pen, min_size=4, jump=5).to_ruptures() == theirs
+
+
+def test_noise_scale_trend_ignores_trends_and_tracks_autocorrelation():
+    rng = np.random.default_rng(32)
+    n = 20000
+    t = np.arange(n, dtype=float)
+    # slope changes and a level shift barely move second-difference MADs
+    trend = np.where(t < 8000, 0.01 * t, 80.0 - 0.02 * (t - 8000)) + 30.0 * (t > 15000)
+    x = trend + rng.normal(0, 2.0, n)
+    sigma, rho, sd = noise_scale_trend(x.reshape(-1, 1))
+    assert sd[0] == pytest.approx(2.0, rel=0.05) and abs(rho[0]) < 0.05
+    e = rng.normal(size=n)
+    ar = np.empty(n)
+    prev = 0.0
+    for i, v in enumerate(e):
+        prev = 0.6 * prev + v
+        ar[i] = prev
+    sigma, rho, _ = noise_scale_trend((ar + 0.05 * t).reshape(-1, 1))
+    assert rho[0] == pytest.approx(0.6, abs=0.08)
+    # the long-run sd (1 / (1 - rho) = 2.5) is steep in rho: +-15 % over seeds at this n
+    assert sigma[0] == pytest.approx(1 / 0.4, rel=0.25)
+
+
+def test_auto_keeps_a_trend_whole_and_steps_as_steps():
+    rng = np.random.default_rng(33)
+    n = 800
+    t = np.arange(n, dtype=float)
+    ramp = 0.05 * t + rng.normal(0, 1, n)  # 40 noise sds of drift, no change
+    seg = segment(ramp)
+    assert seg.cost_name == "linear" and seg.breakpoints.size == 0
+    assert seg.slope[0] == pytest.approx(0.05, rel=0.05)
+    assert segment(ramp, cost="l2").breakpoints.size > 10  # the old default shattered it
+    kink = np.where(t < 500, 0.05 * t, 25.0 - 0.1 * (t - 500)) + rng.normal(0, 1, n)
+    seg = segment(kink)
+    assert seg.cost_name == "linear" and seg.breakpoints.size == 1
+    assert abs(int(seg.breakpoints[0]) - 500) <= 15
+    steps = rng.normal(0, 1, n)
+    steps[300:] += 3.0
+    steps[550:] -= 5.0
+    seg = segment(steps)
+    assert seg.cost_name == "l2" and seg.breakpoints.tolist() == [300, 550]
+    # numbers are in one cost's units: 'auto' with a numeric penalty is ruptures' L2
+    assert segment(steps, penalty=30.0).cost_name == "l2"
+
+
+def test_auto_searches_long_trends_greedily_and_gives_up_beyond_its_limit(monkeypatch):
+    from degrade.changepoint import _segment
+
+    rng = np.random.default_rng(35)
+    n = 6000
+    t = np.arange(n, dtype=float)
+    kink = np.where(t < 3000, 0.002 * t, 6.0 - 0.004 * (t - 3000)) + rng.normal(0, 1, n)
+    seg = segment(kink)  # above AUTO_LINEAR_PELT_MAX_N: binary segmentation for the trend
+    assert seg.cost_name == "linear" and seg.breakpoints.size == 1
+    assert abs(int(seg.breakpoints[0]) - 3000) <= 150
+    monkeypatch.setattr(_segment, "AUTO_LINEAR_MAX_N", n - 1)
+    assert segment(kink).cost_name == "l2"
 
 
 # --- bad input --------------------------------------------------------------------------
@@ -494,12 +640,14 @@ def test_nan_drop_maps_indices_back():
         (np.zeros(50), {"n_bkps": 2}, "only used by method='binseg'"),
         (np.zeros(50), {"method": "binseg", "n_bkps": 20}, "do not fit"),
         (np.zeros(50), {"method": "binseg", "n_bkps": -1}, "n_bkps"),
-        (np.zeros(50), {"nan": "ignore"}, "nan="),
+        (np.zeros(50), {"nan": "skip"}, "nan="),
+        (np.r_[np.zeros(49), np.nan], {"nan": "raise"}, "index 49"),
         (-np.ones(50), {"cost": "poisson"}, "non-negative counts"),
         (np.zeros(50), {"cost": "normal", "var_floor": 0.0}, "var_floor"),
         (np.array(["a", "b"]), {}, "numeric"),
     ],
 )
+@pytest.mark.filterwarnings("ignore::degrade.errors.DataWarning")
 def test_bad_input_raises_one_clear_error(x, kwargs, match):
     with pytest.raises(InputError, match=match):
         segment(x, **kwargs)

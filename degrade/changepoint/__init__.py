@@ -1,7 +1,7 @@
 """Offline change points: segmentation, onset refinement and scoring.
 
 :func:`segment` splits a whole series (PELT or binary segmentation, L2 /
-normal / Poisson costs, O(1) segment costs from prefix sums, numba).
+linear-trend / normal / Poisson costs, missing values skipped, O(1) segment costs from prefix sums, numba).
 :func:`refine_onset` takes a streaming detector's alarm and estimates when the
 change began and how large it is (for timings: the slowdown ratio with a
 confidence interval). :func:`f1_score` and :func:`covering` score change
@@ -31,7 +31,7 @@ def _warmup() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=40)
     x[20:] += 3.0
-    for cost in ("l2", "normal"):
+    for cost in ("l2", "normal", "linear"):
         segment(x, cost=cost, min_size=2)
         segment(x, cost=cost, method="binseg", min_size=2)
         segment(np.c_[x, x[::-1]], cost=cost, min_size=2)

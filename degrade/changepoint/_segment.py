@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from degrade.errors import InputError
+from degrade.errors import DataWarning, InputError
 
 from . import _kernels as K
-from ._penalty import noise_scale, parse_penalty, rule_value
+from ._penalty import noise_scale, noise_scale_trend, parse_penalty, rule_value
 
 __all__ = ["Segmentation", "segment"]
 
-_COSTS = {"l2": K.COST_L2, "normal": K.COST_NORMAL, "poisson": K.COST_POISSON}
+# the "auto" cost lets a trend per segment compete up to this length, searched
+# like the L2 cost up to AUTO_LINEAR_PELT_MAX_N and by binary segmentation
+# above (PELT with the linear cost is quadratic in segment length: 0.7 s CPU
+# at 5,000 samples of one trend change)
+AUTO_LINEAR_MAX_N = 100_000
+AUTO_LINEAR_PELT_MAX_N = 5_000
+
+_COSTS = {
+    "l2": K.COST_L2,
+    "linear": K.COST_LINEAR,
+    "normal": K.COST_NORMAL,
+    "poisson": K.COST_POISSON,
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,12 @@ class Segmentation:
         Search method and cost.
     n : int
         Length of the input.
+    slope : ndarray, shape like ``mean``
+        Per-segment least-squares slope (change per sample) of the finite
+        samples; 0 for one-sample segments. Meaningful mostly with
+        ``cost="linear"``.
+    n_missing : int
+        Rows skipped as missing (NaN, None or infinite in any column).
     """
 
     breakpoints: np.ndarray
@@ -56,6 +75,8 @@ class Segmentation:
     method: str
     cost_name: str
     n: int
+    slope: np.ndarray | None = None
+    n_missing: int = 0
 
     @property
     def n_segments(self) -> int:
@@ -82,15 +103,28 @@ def _as_series(x, name: str = "x") -> np.ndarray:
 
 
 def _finite_rows(x2: np.ndarray, nan: str, name: str = "x") -> np.ndarray | None:
-    """Indices of fully finite rows, or None if all are; raises under ``nan='raise'``."""
+    """Indices of fully finite rows, or None if all are.
+
+    Raises under ``nan='raise'``; warns once (:class:`~degrade.errors.DataWarning`)
+    with the count under ``nan='drop'``; silent under ``nan='ignore'``.
+    """
     ok = np.isfinite(x2).all(axis=1)
     if ok.all():
         return None
     bad = int(np.flatnonzero(~ok)[0])
+    count = int((~ok).sum())
     if nan == "raise":
         raise InputError(
-            f"{name} has {int((~ok).sum())} non-finite value(s), the first at index {bad} "
+            f"{name} has {count} non-finite value(s), the first at index {bad} "
             f"({x2[bad].tolist()}); pass nan='drop' to segment the finite samples only"
+        )
+    if nan == "drop":
+        warnings.warn(
+            f"{name}: skipped {count} missing (NaN/None/inf) row(s) of {x2.shape[0]}, the first "
+            f"at index {bad}; change points are reported in the original indexing "
+            "(pass nan='ignore' to silence this, nan='raise' to refuse)",
+            DataWarning,
+            stacklevel=3,
         )
     return np.flatnonzero(ok)
 
@@ -99,12 +133,12 @@ def segment(
     x,
     *,
     method: Literal["pelt", "binseg"] = "pelt",
-    cost: Literal["l2", "normal", "poisson"] = "l2",
+    cost: Literal["auto", "l2", "linear", "normal", "poisson"] = "auto",
     penalty: float | str = "mbic",
     min_size: int = 5,
     n_bkps: int | None = None,
     jump: int = 1,
-    nan: Literal["raise", "drop"] = "raise",
+    nan: Literal["drop", "ignore", "raise"] = "drop",
     var_floor: float | None = None,
     robust: bool | None = None,
 ) -> Segmentation:
@@ -124,16 +158,26 @@ def segment(
         Exact penalised search, or binary segmentation (greedy; stops at
         ``n_bkps`` changes if given, else when the best split gains less than
         the penalty).
-    cost : {"l2", "normal", "poisson"}
-        ``l2``: shift in mean (residual sum of squares). ``normal``: shift in
-        mean and/or (co)variance, Gaussian likelihood with maximum-likelihood
-        covariance plus ``var_floor`` on the diagonal. ``poisson``: shift in
-        the rate of non-negative counts.
+    cost : {"auto", "l2", "linear", "normal", "poisson"}
+        ``l2``: shift in mean (residual sum of squares). ``linear``: a
+        straight line per segment, a change is a jump and/or a change of
+        slope (residual sum of squares of the least-squares line in time).
+        ``normal``: shift in mean and/or (co)variance, Gaussian likelihood
+        with maximum-likelihood covariance plus ``var_floor`` on the
+        diagonal. ``poisson``: shift in the rate of non-negative counts.
+        ``auto`` (default): ``l2``; when that needs two or more change points
+        with a named penalty (a trend shatters into steps under a mean-shift
+        cost), ``linear`` competes and the segmentation with the lower
+        Gaussian BIC wins (series of up to ``AUTO_LINEAR_MAX_N`` = 100,000
+        samples; above 5,000 the linear alternative is searched by binary
+        segmentation; the chosen cost is in ``cost_name``). With a numeric penalty
+        or ``n_bkps``, ``auto`` is ``l2``, as in ruptures.
     penalty : float or {"mbic", "bic", "fpr:<rate>"}
         A number, in the cost's own units (as ruptures' ``pen``), or a rule.
-        Rules are stated on the log-likelihood scale; for ``l2`` they are
-        multiplied by the robust long-run noise variance of each column, so
-        the defaults work without knowing the noise level. ``"fpr:0.01"``
+        Rules are stated on the log-likelihood scale; for ``l2`` and
+        ``linear`` they are multiplied by the robust long-run noise variance
+        of each column (from first differences for ``l2``, second differences
+        for ``linear``), so the defaults work without knowing the noise level. ``"fpr:0.01"``
         chooses the penalty so that a series without any change yields a
         false change point with probability at most 1 %.
     min_size : int
@@ -144,11 +188,14 @@ def segment(
     jump : int
         Consider only every ``jump``-th index as a change point (ruptures'
         convention), for speed.
-    nan : {"raise", "drop"}
-        Non-finite rows raise :class:`~degrade.errors.InputError`, or are
-        dropped: the finite rows are segmented and indices map back to the
-        input (a change inside a gap is reported at the first finite row after
-        it); segment statistics use finite rows only.
+    nan : {"drop", "ignore", "raise"}
+        Missing rows (NaN, None or infinite in any column) are skipped by
+        default: the finite rows are segmented, indices map back to the input
+        (a change inside a gap is reported at the first finite row after it),
+        segment statistics use finite rows only, and one
+        :class:`~degrade.errors.DataWarning` gives the count. ``"ignore"``
+        does the same silently; ``"raise"`` raises
+        :class:`~degrade.errors.InputError` naming the first missing index.
     var_floor : float, optional
         Added to variances in the ``normal`` cost so constant stretches do not
         give ``log 0``. Default ``1e-6 * sigma**2`` (scale-free);
@@ -183,6 +230,16 @@ def segment(
     array([200])
     >>> np.round(seg.mean).tolist()
     [0.0, 3.0]
+
+    A trend is one segment, missing values are skipped (with a warning):
+
+    >>> import warnings
+    >>> y = 0.1 * np.arange(300) + rng.normal(0, 1, 300)
+    >>> y[[10, 11, 150]] = np.nan
+    >>> with warnings.catch_warnings(record=True):
+    ...     seg = segment(y)
+    >>> seg.breakpoints.size, seg.cost_name, seg.n_missing, round(float(seg.slope[0]), 2)
+    (0, 'linear', 3, 0.1)
     """
     arr = _as_series(x)
     one_d = arr.ndim == 1
@@ -190,17 +247,17 @@ def segment(
     n_in, d = x2.shape
     if method not in ("pelt", "binseg"):
         raise InputError(f"method={method!r}: expected 'pelt' or 'binseg'")
-    if cost not in _COSTS:
-        raise InputError(f"cost={cost!r}: expected one of {sorted(_COSTS)}")
-    if nan not in ("raise", "drop"):
-        raise InputError(f"nan={nan!r}: expected 'raise' or 'drop'")
+    if cost != "auto" and cost not in _COSTS:
+        raise InputError(f"cost={cost!r}: expected 'auto' or one of {sorted(_COSTS)}")
+    if nan not in ("drop", "ignore", "raise"):
+        raise InputError(f"nan={nan!r}: expected 'drop', 'ignore' or 'raise'")
     for arg, val in (("min_size", min_size), ("jump", jump)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise InputError(f"{arg} must be an integer >= 1, got {val!r}")
     min_size = int(min_size)
     jump = int(jump)
-    if cost == "normal":
-        # a variance needs two points
+    if cost in ("normal", "linear"):
+        # a variance needs two points, a line three to leave a residual
         min_size = max(min_size, 2)
     if n_bkps is not None:
         if method != "binseg":
@@ -236,7 +293,58 @@ def segment(
             )
 
     xs = np.ascontiguousarray(xs)
-    sigma, _, sd = noise_scale(xs)
+    args = (xs, method, rule, value, min_size, n_bkps, jump, robust, var_floor)
+    if cost == "auto":
+        cost = "l2"
+        ends, total, pen, sigma = _search(cost, *args)
+        # a trend shatters into steps under the mean-shift cost: when that
+        # cost needed two or more changes, let a trend per segment compete and
+        # keep whichever description of the series has the lower BIC
+        if rule != "number" and n_bkps is None and len(ends) >= 3 and n <= AUTO_LINEAR_MAX_N:
+            # PELT with the linear cost has no functional pruning: quadratic
+            # in segment length, so long series search the trend greedily
+            how = method if n <= AUTO_LINEAR_PELT_MAX_N else "binseg"
+            alt = _search("linear", xs, how, *args[2:])
+            if _bic(xs, alt[0], "linear") < _bic(xs, ends, "l2"):
+                cost = "linear"
+                ends, total, pen, sigma = alt
+    else:
+        ends, total, pen, sigma = _search(cost, *args)
+
+    mean, var = K._segment_stats(xs, ends)
+    slope = K._segment_slopes(xs, ends)
+    starts = np.r_[0, ends[:-1]].astype(np.int64)
+    if keep is not None:
+        starts = keep[starts]
+        starts[0] = 0
+        ends = np.r_[starts[1:], n_in].astype(np.int64)
+    if one_d:
+        mean = mean[:, 0]
+        var = var[:, 0]
+        slope = slope[:, 0]
+    return Segmentation(
+        breakpoints=starts[1:].copy(),
+        starts=starts,
+        ends=np.asarray(ends, dtype=np.int64),
+        mean=mean,
+        var=var,
+        penalty=float(pen),
+        sigma=sigma,
+        cost=total,
+        method=method,
+        cost_name=cost,
+        n=n_in,
+        slope=slope,
+        n_missing=0 if keep is None else n_in - n,
+    )
+
+
+def _search(cost, xs, method, rule, value, min_size, n_bkps, jump, robust, var_floor):
+    """One search with one cost on NaN-free ``xs`` (n, d): ``(ends, total, pen, sigma)``."""
+    n, d = xs.shape
+    if cost == "linear":
+        min_size = max(min_size, 2)
+    sigma, _, sd = noise_scale_trend(xs) if cost == "linear" else noise_scale(xs)
     xfit = xs
     if cost == "poisson":
         center = np.zeros(d)
@@ -267,7 +375,7 @@ def segment(
     else:
         pen = rule_value(rule, value, cost, n, d, min_size)
         # n_bkps fixes the count: keep raw units, as ruptures does
-        if cost == "l2" and n_bkps is None:
+        if cost in ("l2", "linear") and n_bkps is None:
             # RSS is in data units squared and a likelihood rule needs it over
             # sigma^2: search on each column's standardised scale. A column
             # without noise (constant, or quantised) falls back to its variance.
@@ -277,6 +385,8 @@ def segment(
                     var[j] = float(np.var(xs[:, j])) or 1.0
             cs1 = cs1 / np.sqrt(var)
             cs2 = cs2 / var
+            if cost == "linear":
+                csx = np.ascontiguousarray(csx / np.sqrt(var)[None, :, None])
             # one column: report penalty and cost back in data units
             unit = float(var[0]) if d == 1 else 1.0
     kind = _COSTS[cost]
@@ -299,26 +409,28 @@ def segment(
         ends = K._binseg(kind, cs1, cs2, csx, nb, float(pen), min_size, jump, eps, mbic)
         total = float("nan")
     pen *= unit
+    return ends, total, float(pen), sigma
 
-    mean, var = K._segment_stats(xs, ends)
-    starts = np.r_[0, ends[:-1]].astype(np.int64)
-    if keep is not None:
-        starts = keep[starts]
-        starts[0] = 0
-        ends = np.r_[starts[1:], n_in].astype(np.int64)
-    if one_d:
-        mean = mean[:, 0]
-        var = var[:, 0]
-    return Segmentation(
-        breakpoints=starts[1:].copy(),
-        starts=starts,
-        ends=np.asarray(ends, dtype=np.int64),
-        mean=mean,
-        var=var,
-        penalty=float(pen),
-        sigma=sigma,
-        cost=total,
-        method=method,
-        cost_name=cost,
-        n=n_in,
-    )
+
+def _bic(xs: np.ndarray, ends: np.ndarray, cost: str) -> float:
+    """Gaussian BIC of a segmentation: ``n d log(RSS / (n d)) + parameters * log n``.
+
+    Parameters: per segment one level (and one slope for ``linear``) per
+    column, plus one location per change.
+    """
+    n, d = xs.shape
+    rss = 0.0
+    a = 0
+    for b in ends:
+        seg = xs[a:b]
+        r = seg - seg.mean(axis=0)
+        m = int(b) - a
+        if cost == "linear" and m > 1:
+            t = np.arange(m, dtype=np.float64) - 0.5 * (m - 1)
+            r = r - np.outer(t, t @ r / float(t @ t))
+        rss += float((r * r).sum())
+        a = int(b)
+    k = len(ends) - 1
+    per = 2 * d if cost == "linear" else d
+    params = (k + 1) * per + k
+    return n * d * math.log(max(rss, 1e-300) / (n * d)) + params * math.log(n)
