@@ -19,6 +19,9 @@ from ._kernels_common import (
     SIDE_BOTH,
     SIDE_LOWER,
     SIDE_UPPER,
+    _bulk_learn,
+    _filled,
+    _fit_sorted,
     common_params,
     init_common,
 )
@@ -271,6 +274,26 @@ class StreamDetector:
             raise InputError(f"run expects a block of shape (T, {self._n}); got shape {X.shape}")
         X = np.ascontiguousarray(X)
         return _safe_log(X) if self._logx else X
+
+    def _learn_block(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Take the warm-up samples of block ``X`` in bulk, before the charts run over it.
+
+        Returns ``first`` (per stream, the first row at which its chart runs),
+        ``last`` (its last warm-up row, -1 if none) and ``min(first)``. The
+        streams whose warm-up filled are fitted together from their buffers
+        sorted by numpy (a SIMD sort, ~0.1 us per 100 samples, where the
+        selection in ``_robust_mu_sigma`` takes ~2.5 us); the estimates are the
+        same, bit for bit (see ``_fit_sorted``).
+        """
+        n = X.shape[1]
+        first = np.empty(n, dtype=np.int64)
+        last = np.empty(n, dtype=np.int64)
+        t_start = _bulk_learn(self._S, self._B, X, self._P, first, last, False)
+        W = self._width
+        done = _filled(self._S, first, W)
+        if done.size:
+            _fit_sorted(self._S, self._B, np.sort(self._B[done, :W], axis=1), done, self._P)
+        return first, last, int(t_start)
 
     def update(self, x: Any) -> np.ndarray:
         """Feed one sample per stream; return the (N,) bool array of alarms raised.

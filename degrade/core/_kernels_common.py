@@ -245,12 +245,28 @@ def _robust_mu_sigma(buf, W, P):
     Median and MAD by selection rather than a sort: numba's NaN-aware sort
     of 100 values costs ~4 us, a third of a 4096-stream batch run's time.
     """
-    s = buf[:W]
-    a = s.copy()
+    return _robust_mu_sigma_into(buf[:W], np.empty(W), W, P)
+
+
+@njit
+def _robust_mu_sigma_into(s, a, W, P):
+    """:func:`_robust_mu_sigma` of ``s[:W]`` with ``a`` (length >= W) as scratch.
+
+    The batch warm-up calls it once per stream with one scratch array
+    instead of allocating a copy each time.
+    """
+    for i in range(W):
+        a[i] = s[i]
     med = _median_inplace(a, W)
     for i in range(W):
         a[i] = abs(s[i] - med)
     s0 = MAD_TO_SIGMA * _median_inplace(a, W)
+    return _trimmed_mu_sigma(s, W, med, s0, P)
+
+
+@njit
+def _trimmed_mu_sigma(s, W, med, s0, P):
+    """The 3-sigma trimmed mean and variance of ``s[:W]`` around ``med`` (MAD scale ``s0``)."""
     fl = _sigma_floor(med, P)
     if s0 < fl:
         s0 = fl
@@ -393,3 +409,191 @@ def _residual(S, B, j, x, P, positive, log, W, adapt):
 def _missing(S, j):
     S[COL_MISS, j] += 1.0
     S[COL_ALARM, j] = 0.0
+
+
+# -- batch warm-up -------------------------------------------------------------
+# ``run`` learns every baseline before it starts the charts: each stream's
+# warm-up samples are collected in one pass over the block and its robust
+# estimate is made once, instead of one scalar fix-up per sample and stream
+# inside the time loop. Streams are taken in tiles of ``_TILE`` adjacent
+# columns, time-outer within a tile: a row of the tile is one or two cache
+# lines of X, and the tile's rows of B (written contiguously, one stream at a
+# time) stay in L1. Going stream by stream down whole columns instead reads X
+# with a stride of N * 8 bytes, which thrashes the cache sets at N = 4096.
+_TILE = 16
+
+
+@njit
+def _bulk_learn(S, B, X, P, first, last, fit):
+    """Feed each learning stream's samples of the block to its warm-up buffer.
+
+    For stream ``j``, ``first[j]`` is the first row of ``X`` at which its
+    chart runs: 0 if its baseline was known before the block, the row after
+    its warm-up filled, or ``T`` if it is still learning at the end of the
+    block. ``last[j]`` is the last row that was a warm-up sample (-1 if
+    none). Missing samples before ``first[j]`` are counted here. With
+    ``fit``, each filled stream's ``mu`` and ``sigma`` are estimated here
+    (:func:`_robust_mu_sigma`, as ``_learn`` does sample by sample);
+    without, the caller does it for all of them at once
+    (:func:`_fit_sorted`). Returns ``min(first)`` (``T`` without streams).
+    """
+    T, n = X.shape
+    W = int(P[P_WARMUP])
+    notpos = P[P_POSITIVE] == 0.0
+    NW = S[COL_NWARM]
+    MISS = S[COL_MISS]
+    MU = S[COL_MU]
+    SG = S[COL_SIGMA]
+    scratch = np.empty(max(W, 1))
+    t_start = T
+    for j0 in range(0, n, _TILE):
+        j1 = min(j0 + _TILE, n)
+        todo = 0
+        fresh = 0
+        for j in range(j0, j1):
+            last[j] = -1
+            if NW[j] < W:
+                first[j] = T
+                todo += 1
+                fresh += NW[j] == 0.0
+            else:
+                first[j] = 0
+        if not fit and todo == j1 - j0 and fresh == todo and W <= T:
+            # the common case: a new tile whose first W samples are all valid
+            bad = 0
+            for t in range(W):
+                for j in range(j0, j1):
+                    v = X[t, j]
+                    bad += not ((v - v == 0.0) & ((v > 0.0) | notpos))
+            if bad == 0:
+                for j in range(j0, j1):
+                    for t in range(W):
+                        B[j, t] = X[t, j]
+                    NW[j] = W
+                    last[j] = W - 1
+                    first[j] = W
+                todo = 0
+        t = 0
+        while todo > 0 and t < T:
+            for j in range(j0, j1):
+                if NW[j] >= W:
+                    continue
+                v = X[t, j]
+                if not math.isfinite(v) or (not notpos and v <= 0.0):
+                    MISS[j] += 1.0
+                    continue
+                c = int(NW[j])
+                B[j, c] = v
+                c += 1
+                NW[j] = c
+                last[j] = t
+                if c == W:
+                    if fit:
+                        mu, sigma = _robust_mu_sigma_into(B[j], scratch, W, P)
+                        MU[j] = mu
+                        SG[j] = sigma
+                    first[j] = t + 1
+                    todo -= 1
+            t += 1
+        for j in range(j0, j1):
+            if first[j] < t_start:
+                t_start = first[j]
+    return t_start
+
+
+@njit
+def _filled(S, first, W):
+    """Streams whose warm-up filled inside the block (``first > 0``, count at ``W``)."""
+    NW = S[COL_NWARM]
+    m = 0
+    for j in range(first.size):
+        m += (first[j] > 0) & (NW[j] >= W)
+    idx = np.empty(m, dtype=np.int64)
+    m = 0
+    for j in range(first.size):
+        if (first[j] > 0) & (NW[j] >= W):
+            idx[m] = j
+            m += 1
+    return idx
+
+
+@njit
+def _fit_sorted(S, B, Bs, idx, P):
+    """``mu`` and ``sigma`` of streams ``idx`` from their sorted warm-up buffers ``Bs``.
+
+    The same numbers, bit for bit, as :func:`_robust_mu_sigma`: median and
+    MAD are exact order statistics whichever way they are found (here the
+    middle of the sorted buffer and a merge walk, there selection), and the
+    trimmed sums run over the buffer in time order as there.
+    """
+    W = int(P[P_WARMUP])
+    MU = S[COL_MU]
+    SG = S[COL_SIGMA]
+    for r in range(idx.size):
+        j = idx[r]
+        srt = Bs[r]
+        med = _sorted_median(srt, W)
+        s0 = MAD_TO_SIGMA * _sorted_mad(srt, W, med)
+        mu, sigma = _trimmed_mu_sigma(B[j], W, med, s0, P)
+        MU[j] = mu
+        SG[j] = sigma
+
+
+@njit
+def _hold_pending(S, first, t_start, T):
+    """Hide streams whose chart starts after ``t_start`` from the vector pass.
+
+    Their warm-up count is set to -1 (so the branch-free pass treats them as
+    not ready) until the row loop reaches ``first[j]``; returns them ordered by
+    ``first`` with their true counts, for :func:`_release_pending`.
+    """
+    NW = S[COL_NWARM]
+    m = 0
+    for j in range(first.size):
+        if first[j] > t_start:
+            m += 1
+    idx = np.empty(m, dtype=np.int64)
+    m = 0
+    for j in range(first.size):
+        if first[j] > t_start:
+            idx[m] = j
+            m += 1
+    if m > 1:
+        idx = idx[np.argsort(first[idx], kind="mergesort")]
+    counts = np.empty(m)
+    for p in range(m):
+        counts[p] = NW[idx[p]]
+        NW[idx[p]] = -1.0
+    return idx, counts
+
+
+@njit(inline="always")
+def _release_pending(S, first, idx, counts, p, t):
+    """Give back the counts of held streams whose chart starts at row ``t``; returns the new ``p``."""
+    NW = S[COL_NWARM]
+    while p < idx.size and first[idx[p]] <= t:
+        NW[idx[p]] = counts[p]
+        p += 1
+    return p
+
+
+@njit
+def _carry_last(S, alarm, stat, t_start):
+    """The statistic and alarm flag carried after a block (rows ``t_start:`` ran).
+
+    Per stream: the last statistic that was not NaN (unchanged if none) and
+    whether the last row raised an alarm; what a per-row update of both
+    would leave, written once.
+    """
+    T, n = stat.shape
+    ST = S[COL_STAT]
+    AL = S[COL_ALARM]
+    for j in range(n):
+        AL[j] = 1.0 if alarm[T - 1, j] else 0.0
+        t = T - 1
+        while t >= t_start:
+            s = stat[t, j]
+            if s == s:
+                ST[j] = s
+                break
+            t -= 1

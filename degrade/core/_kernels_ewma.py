@@ -15,7 +15,6 @@ from ._kernels_common import (
     COL_MU,
     COL_NWARM,
     COL_SIGMA,
-    COL_STAT,
     N_COMMON,
     N_PCOMMON,
     P_ADAPT,
@@ -26,7 +25,11 @@ from ._kernels_common import (
     SIDE_LOWER,
     SIDE_UPPER,
     _adapt,
+    _bulk_learn,
+    _carry_last,
+    _hold_pending,
     _learn,
+    _release_pending,
 )
 
 COL_Q = N_COMMON  # (1 - lam)^(2 i), i = chart updates since the (re)start: exact limits
@@ -40,20 +43,18 @@ N_PARAMS = N_PCOMMON + 3
 
 
 @njit(error_model="numpy")
-def _ewma_pass1(S, x, W, lo, lam, L, exact, upf, downf, out, stat):
+def _ewma_pass1(E, Q, MU, SG, NW, x, W, lo, lam, L, exact, upf, downf, out, stat):
     """The common case for every stream, branch-free (vectorised by LLVM).
 
+    Returns how many streams it flagged in ``out`` for the scalar pass.
     ``error_model="numpy"`` drops the zero-divisor check that would stop
-    LLVM vectorising the division (see ``_cusum_pass1``).
+    LLVM vectorising the division; the state comes as separate 1-D arrays
+    for LLVM's overlap checks (see ``_cusum_pass``).
     """
-    E = S[COL_E]
-    Q = S[COL_Q]
-    MU = S[COL_MU]
-    SG = S[COL_SIGMA]
-    NW = S[COL_NWARM]
     var_inf = lam / (2.0 - lam)
     lim_inf = L * math.sqrt(var_inf)
     r2 = (1.0 - lam) * (1.0 - lam)
+    need = 0
     for j in range(x.size):
         v = x[j]
         ok = (v - v == 0.0) & (NW[j] >= W) & (v > lo)
@@ -65,29 +66,17 @@ def _ewma_pass1(S, x, W, lo, lam, L, exact, upf, downf, out, stat):
         E[j] = e if ok else E[j]
         Q[j] = q if ok else Q[j]
         stat[j] = e if ok else math.nan
-        out[j] = alarm | (not ok)
+        flag = alarm | (not ok)
+        out[j] = flag
+        need += flag
+    return need
 
 
 @njit
-def _ewma_step(S, B, x, P, t, out, stat):
-    """One update of every stream; alarms into ``out``, chart values into ``stat``.
-
-    As for CUSUM: a branch-free pass over all streams, then a scalar pass over
-    the few with a missing sample, a baseline being learned or an alarm.
-    ``stat`` is NaN where the sample was not used.
-    """
+def _ewma_fix(S, B, x, P, t, tf, out, first):
+    """The scalar pass over the streams pass 1 flagged in ``out`` (see ``_cusum_fix``)."""
     lo = -math.inf if P[P_POSITIVE] == 0.0 else 0.0
     W = P[P_WARMUP]
-    side = int(P[P_SIDE])
-    upf = 1.0 if (side & SIDE_UPPER) != 0 else 0.0
-    downf = 1.0 if (side & SIDE_LOWER) != 0 else 0.0
-    _ewma_pass1(S, x, W, lo, P[P_LAM], P[P_L], P[P_EXACT] != 0.0, upf, downf, out, stat)
-    ST = S[COL_STAT]
-    AL = S[COL_ALARM]
-    for j in range(x.size):
-        s = stat[j]
-        ST[j] = s if s == s else ST[j]
-        AL[j] = 0.0
     NW = S[COL_NWARM]
     MU = S[COL_MU]
     SG = S[COL_SIGMA]
@@ -98,12 +87,13 @@ def _ewma_step(S, B, x, P, t, out, stat):
             if not out[j] and NW[j] >= W and math.isfinite(v) and v > lo:
                 _adapt(S, j, (v - MU[j]) / SG[j], P)
     relearn = P[P_RELEARN] != 0.0
-    tf = float(t)
     for j in range(x.size):
         if not out[j]:
             continue
-        v = x[j]
         out[j] = False
+        if t < first[j]:
+            continue  # a warm-up row of this stream, done in bulk
+        v = x[j]
         if not math.isfinite(v) or v <= lo:
             S[COL_MISS, j] += 1.0
             continue
@@ -113,7 +103,6 @@ def _ewma_step(S, B, x, P, t, out, stat):
         if adapt > 0.0:
             _adapt(S, j, (v - MU[j]) / SG[j], P)
         S[COL_LAST, j] = tf
-        AL[j] = 1.0
         out[j] = True
         S[COL_E, j] = 0.0
         S[COL_Q, j] = 1.0
@@ -122,14 +111,56 @@ def _ewma_step(S, B, x, P, t, out, stat):
 
 
 @njit
-def _ewma_update(S, B, x, P, t):
-    n = S.shape[1]
-    out = np.empty(n, dtype=np.bool_)
-    _ewma_step(S, B, x, P, t, out, np.empty(n))
-    return out
+def _ewma_block(S, B, X, P, t0, alarm, stat, first, t_start):
+    """Feed a (T, N) block whose warm-up samples :func:`_bulk_learn` has taken.
+
+    ``alarm`` must be all False on entry. As for CUSUM (``_cusum_block``): a
+    branch-free pass over all streams per row, then a scalar pass over the
+    few with a missing sample, a baseline being re-learned or an alarm;
+    :func:`_ewma_update` is this function on a one-row block.
+    """
+    T, n = X.shape
+    for t in range(t_start):
+        for j in range(n):
+            stat[t, j] = math.nan
+    if t_start > 0:
+        S[COL_ALARM, :] = 0.0
+    if t_start >= T:
+        return
+    lo = -math.inf if P[P_POSITIVE] == 0.0 else 0.0
+    W = P[P_WARMUP]
+    side = int(P[P_SIDE])
+    upf = 1.0 if (side & SIDE_UPPER) != 0 else 0.0
+    downf = 1.0 if (side & SIDE_LOWER) != 0 else 0.0
+    lam = P[P_LAM]
+    L = P[P_L]
+    exact = P[P_EXACT] != 0.0
+    adapt = P[P_ADAPT] > 0.0
+    E = S[COL_E]
+    Q = S[COL_Q]
+    MU = S[COL_MU]
+    SG = S[COL_SIGMA]
+    NW = S[COL_NWARM]
+    idx, counts = _hold_pending(S, first, t_start, T)
+    p = 0
+    for t in range(t_start, T):
+        p = _release_pending(S, first, idx, counts, p, t)
+        x = X[t]
+        out = alarm[t]
+        need = _ewma_pass1(E, Q, MU, SG, NW, x, W, lo, lam, L, exact, upf, downf, out, stat[t])
+        if need > 0 or adapt:
+            _ewma_fix(S, B, x, P, t, float(t0 + t), out, first)
+    for q in range(p, idx.size):
+        NW[idx[q]] = counts[q]
+    _carry_last(S, alarm, stat, t_start)
 
 
 @njit
-def _ewma_run(S, B, X, P, t0, alarm, stat):
-    for i in range(X.shape[0]):
-        _ewma_step(S, B, X[i], P, t0 + i, alarm[i], stat[i])
+def _ewma_update(S, B, x, P, t):
+    n = S.shape[1]
+    X = x.reshape((1, n))
+    first = np.empty(n, dtype=np.int64)
+    t_start = _bulk_learn(S, B, X, P, first, np.empty(n, dtype=np.int64), True)
+    alarm = np.zeros((1, n), dtype=np.bool_)
+    _ewma_block(S, B, X, P, t, alarm, np.empty((1, n)), first, t_start)
+    return alarm[0]

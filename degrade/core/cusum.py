@@ -14,7 +14,7 @@ from ._kernels_cusum import (
     COL_ZERO_DOWN,
     COL_ZERO_UP,
     N_COLS,
-    _cusum_run,
+    _cusum_block,
     _cusum_update,
 )
 
@@ -183,7 +183,10 @@ class CUSUM(StreamDetector):
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
         onset = np.full((T, n), -1, dtype=np.int64)
-        _cusum_run(self._S, self._B, X, self._P, self.t_, alarm, stat, onset)
+        first, last, t_start = self._learn_block(X)
+        _cusum_block(
+            self._S, self._B, X, self._P, self.t_, alarm, stat, onset, first, last, t_start
+        )
         self.t_ += T
         return RunResult(alarm=alarm, statistic=stat, onset=onset)
 

@@ -10,7 +10,7 @@ from degrade.errors import InputError
 
 from ._base import RunResult, StreamDetector, check_number
 from ._kernels_common import COL_SIGMA
-from ._kernels_ewma import COL_E, COL_Q, N_COLS, _ewma_run, _ewma_update
+from ._kernels_ewma import COL_E, COL_Q, N_COLS, _ewma_block, _ewma_update
 
 __all__ = ["EWMA"]
 
@@ -143,7 +143,8 @@ class EWMA(StreamDetector):
         T, n = X.shape
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
-        _ewma_run(self._S, self._B, X, self._P, self.t_, alarm, stat)
+        first, _, t_start = self._learn_block(X)
+        _ewma_block(self._S, self._B, X, self._P, self.t_, alarm, stat, first, t_start)
         self.t_ += T
         return RunResult(alarm=alarm, statistic=stat)
 
