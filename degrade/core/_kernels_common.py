@@ -414,13 +414,16 @@ def _missing(S, j):
 # -- batch warm-up -------------------------------------------------------------
 # ``run`` learns every baseline before it starts the charts: each stream's
 # warm-up samples are collected in one pass over the block and its robust
-# estimate is made once, instead of one scalar fix-up per sample and stream
-# inside the time loop. Streams are taken in tiles of ``_TILE`` adjacent
-# columns, time-outer within a tile: a row of the tile is one or two cache
-# lines of X, and the tile's rows of B (written contiguously, one stream at a
-# time) stay in L1. Going stream by stream down whole columns instead reads X
-# with a stride of N * 8 bytes, which thrashes the cache sets at N = 4096.
+# estimate is made once (for all streams together, ``_fit_sorted``), instead
+# of one scalar fix-up per sample and stream inside the time loop. X is
+# (T, N), time-major, while B is (N, W), one stream's warm-up per row: the
+# copy between them is blocked (``_TBLOCK`` x ``_TBLOCK``) or walked in
+# tiles of ``_TILE`` adjacent columns, time-outer within a tile, so that X
+# is read a cache line at a time. Going stream by stream down whole columns
+# instead reads X with a stride of N * 8 bytes, which thrashes the cache
+# sets at N = 4096.
 _TILE = 16
+_TBLOCK = 8  # block edge of the transpose of X[:W] into B
 
 
 @njit
@@ -436,6 +439,12 @@ def _bulk_learn(S, B, X, P, first, last, fit):
     (:func:`_robust_mu_sigma`, as ``_learn`` does sample by sample);
     without, the caller does it for all of them at once
     (:func:`_fit_sorted`). Returns ``min(first)`` (``T`` without streams).
+
+    The common case (a stream new in this block, its first ``W`` samples all
+    valid) is one row-wise validity count, vectorised over streams, and a
+    cache-blocked transpose of ``X[:W]`` into ``B``; the other learning
+    streams are walked in tiles of ``_TILE`` adjacent columns, time-outer
+    within a tile.
     """
     T, n = X.shape
     W = int(P[P_WARMUP])
@@ -444,35 +453,34 @@ def _bulk_learn(S, B, X, P, first, last, fit):
     MISS = S[COL_MISS]
     MU = S[COL_MU]
     SG = S[COL_SIGMA]
+    for j in range(n):
+        last[j] = -1
+        first[j] = T if NW[j] < W else 0
+    if not fit and W <= T:
+        bad = np.zeros(n, dtype=np.int64)
+        for t in range(W):
+            _count_invalid(X[t], notpos, bad)
+        clean = np.empty(n, dtype=np.bool_)
+        for j in range(n):
+            clean[j] = (NW[j] == 0.0) & (bad[j] == 0)
+        for t0 in range(0, W, _TBLOCK):
+            t1 = min(t0 + _TBLOCK, W)
+            for j0 in range(0, n, _TBLOCK):
+                for j in range(j0, min(j0 + _TBLOCK, n)):
+                    if clean[j]:
+                        for t in range(t0, t1):
+                            B[j, t] = X[t, j]
+        for j in range(n):
+            if clean[j]:
+                NW[j] = W
+                last[j] = W - 1
+                first[j] = W
     scratch = np.empty(max(W, 1))
-    t_start = T
     for j0 in range(0, n, _TILE):
         j1 = min(j0 + _TILE, n)
         todo = 0
-        fresh = 0
         for j in range(j0, j1):
-            last[j] = -1
-            if NW[j] < W:
-                first[j] = T
-                todo += 1
-                fresh += NW[j] == 0.0
-            else:
-                first[j] = 0
-        if not fit and todo == j1 - j0 and fresh == todo and W <= T:
-            # the common case: a new tile whose first W samples are all valid
-            bad = 0
-            for t in range(W):
-                for j in range(j0, j1):
-                    v = X[t, j]
-                    bad += not ((v - v == 0.0) & ((v > 0.0) | notpos))
-            if bad == 0:
-                for j in range(j0, j1):
-                    for t in range(W):
-                        B[j, t] = X[t, j]
-                    NW[j] = W
-                    last[j] = W - 1
-                    first[j] = W
-                todo = 0
+            todo += NW[j] < W
         t = 0
         while todo > 0 and t < T:
             for j in range(j0, j1):
@@ -495,10 +503,19 @@ def _bulk_learn(S, B, X, P, first, last, fit):
                     first[j] = t + 1
                     todo -= 1
             t += 1
-        for j in range(j0, j1):
-            if first[j] < t_start:
-                t_start = first[j]
+    t_start = T
+    for j in range(n):
+        if first[j] < t_start:
+            t_start = first[j]
     return t_start
+
+
+@njit
+def _count_invalid(x, notpos, bad):
+    """``bad[j] += 1`` where ``x[j]`` is missing (branch-free, vectorised)."""
+    for j in range(x.size):
+        v = x[j]
+        bad[j] += not ((v - v == 0.0) & ((v > 0.0) | notpos))
 
 
 @njit
@@ -524,19 +541,73 @@ def _fit_sorted(S, B, Bs, idx, P):
     The same numbers, bit for bit, as :func:`_robust_mu_sigma`: median and
     MAD are exact order statistics whichever way they are found (here the
     middle of the sorted buffer and a merge walk, there selection), and the
-    trimmed sums run over the buffer in time order as there.
+    trimmed sums run over each buffer in time order as there. Four streams
+    are summed side by side: each sum is a chain of dependent additions, and
+    four chains keep the adder busy (a kept sample adds ``v``, a trimmed one
+    adds ``0.0``, which leaves a sum that started at ``+0.0`` unchanged).
     """
     W = int(P[P_WARMUP])
     MU = S[COL_MU]
     SG = S[COL_SIGMA]
-    for r in range(idx.size):
-        j = idx[r]
-        srt = Bs[r]
-        med = _sorted_median(srt, W)
-        s0 = MAD_TO_SIGMA * _sorted_mad(srt, W, med)
-        mu, sigma = _trimmed_mu_sigma(B[j], W, med, s0, P)
-        MU[j] = mu
-        SG[j] = sigma
+    m = idx.size
+    med = np.empty(4)
+    lim = np.empty(4)
+    fl = np.empty(4)
+    rows = np.zeros(4, dtype=np.int64)
+    for r0 in range(0, m, 4):
+        g = min(4, m - r0)
+        for q in range(4):
+            r = r0 + (q if q < g else 0)
+            srt = Bs[r]
+            rows[q] = idx[r]
+            md = _sorted_median(srt, W)
+            s0 = MAD_TO_SIGMA * _sorted_mad(srt, W, md)
+            f = _sigma_floor(md, P)
+            med[q] = md
+            fl[q] = f
+            lim[q] = 3.0 * (s0 if s0 >= f else f)
+        b0 = B[rows[0]]
+        b1 = B[rows[1]]
+        b2 = B[rows[2]]
+        b3 = B[rows[3]]
+        m0, m1, m2, m3 = med[0], med[1], med[2], med[3]
+        l0, l1, l2, l3 = lim[0], lim[1], lim[2], lim[3]
+        t0 = t1 = t2 = t3 = 0.0
+        n0 = n1 = n2 = n3 = 0
+        for i in range(W):
+            v0, v1, v2, v3 = b0[i], b1[i], b2[i], b3[i]
+            k0 = abs(v0 - m0) <= l0
+            k1 = abs(v1 - m1) <= l1
+            k2 = abs(v2 - m2) <= l2
+            k3 = abs(v3 - m3) <= l3
+            t0 += v0 if k0 else 0.0
+            t1 += v1 if k1 else 0.0
+            t2 += v2 if k2 else 0.0
+            t3 += v3 if k3 else 0.0
+            n0 += k0
+            n1 += k1
+            n2 += k2
+            n3 += k3
+        u0, u1, u2, u3 = t0 / n0, t1 / n1, t2 / n2, t3 / n3
+        s0 = s1 = s2 = s3 = 0.0
+        for i in range(W):
+            v0, v1, v2, v3 = b0[i], b1[i], b2[i], b3[i]
+            s0 += (v0 - u0) * (v0 - u0) if abs(v0 - m0) <= l0 else 0.0
+            s1 += (v1 - u1) * (v1 - u1) if abs(v1 - m1) <= l1 else 0.0
+            s2 += (v2 - u2) * (v2 - u2) if abs(v2 - m2) <= l2 else 0.0
+            s3 += (v3 - u3) * (v3 - u3) if abs(v3 - m3) <= l3 else 0.0
+        for q in range(g):
+            mu = (u0, u1, u2, u3)[q]
+            ss = (s0, s1, s2, s3)[q]
+            n = (n0, n1, n2, n3)[q]
+            f = fl[q]
+            sigma = f
+            if n > 1:
+                sigma = math.sqrt(ss / (n - 1) / P[P_TRIM_K])
+                if sigma < f:
+                    sigma = f
+            MU[rows[q]] = mu
+            SG[rows[q]] = sigma
 
 
 @njit

@@ -98,12 +98,14 @@ def _cusum_pass(U, D, ZU, ZD, MU, SG, NW, x, W, k, h, notpos, up_on, down_on, tf
 
 
 @njit
-def _cusum_fix(S, B, x, P, t, tf, out, onset, first):
+def _cusum_fix(S, B, x, P, t, tf, out, ons, cnt, first):
     """The scalar pass over the few streams that pass 1 flagged in ``out``.
 
     Missing samples, baseline learning (after a re-learn; the first warm-up
     of a block is done by :func:`_bulk_learn`, whose rows ``t < first[j]``
-    are skipped here) and alarms.
+    are skipped here) and alarms. The onset of each alarm is appended to
+    ``ons`` at ``cnt``, in the order of the alarms (row-major); returns the
+    new count.
     """
     n = S.shape[1]
     notpos = P[P_POSITIVE] == 0.0
@@ -153,7 +155,8 @@ def _cusum_fix(S, B, x, P, t, tf, out, onset, first):
         else:
             o = ZD[j]
         S[COL_ONSET, j] = o
-        onset[j] = np.int64(o)
+        ons[cnt] = np.int64(o)
+        cnt += 1
         S[COL_LAST, j] = tf
         out[j] = True
         U[j] = head
@@ -162,15 +165,18 @@ def _cusum_fix(S, B, x, P, t, tf, out, onset, first):
         ZD[j] = tf
         if relearn:
             NW[j] = 0.0
+    return cnt
 
 
 @njit
-def _cusum_block(S, B, X, P, t0, alarm, stat, onset, first, last, t_start):
+def _cusum_block(S, B, X, P, t0, alarm, stat, ons, cnt, first, last, t_start):
     """Feed a (T, N) block whose warm-up samples :func:`_bulk_learn` has taken.
 
     ``first``, ``last`` and ``t_start`` are what it returned (the warm-up is
     done in bulk first, then the charts run row by row). ``alarm`` must be
-    all False and ``onset`` all -1 on entry. The result is, bit for bit,
+    all False on entry. The onsets of the alarms are appended to ``ons``
+    (capacity: one per sample) from ``cnt``, in the row-major order of the
+    alarms; returns the new count. The result is, bit for bit,
     that of T single-row updates: :func:`_cusum_update` is this function on
     a one-row block.
 
@@ -193,7 +199,7 @@ def _cusum_block(S, B, X, P, t0, alarm, stat, onset, first, last, t_start):
     if t_start > 0:
         S[COL_ALARM, :] = 0.0
     if t_start >= T:
-        return
+        return cnt
     notpos = P[P_POSITIVE] == 0.0
     W = P[P_WARMUP]
     k = P[P_K]
@@ -218,10 +224,11 @@ def _cusum_block(S, B, X, P, t0, alarm, stat, onset, first, last, t_start):
             U, D, ZU, ZD, MU, SG, NW, x, W, k, h, notpos, up_on, down_on, tf, out, stat[t]
         )
         if need > 0 or adapt:
-            _cusum_fix(S, B, x, P, t, tf, out, onset[t], first)
+            cnt = _cusum_fix(S, B, x, P, t, tf, out, ons, cnt, first)
     for q in range(p, idx.size):
         NW[idx[q]] = counts[q]
     _carry_last(S, alarm, stat, t_start)
+    return cnt
 
 
 @njit
@@ -232,6 +239,6 @@ def _cusum_update(S, B, x, P, t):
     last = np.empty(n, dtype=np.int64)
     t_start = _bulk_learn(S, B, X, P, first, last, True)
     alarm = np.zeros((1, n), dtype=np.bool_)
-    onset = np.full((1, n), -1, dtype=np.int64)
-    _cusum_block(S, B, X, P, t, alarm, np.empty((1, n)), onset, first, last, t_start)
+    ons = np.empty(n, dtype=np.int64)
+    _cusum_block(S, B, X, P, t, alarm, np.empty((1, n)), ons, 0, first, last, t_start)
     return alarm[0]

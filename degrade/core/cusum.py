@@ -176,19 +176,45 @@ class CUSUM(StreamDetector):
 
         Returns a :class:`RunResult` with ``alarm``, ``statistic`` (NaN
         where the sample was missing or the baseline was being learned) and
-        ``onset`` (int64, -1 where no alarm) of shape (T, N).
+        ``onset`` (int64, -1 where no alarm) of shape (T, N). ``onset`` is
+        kept as one value per alarm and made into the (T, N) array when it
+        is first read: a run that only needs the alarms does not pay for
+        filling and faulting in T x N int64.
         """
-        X = self._block(X)
+        X = self._block(X, log=False)
         T, n = X.shape
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
-        onset = np.full((T, n), -1, dtype=np.int64)
-        first, last, t_start = self._learn_block(X)
-        _cusum_block(
-            self._S, self._B, X, self._P, self.t_, alarm, stat, onset, first, last, t_start
-        )
+        # the onsets, one per alarm in row-major order, via a scratch buffer
+        # with room for one per sample of a chunk (see _chunks)
+        buf = np.empty(self._chunk_rows(T, n) * n, dtype=np.int64)
+        parts = []
+        for c0, c1, Xc in self._chunks(X):
+            first, last, t_start = self._learn_block(Xc)
+            cnt = _cusum_block(
+                self._S,
+                self._B,
+                Xc,
+                self._P,
+                self.t_ + c0,
+                alarm[c0:c1],
+                stat[c0:c1],
+                buf,
+                0,
+                first,
+                last,
+                t_start,
+            )
+            parts.append(buf[:cnt].copy())
         self.t_ += T
-        return RunResult(alarm=alarm, statistic=stat, onset=onset)
+        ons = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+        def onset() -> np.ndarray:
+            dense = np.full((T, n), -1, dtype=np.int64)
+            dense[alarm] = ons
+            return dense
+
+        return RunResult(alarm=alarm, statistic=stat, _lazy={"onset": onset})
 
     @property
     def upper_(self) -> np.ndarray:

@@ -139,12 +139,23 @@ class EWMA(StreamDetector):
         ``statistic`` is NaN where the sample was missing or the baseline was
         being learned.
         """
-        X = self._block(X)
+        X = self._block(X, log=False)
         T, n = X.shape
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
-        first, _, t_start = self._learn_block(X)
-        _ewma_block(self._S, self._B, X, self._P, self.t_, alarm, stat, first, t_start)
+        for c0, c1, Xc in self._chunks(X):
+            first, _, t_start = self._learn_block(Xc)
+            _ewma_block(
+                self._S,
+                self._B,
+                Xc,
+                self._P,
+                self.t_ + c0,
+                alarm[c0:c1],
+                stat[c0:c1],
+                first,
+                t_start,
+            )
         self.t_ += T
         return RunResult(alarm=alarm, statistic=stat)
 
