@@ -668,3 +668,13 @@ def _carry_last(S, alarm, stat, t_start):
                 ST[j] = s
                 break
             t -= 1
+
+
+@njit
+def _n_learning(S, W):
+    """How many streams are learning their baseline (warm-up count below ``W``)."""
+    NW = S[COL_NWARM]
+    m = 0
+    for j in range(NW.size):
+        m += NW[j] < W
+    return m

@@ -29,6 +29,7 @@ from ._kernels_common import (
     _carry_last,
     _hold_pending,
     _learn,
+    _n_learning,
     _release_pending,
 )
 
@@ -176,7 +177,9 @@ def _cusum_block(S, B, X, P, t0, alarm, stat, ons, cnt, first, last, t_start):
     done in bulk first, then the charts run row by row). ``alarm`` must be
     all False on entry. The onsets of the alarms are appended to ``ons``
     (capacity: one per sample) from ``cnt``, in the row-major order of the
-    alarms; returns the new count. The result is, bit for bit,
+    alarms; returns the new count and how many streams are still learning
+    (the next block need not call ``_bulk_learn`` if none). The result is,
+    bit for bit,
     that of T single-row updates: :func:`_cusum_update` is this function on
     a one-row block.
 
@@ -199,7 +202,7 @@ def _cusum_block(S, B, X, P, t0, alarm, stat, ons, cnt, first, last, t_start):
     if t_start > 0:
         S[COL_ALARM, :] = 0.0
     if t_start >= T:
-        return cnt
+        return cnt, _n_learning(S, P[P_WARMUP])
     notpos = P[P_POSITIVE] == 0.0
     W = P[P_WARMUP]
     k = P[P_K]
@@ -228,7 +231,7 @@ def _cusum_block(S, B, X, P, t0, alarm, stat, ons, cnt, first, last, t_start):
     for q in range(p, idx.size):
         NW[idx[q]] = counts[q]
     _carry_last(S, alarm, stat, t_start)
-    return cnt
+    return cnt, _n_learning(S, W)
 
 
 @njit

@@ -29,6 +29,7 @@ from ._kernels_common import (
     _carry_last,
     _hold_pending,
     _learn,
+    _n_learning,
     _release_pending,
 )
 
@@ -117,7 +118,8 @@ def _ewma_block(S, B, X, P, t0, alarm, stat, first, t_start):
     ``alarm`` must be all False on entry. As for CUSUM (``_cusum_block``): a
     branch-free pass over all streams per row, then a scalar pass over the
     few with a missing sample, a baseline being re-learned or an alarm;
-    :func:`_ewma_update` is this function on a one-row block.
+    :func:`_ewma_update` is this function on a one-row block. Returns how
+    many streams are still learning.
     """
     T, n = X.shape
     for t in range(t_start):
@@ -126,7 +128,7 @@ def _ewma_block(S, B, X, P, t0, alarm, stat, first, t_start):
     if t_start > 0:
         S[COL_ALARM, :] = 0.0
     if t_start >= T:
-        return
+        return _n_learning(S, P[P_WARMUP])
     lo = -math.inf if P[P_POSITIVE] == 0.0 else 0.0
     W = P[P_WARMUP]
     side = int(P[P_SIDE])
@@ -153,6 +155,7 @@ def _ewma_block(S, B, X, P, t0, alarm, stat, first, t_start):
     for q in range(p, idx.size):
         NW[idx[q]] = counts[q]
     _carry_last(S, alarm, stat, t_start)
+    return _n_learning(S, W)
 
 
 @njit

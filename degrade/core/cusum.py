@@ -187,11 +187,13 @@ class CUSUM(StreamDetector):
         stat = np.empty((T, n))
         # the onsets, one per alarm in row-major order, via a scratch buffer
         # with room for one per sample of a chunk (see _chunks)
-        buf = np.empty(self._chunk_rows(T, n) * n, dtype=np.int64)
+        buf = np.empty(max(self._chunk_plan(T, n)) * n, dtype=np.int64)
         parts = []
+        learning = True
+        ready = self._no_learning(n)
         for c0, c1, Xc in self._chunks(X):
-            first, last, t_start = self._learn_block(Xc)
-            cnt = _cusum_block(
+            first, last, t_start = self._learn_block(Xc) if learning else ready
+            cnt, n_learning = _cusum_block(
                 self._S,
                 self._B,
                 Xc,
@@ -205,6 +207,7 @@ class CUSUM(StreamDetector):
                 last,
                 t_start,
             )
+            learning = n_learning > 0
             parts.append(buf[:cnt].copy())
         self.t_ += T
         ons = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)

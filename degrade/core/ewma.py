@@ -143,9 +143,11 @@ class EWMA(StreamDetector):
         T, n = X.shape
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
+        learning = True
+        ready = self._no_learning(n)
         for c0, c1, Xc in self._chunks(X):
-            first, _, t_start = self._learn_block(Xc)
-            _ewma_block(
+            first, _, t_start = self._learn_block(Xc) if learning else ready
+            n_learning = _ewma_block(
                 self._S,
                 self._B,
                 Xc,
@@ -156,6 +158,7 @@ class EWMA(StreamDetector):
                 first,
                 t_start,
             )
+            learning = n_learning > 0
         self.t_ += T
         return RunResult(alarm=alarm, statistic=stat)
 
