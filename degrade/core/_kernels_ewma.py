@@ -44,33 +44,44 @@ N_PARAMS = N_PCOMMON + 3
 
 
 @njit(error_model="numpy")
-def _ewma_pass1(E, Q, MU, SG, NW, x, W, lo, lam, L, exact, upf, downf, out, stat):
-    """The common case for every stream, branch-free (vectorised by LLVM).
+def _ewma_rows(
+    E, Q, MU, SG, NW, X, t, t_to, W, lo, lam, L, exact, upf, downf, t0, adapt, alarm, stat,
+    S, B, P, first,
+):  # fmt: skip
+    """Rows ``t:t_to`` of every stream: a branch-free pass per row (vectorised by LLVM).
 
-    Returns how many streams it flagged in ``out`` for the scalar pass.
-    ``error_model="numpy"`` drops the zero-divisor check that would stop
-    LLVM vectorising the division; the state comes as separate 1-D arrays
-    for LLVM's overlap checks (see ``_cusum_pass``).
+    The pass flags in ``alarm`` the streams the scalar pass
+    (:func:`_ewma_fix`) must see; that runs only on rows with a flag (every
+    row, with ``adapt``). ``error_model="numpy"`` drops the
+    zero-divisor check that would stop LLVM vectorising the division; the
+    state comes as separate 1-D arrays for LLVM's overlap checks, and rows
+    run in here rather than one call per row (see ``_cusum_rows``).
     """
     var_inf = lam / (2.0 - lam)
     lim_inf = L * math.sqrt(var_inf)
     r2 = (1.0 - lam) * (1.0 - lam)
-    need = 0
-    for j in range(x.size):
-        v = x[j]
-        ok = (v - v == 0.0) & (NW[j] >= W) & (v > lo)
-        z = (v - MU[j]) / SG[j]
-        e = lam * z + (1.0 - lam) * E[j]
-        q = Q[j] * r2
-        lim = L * math.sqrt(var_inf * (1.0 - q)) if exact else lim_inf
-        alarm = (e * upf > lim) | (-e * downf > lim)
-        E[j] = e if ok else E[j]
-        Q[j] = q if ok else Q[j]
-        stat[j] = e if ok else math.nan
-        flag = alarm | (not ok)
-        out[j] = flag
-        need += flag
-    return need
+    while t < t_to:
+        x = X[t]
+        out = alarm[t]
+        st = stat[t]
+        need = 0
+        for j in range(x.size):
+            v = x[j]
+            ok = (v - v == 0.0) & (NW[j] >= W) & (v > lo)
+            z = (v - MU[j]) / SG[j]
+            e = lam * z + (1.0 - lam) * E[j]
+            q = Q[j] * r2
+            lim = L * math.sqrt(var_inf * (1.0 - q)) if exact else lim_inf
+            a = (e * upf > lim) | (-e * downf > lim)
+            E[j] = e if ok else E[j]
+            Q[j] = q if ok else Q[j]
+            st[j] = e if ok else math.nan
+            flag = a | (not ok)
+            out[j] = flag
+            need += flag
+        if need > 0 or adapt:
+            _ewma_fix(S, B, x, P, t, float(t0 + t), out, first)
+        t += 1
 
 
 @njit
@@ -145,13 +156,36 @@ def _ewma_block(S, B, X, P, t0, alarm, stat, first, t_start):
     NW = S[COL_NWARM]
     idx, counts = _hold_pending(S, first, t_start, T)
     p = 0
-    for t in range(t_start, T):
+    t = t_start
+    while t < T:
         p = _release_pending(S, first, idx, counts, p, t)
-        x = X[t]
-        out = alarm[t]
-        need = _ewma_pass1(E, Q, MU, SG, NW, x, W, lo, lam, L, exact, upf, downf, out, stat[t])
-        if need > 0 or adapt:
-            _ewma_fix(S, B, x, P, t, float(t0 + t), out, first)
+        t_to = T if p >= idx.size else min(T, first[idx[p]])
+        _ewma_rows(
+            E,
+            Q,
+            MU,
+            SG,
+            NW,
+            X,
+            t,
+            t_to,
+            W,
+            lo,
+            lam,
+            L,
+            exact,
+            upf,
+            downf,
+            t0,
+            adapt,
+            alarm,
+            stat,
+            S,
+            B,
+            P,
+            first,
+        )
+        t = t_to
     for q in range(p, idx.size):
         NW[idx[q]] = counts[q]
     _carry_last(S, alarm, stat, t_start)
