@@ -67,7 +67,7 @@ class RunResult:
         return f"RunResult(shape={shape}, fields={self._fields}, alarms={int(self.alarm.sum())})"
 
 
-_CHUNK_BYTES = 1 << 21  # run works through a block in chunks of about 2 MiB (see _chunks)
+_CHUNK_BYTES = 1 << 20  # run works through a block in chunks of about 1 MiB (see _chunks)
 
 
 def _safe_log(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -291,6 +291,22 @@ class StreamDetector:
         if T and n and np.any(self._S[COL_NWARM] < self._width):
             head = max(rows, self._width)  # a new stream's warm-up in one chunk
         return min(head, T), min(rows, T)
+
+    def _alarm_capacity(self, T: int, n: int) -> int:
+        """An upper bound on the alarms in one chunk of a (T, n) block (the CUSUM's onset scratch).
+
+        A stream alarms at most once per row in which its baseline is known:
+        every row for a ready stream, none of the first ``warmup - count``
+        valid samples of a learning one. Bounding the first chunk that way
+        keeps the scratch small when it is a long warm-up chunk.
+        """
+        head, rows = self._chunk_plan(T, n)
+        if head <= rows:
+            return rows * n
+        nw = self._S[COL_NWARM]
+        W = self._width
+        ready = np.where(nw >= W, head, np.maximum(0, head - (W - nw)))
+        return max(rows * n, int(ready.sum()))
 
     def _chunks(self, X: np.ndarray):
         """Yield ``(c0, c1, Xc)``: the block ``X`` (from ``_block(X, log=False)``) in row chunks.

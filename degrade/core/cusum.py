@@ -187,7 +187,7 @@ class CUSUM(StreamDetector):
         stat = np.empty((T, n))
         # the onsets, one per alarm in row-major order, via a scratch buffer
         # with room for one per sample of a chunk (see _chunks)
-        buf = np.empty(max(self._chunk_plan(T, n)) * n, dtype=np.int64)
+        buf = np.empty(self._alarm_capacity(T, n), dtype=np.int64)
         parts = []
         learning = True
         ready = self._no_learning(n)
