@@ -137,7 +137,7 @@ def _cusum_rows(
     return cnt
 
 
-@njit
+@njit(inline="always")
 def _cusum_fix(S, B, x, P, t, tf, out, ons, cnt, first):
     """The scalar pass over the few streams that pass 1 flagged in ``out``.
 

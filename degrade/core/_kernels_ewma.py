@@ -84,7 +84,7 @@ def _ewma_rows(
         t += 1
 
 
-@njit
+@njit(inline="always")
 def _ewma_fix(S, B, x, P, t, tf, out, first):
     """The scalar pass over the streams pass 1 flagged in ``out`` (see ``_cusum_fix``)."""
     lo = -math.inf if P[P_POSITIVE] == 0.0 else 0.0
