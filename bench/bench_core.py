@@ -19,7 +19,7 @@ directory (``NUMBA_CACHE_DIR``), "cached" reusing the cache that run wrote.
 The physical limit: a STREAM-like copy (``b[:] = a``) and triad
 (``a = b + s * c``, one numba loop) over arrays of the same size as the
 batch input, in the same run, give the bytes per second this machine moves
-at that size; beside them, the bytes our batch CUSUM+EWMA touches per
+at that size (and over 64 MB arrays, from main memory); beside them, the bytes our batch CUSUM+EWMA touches per
 stream-update (as implemented, and the compulsory part: read the sample,
 write the statistic and the alarm flag) times its stream-updates per second.
 Page faults (``ru_minflt``) during the timed batch runs are printed too: a
@@ -255,6 +255,7 @@ def main(argv=None):
         peers[N].update(bench_river(X, 20_000 if args.quick else 100_000))
         streams[N] = bench_stream(X.nbytes, max(args.repeat, 5))
 
+    dram = bench_stream(64_000_000, 3)  # arrays far beyond the 32 MiB L3: main memory
     cold, cached = compile_times()
 
     print(f"degrade streaming core — {time.strftime('%Y-%m-%d')}, python {sys.version.split()[0]}")
@@ -302,7 +303,8 @@ def main(argv=None):
         )
     print(
         f"(bytes per stream-update: {BYTES_IMPLEMENTED} touched as implemented, "
-        f"{BYTES_COMPULSORY} compulsory)"
+        f"{BYTES_COMPULSORY} compulsory; these arrays fit in the caches. Main memory, "
+        f"64 MB arrays: copy {dram['copy'] / 1e9:.1f} GB/s, triad {dram['triad'] / 1e9:.1f} GB/s)"
     )
     print(
         f"\ncompile: cold import {cold['import']:.2f} s + first update of 4 detectors "
