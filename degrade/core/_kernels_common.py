@@ -630,7 +630,20 @@ def _hold_pending(S, first, t_start, T):
             idx[m] = j
             m += 1
     if m > 1:
-        idx = idx[np.argsort(first[idx], kind="mergesort")]
+        # a counting sort on the row index (stable; numba's argsort costs
+        # seconds of compile time for this)
+        T1 = T + 1
+        bins = np.zeros(T1 + 1, dtype=np.int64)
+        for q in range(m):
+            bins[first[idx[q]] + 1] += 1
+        for r in range(T1):
+            bins[r + 1] += bins[r]
+        srt = np.empty(m, dtype=np.int64)
+        for q in range(m):
+            f = first[idx[q]]
+            srt[bins[f]] = idx[q]
+            bins[f] += 1
+        idx = srt
     counts = np.empty(m)
     for p in range(m):
         counts[p] = NW[idx[p]]
