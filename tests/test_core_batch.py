@@ -231,3 +231,27 @@ def test_onset_is_built_on_first_read_and_pickles(rng):
     np.testing.assert_array_equal(back.alarm, res2.alarm)
     with pytest.raises(AttributeError):
         res.no_such_field  # noqa: B018
+
+
+def test_an_alarm_at_every_sample_fits_the_onset_scratch(rng, monkeypatch):
+    """The scratch for onsets is sized by an upper bound; the worst case (every sample alarms) fits."""
+    X = rng.normal(10.0, 1.0, size=(90, 5))
+    res = CUSUM(k=0.0, h=0.0, mu=0.0, sigma=1.0).run(X)
+    assert res.alarm.all()
+    np.testing.assert_array_equal(res.onset, np.arange(90)[:, None] - 1 + np.zeros((1, 5), int))
+    # a warm-up chunk (learning and ready streams side by side), then small chunks
+    monkeypatch.setattr(_base, "_CHUNK_BYTES", 8 * 8 * 3)
+    for make in (lambda: CUSUM(k=0.0, h=0.0, warmup=10), lambda: EWMA(lam=1.0, L=1e-9, warmup=10)):
+        a, b = make(), make()
+        Y = rng.normal(0.0, 1.0, size=(200, 8))
+        Y[30:] += 50.0
+        a.run(Y[:20, :5])
+        loop_of_updates(b, Y[:20, :5])
+        a.add_streams(3)
+        b.add_streams(3)
+        res = a.run(Y[20:])
+        np.testing.assert_array_equal(res.alarm, loop_of_updates(b, Y[20:]))
+        same_state(a, b)
+        assert res.alarm[20:].all()
+        if isinstance(a, CUSUM):
+            assert (res.onset[res.alarm] >= 0).all()

@@ -195,7 +195,8 @@ def _cusum_fix(S, B, x, P, t, tf, out, ons, cnt, first):
         else:
             o = ZD[j]
         S[COL_ONSET, j] = o
-        ons[cnt] = np.int64(o)
+        if cnt < ons.size:  # sized by an upper bound (_alarm_capacity); never past it
+            ons[cnt] = np.int64(o)
         cnt += 1
         S[COL_LAST, j] = tf
         out[j] = True

@@ -208,6 +208,8 @@ class CUSUM(StreamDetector):
                 t_start,
             )
             learning = n_learning > 0
+            if cnt > buf.size:  # pragma: no cover - the bound is exact, see _alarm_capacity
+                raise RuntimeError(f"CUSUM.run: {cnt} alarms in a chunk, room for {buf.size}")
             parts.append(buf[:cnt].copy())
         self.t_ += T
         ons = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
