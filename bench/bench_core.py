@@ -303,7 +303,8 @@ def main(argv=None):
         )
     print(
         f"(bytes per stream-update: {BYTES_IMPLEMENTED} touched as implemented, "
-        f"{BYTES_COMPULSORY} compulsory; these arrays fit in the caches. Main memory, "
+        f"{BYTES_COMPULSORY} compulsory; at these sizes the caches serve much of the "
+        f"traffic. Main memory, "
         f"64 MB arrays: copy {dram['copy'] / 1e9:.1f} GB/s, triad {dram['triad'] / 1e9:.1f} GB/s)"
     )
     print(
