@@ -255,3 +255,20 @@ def test_an_alarm_at_every_sample_fits_the_onset_scratch(rng, monkeypatch):
         assert res.alarm[20:].all()
         if isinstance(a, CUSUM):
             assert (res.onset[res.alarm] >= 0).all()
+
+
+def test_binary_search_mad_equals_merge_walk(rng):
+    from degrade.core._kernels_common import _sorted_mad, _sorted_mad_bs, _sorted_median
+
+    for trial in range(3000):
+        c = int(rng.integers(1, 130))
+        x = rng.normal(size=c)
+        if trial % 3 == 0:
+            x = np.round(x, 1)  # ties
+        if trial % 7 == 0:
+            x[: c // 3] += 30.0  # one-sided spikes
+        if trial % 11 == 0:
+            x[:] = 1.0  # MAD 0
+        s = np.sort(x)
+        med = _sorted_median(s, c)
+        assert _sorted_mad_bs(s, c, med) == _sorted_mad(s, c, med), (c, s)
