@@ -14,7 +14,7 @@ from ._kernels_cusum import (
     COL_ZERO_DOWN,
     COL_ZERO_UP,
     N_COLS,
-    _cusum_run,
+    _cusum_block,
     _cusum_update,
 )
 
@@ -176,16 +176,50 @@ class CUSUM(StreamDetector):
 
         Returns a :class:`RunResult` with ``alarm``, ``statistic`` (NaN
         where the sample was missing or the baseline was being learned) and
-        ``onset`` (int64, -1 where no alarm) of shape (T, N).
+        ``onset`` (int64, -1 where no alarm) of shape (T, N). ``onset`` is
+        kept as one value per alarm and made into the (T, N) array when it
+        is first read: a run that only needs the alarms does not pay for
+        filling and faulting in T x N int64.
         """
-        X = self._block(X)
+        X = self._block(X, log=False)
         T, n = X.shape
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
-        onset = np.full((T, n), -1, dtype=np.int64)
-        _cusum_run(self._S, self._B, X, self._P, self.t_, alarm, stat, onset)
+        # the onsets, one per alarm in row-major order, via a scratch buffer
+        # with room for one per sample of a chunk (see _chunks)
+        buf = np.empty(self._alarm_capacity(T, n), dtype=np.int64)
+        parts = []
+        learning = True
+        ready = self._no_learning(n)
+        for c0, c1, Xc in self._chunks(X):
+            first, last, t_start = self._learn_block(Xc) if learning else ready
+            cnt, n_learning = _cusum_block(
+                self._S,
+                self._B,
+                Xc,
+                self._P,
+                self.t_ + c0,
+                alarm[c0:c1],
+                stat[c0:c1],
+                buf,
+                0,
+                first,
+                last,
+                t_start,
+            )
+            learning = n_learning > 0
+            if cnt > buf.size:  # pragma: no cover - the bound is exact, see _alarm_capacity
+                raise RuntimeError(f"CUSUM.run: {cnt} alarms in a chunk, room for {buf.size}")
+            parts.append(buf[:cnt].copy())
         self.t_ += T
-        return RunResult(alarm=alarm, statistic=stat, onset=onset)
+        ons = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+        def onset() -> np.ndarray:
+            dense = np.full((T, n), -1, dtype=np.int64)
+            dense[alarm] = ons
+            return dense
+
+        return RunResult(alarm=alarm, statistic=stat, _lazy={"onset": onset})
 
     @property
     def upper_(self) -> np.ndarray:

@@ -10,7 +10,7 @@ from degrade.errors import InputError
 
 from ._base import RunResult, StreamDetector, check_number
 from ._kernels_common import COL_SIGMA
-from ._kernels_ewma import COL_E, COL_Q, N_COLS, _ewma_run, _ewma_update
+from ._kernels_ewma import COL_E, COL_Q, N_COLS, _ewma_block, _ewma_update
 
 __all__ = ["EWMA"]
 
@@ -139,11 +139,26 @@ class EWMA(StreamDetector):
         ``statistic`` is NaN where the sample was missing or the baseline was
         being learned.
         """
-        X = self._block(X)
+        X = self._block(X, log=False)
         T, n = X.shape
         alarm = np.zeros((T, n), dtype=bool)
         stat = np.empty((T, n))
-        _ewma_run(self._S, self._B, X, self._P, self.t_, alarm, stat)
+        learning = True
+        ready = self._no_learning(n)
+        for c0, c1, Xc in self._chunks(X):
+            first, _, t_start = self._learn_block(Xc) if learning else ready
+            n_learning = _ewma_block(
+                self._S,
+                self._B,
+                Xc,
+                self._P,
+                self.t_ + c0,
+                alarm[c0:c1],
+                stat[c0:c1],
+                first,
+                t_start,
+            )
+            learning = n_learning > 0
         self.t_ += T
         return RunResult(alarm=alarm, statistic=stat)
 
