@@ -1,11 +1,17 @@
-"""The verdict engine's per-step sort (``_sort_prefix``) gives exactly ``np.sort``'s array."""
+"""The verdict engine's per-step peer kernels against the core's and NumPy's.
+
+``_sort_prefix`` gives exactly ``np.sort``'s array; ``_loo_index`` gives the
+leave-one-out median of :func:`degrade.core._kernels_peer._loo_deviation`
+bit for bit, without its binary search.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from degrade.verdict._kernels import _sort_prefix
+from degrade.core._kernels_peer import _loo_deviation, _loo_median
+from degrade.verdict._kernels import _loo_index, _sort_prefix
 
 
 def _cases(rng):
@@ -42,3 +48,21 @@ def test_sort_prefix_equals_np_sort(seed):
             _sort_prefix(a, k, tmp, cnt)
             np.testing.assert_array_equal(a[:k], np.sort(x[:k]))
             np.testing.assert_array_equal(a[k:], np.r_[x[k:], [7.0, -7.0]])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_loo_index_gives_the_cores_loo_deviation(seed):
+    rng = np.random.default_rng(seed)
+    for c in [2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 64, 65, 250]:
+        for ties in (False, True):
+            x = rng.standard_normal(c)
+            if ties:
+                x = np.round(x, 0)  # runs of equal values across the middle
+            sv = np.r_[np.sort(x), [np.inf, -np.inf]]  # entries past c are ignored
+            for v in x:
+                ref = _loo_deviation(sv, c, v)
+                got = v - _loo_median(sv, c, _loo_index(sv, c, v))
+                assert got == ref or (np.isnan(got) and np.isnan(ref)), (c, v, got, ref)
+                # and the reference is the median of the others
+                others = np.delete(x, np.flatnonzero(x == v)[0])
+                assert ref == v - np.median(others)
