@@ -390,6 +390,12 @@ def main() -> None:
               f"{w / bp:.2f} | {c / bcp:.2f} |")
     print(f"\nbest of {args.repeat} interleaved runs; load average at the end: "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    if args.repeat > 1:
+        # per run, degrade against the peer of the same round: the spread a loaded machine gives
+        rw = sorted(d[0] / p[0] for d, p in zip(runs["degrade"], runs["peer"]))
+        rc = sorted(d[1] / p[1] for d, p in zip(runs["degrade"], runs["peer"]))
+        print(f"degrade / peer per round: wall {', '.join(f'{r:.2f}' for r in rw)}; "
+              f"CPU {', '.join(f'{r:.2f}' for r in rc)} (sorted)")
 
     if not args.no_profile:
         prof = profile_degrade(path, args.chunk_rows)
