@@ -177,6 +177,16 @@ def _scatter_values(flat, v, cells, timing):
     return block, n_bad
 
 
+def _warmup() -> None:
+    """Compile the kernels above once, on the dtypes the block builders pass."""
+    steps = np.array([3, 4, 4], dtype=np.int64)
+    _axis_index(steps)
+    _axis_index(np.array([0, 10**9], dtype=np.int64))
+    flat, _, _, _ = _first_rows(np.array([0, 1, 1], dtype=np.int64), np.zeros(3, dtype=np.int64), 1, 2)
+    for timing in (True, False):
+        _scatter_values(flat, np.ones(3), 2, timing)
+
+
 def _scatter(df, meta, axis_col: str, value_cols, log: WarningLog, source: str | None,
              kind_dup: str, timing: bool):
     """Scatter the rows of ``df`` into (T, N) arrays.
