@@ -70,8 +70,13 @@ def test_scatter_values_marks_and_counts_bad_values(rng):
 
 
 def test_rows_of_unknown_devices_are_dropped():
-    df = pl.DataFrame({"device": ["a", "x", "b", None], "step": [0, 0, 1, 1],
-                       "compute_time": [1.0, 2.0, 3.0, 4.0]})
+    df = pl.DataFrame(
+        {
+            "device": ["a", "x", "b", None],
+            "step": [0, 0, 1, 1],
+            "compute_time": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     meta = _indexed(pl.DataFrame({"device": ["b", "a"]}))
     kept, d_idx = B._device_index(df, meta)
     assert kept.get_column("device").to_list() == ["a", "b"]
@@ -90,10 +95,17 @@ def test_timing_block_of_shuffled_rows_equals_the_sorted_pivot(rng):
     devs = [f"gpu{i:02d}" for i in range(12)]
     T = 50
     v = rng.lognormal(-2, 0.05, (T, len(devs)))
-    df = pl.DataFrame({"device": np.tile(devs, T), "step": np.repeat(np.arange(100, 100 + T), len(devs)),
-                       "compute_time": v.ravel()})
+    df = pl.DataFrame(
+        {
+            "device": np.tile(devs, T),
+            "step": np.repeat(np.arange(100, 100 + T), len(devs)),
+            "compute_time": v.ravel(),
+        }
+    )
     df = df[rng.permutation(df.height)]
-    block = B.timing_block(df, _indexed(df.select("device").unique()), ["compute_time"], log=WarningLog())
+    block = B.timing_block(
+        df, _indexed(df.select("device").unique()), ["compute_time"], log=WarningLog()
+    )
     assert block.devices == devs
     np.testing.assert_array_equal(block.steps, np.arange(100, 100 + T))
     np.testing.assert_array_equal(block.values["compute_time"], v)
