@@ -197,6 +197,40 @@ def run_degrade(path: str, chunk_rows: int | None, engine: str = "polars"):
 STAGES = ("resolve", "plan", "read", "pivot", "engine", "verdicts", "output")
 
 
+def _timed_engine(config, prof: dict):
+    """A VerdictEngine whose ``run`` adds to stage ``engine`` and whose results to ``verdicts``."""
+    from degrade.analyze._plan import _clock
+    from degrade.verdict import VerdictEngine
+
+    class Timed(VerdictEngine):
+        _busy = False
+
+        def _outer(self, fn, *a, **k):
+            # job_events() calls verdicts(): time the outermost call only
+            if self._busy:
+                return fn(*a, **k)
+            self._busy = True
+            try:
+                with _clock(prof, "verdicts"):
+                    return fn(*a, **k)
+            finally:
+                self._busy = False
+
+        def run(self, *a, **k):
+            with _clock(prof, "engine"):
+                return super().run(*a, **k)
+
+        def verdicts(self, *a, **k):
+            return self._outer(super().verdicts, *a, **k)
+
+        def job_events(self, *a, **k):
+            return self._outer(super().job_events, *a, **k)
+
+    if hasattr(VerdictEngine, "job_costs"):  # issue 16's cost per job, where merged
+        Timed.job_costs = lambda self, *a, **k: self._outer(super(Timed, self).job_costs, *a, **k)
+    return Timed(config)
+
+
 def profile_degrade(path: str, chunk_rows: int | None) -> dict[str, tuple[float, float]]:
     """The analysis of :func:`degrade.analyze.analyze` on one thread, (wall, CPU) per stage.
 
@@ -204,6 +238,7 @@ def profile_degrade(path: str, chunk_rows: int | None) -> dict[str, tuple[float,
     fed to the engine in turn (no read-ahead), so CPU time is attributed to
     one stage at a time; the stages sum to a single-threaded analysis.
     """
+    from degrade.analyze import _plan
     from degrade.analyze._api import AnalysisResult, _engine_config
     from degrade.analyze._inputs import resolve_inputs
     from degrade.analyze._plan import DEFAULT_CHUNK_ROWS, _clock, plan_units, run_unit
@@ -216,8 +251,13 @@ def profile_degrade(path: str, chunk_rows: int | None) -> dict[str, tuple[float,
         sources = resolve_inputs([path], log)
     with _clock(prof, "plan"):
         units, _ = plan_units(sources, log)
-    results = [run_unit(u, sources, cfg, int(chunk_rows or DEFAULT_CHUNK_ROWS), profile=prof)
-               for u in units]
+    make_engine = _plan.make_engine
+    _plan.make_engine = lambda config: _timed_engine(config, prof)  # run_unit's engine
+    try:
+        results = [run_unit(u, sources, cfg, int(chunk_rows or DEFAULT_CHUNK_ROWS), profile=prof)
+                   for u in units]
+    finally:
+        _plan.make_engine = make_engine
     with _clock(prof, "output"):
         verdicts = sorted((v for r in results for v in r.verdicts),
                           key=lambda v: (v.job is not None, str(v.job), v.device))

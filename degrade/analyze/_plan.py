@@ -436,8 +436,8 @@ def run_unit(unit: Unit, sources: list[Source], config, chunk_rows: int = DEFAUL
              progress=None, profile: dict | None = None) -> UnitResult:
     """Analyse one unit with a fresh engine; the same function on every engine.
 
-    ``profile``: see :func:`iter_blocks`; adds the stages ``engine`` (the
-    kernel over each block) and ``verdicts`` (verdicts and job events).
+    ``profile``: see :func:`iter_blocks` (bench/bench_analyze.py times the
+    engine's calls itself).
     """
     res = UnitResult(key=unit.key)
     engine = make_engine(config)
@@ -455,12 +455,10 @@ def run_unit(unit: Unit, sources: list[Source], config, chunk_rows: int = DEFAUL
                   "hosts": block.hosts}
         if block.steps is not None:
             kwargs["steps"] = block.steps
-        with _stage(profile, "engine"):
-            engine.run(block.devices, block.values, **kwargs)
+        engine.run(block.devices, block.values, **kwargs)
         if progress is not None:
             # rows read, duplicates included: the plan's total counts them too
             progress(block.extra.get("input_rows", block.rows))
-    with _stage(profile, "verdicts"):
-        res.verdicts = list(engine.verdicts())
-        res.events = list(engine.job_events())
+    res.verdicts = list(engine.verdicts())
+    res.events = list(engine.job_events())
     return res
