@@ -19,7 +19,7 @@ import time
 
 # Each of these packages exposes ``_warmup()``, which calls each of its kernels
 # once on tiny inputs of every dtype the public API passes.
-_KERNEL_PACKAGES = ("degrade.core", "degrade.changepoint", "degrade.verdict")
+_KERNEL_PACKAGES = ("degrade.core", "degrade.changepoint", "degrade.verdict", "degrade.analyze")
 
 STATUS_LINE = "degrade: compiling kernels (first run only; cached for later runs)..."
 

@@ -14,6 +14,13 @@ from ._warnings import AnalysisWarning
 
 __all__ = ["AnalysisResult", "AnalysisWarning", "SCHEMA_VERSION", "analyze"]
 
+
+def _warmup() -> None:
+    """Compile the block builder's kernels (``degrade.warmup``); NumPy only, no polars."""
+    from ._blocks import _warmup as blocks
+
+    blocks()
+
 # `degrade.analyze(...)` works whether or not the subpackage was imported first.
 from .._callable_module import make_callable as _make_callable  # noqa: E402
 

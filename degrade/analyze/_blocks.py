@@ -1,16 +1,20 @@
 """Rows of one job (or one host) → sorted contiguous (T, N) blocks for the engine.
 
-Everything here is vectorised: polars for joins and de-duplication, NumPy
-for the scatter of values into the block. No Python loop runs per row.
+Everything here is vectorised: polars for the join of device ids, small
+numba kernels for the rest (step positions, first-row-wins de-duplication,
+the scatter of values into the block and their validation, one pass over
+the rows each). No Python loop runs per row.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._config import njit
 from ._warnings import WarningLog
 
 __all__ = ["Block", "timing_block", "counter_block", "step_chunks", "COUNTER_META"]
@@ -62,64 +66,153 @@ def step_chunks(step_min: int, step_max: int, rows: int, chunk_rows: int) -> lis
 
 
 def _device_index(df, meta):
-    """Column index of each row's device in ``meta`` (sorted device table with ``_d``)."""
+    """The rows of ``df`` whose device ``meta`` lists, and each one's ``_d`` in ``meta``.
+
+    The devices are cast to an Enum of ``meta``'s ids: its physical codes are
+    positions in ``meta``, found at a third of the CPU time of a join (which
+    also copies every column into a new frame).
+    """
     import polars as pl
 
+    d_of = np.ascontiguousarray(meta.get_column("_d").to_numpy(), dtype=np.int64)
+    ids = meta.get_column("device")
+    if ids.null_count() == 0 and ids.n_unique() == ids.len():
+        code = df.get_column("device").cast(pl.Enum(ids.to_list()), strict=False)
+        if code.null_count():
+            # rows of devices the plan did not see cannot happen for one scan; guard anyway
+            keep = code.is_not_null()
+            df, code = df.filter(keep), code.filter(keep)
+        return df, d_of[code.to_physical().cast(pl.Int64).to_numpy()]
     joined = df.join(meta.select("device", "_d"), on="device", how="left", maintain_order="left")
-    d = joined.get_column("_d")
-    if d.null_count():
-        # rows of devices the plan did not see cannot happen for one scan; guard anyway
-        joined = joined.filter(pl.col("_d").is_not_null())
-    return joined
+    joined = joined.filter(pl.col("_d").is_not_null())
+    return joined.drop("_d"), np.ascontiguousarray(joined.get_column("_d").to_numpy(), dtype=np.int64)
+
+
+@njit
+def _min_max(values):
+    lo = values[0]
+    hi = values[0]
+    for r in range(1, values.size):
+        v = values[r]
+        if v < lo:
+            lo = v
+        elif v > hi:
+            hi = v
+    return lo, hi
+
+
+@njit
+def _offsets(values, lo, span):
+    """``values - lo`` and whether every position of ``0..span-1`` occurs."""
+    seen = np.zeros(span, dtype=np.bool_)
+    out = np.empty(values.size, dtype=np.int64)
+    n_seen = 0
+    for r in range(values.size):
+        k = values[r] - lo
+        out[r] = k
+        if not seen[k]:
+            seen[k] = True
+            n_seen += 1
+    return out, seen, n_seen == span
 
 
 def _axis_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique axis values and each row's position in them."""
-    lo, hi = int(values.min()), int(values.max())
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    if values.size == 0:
+        return values, values
+    lo, hi = (int(x) for x in _min_max(values))
     span = hi - lo + 1
     if span <= 2 * values.size:
-        present = np.zeros(span, dtype=bool)
-        present[values - lo] = True
-        if present.all():  # contiguous steps: the common case, O(rows)
-            return np.arange(lo, hi + 1, dtype=np.int64), (values - lo).astype(np.int64)
-        axis = np.flatnonzero(present).astype(np.int64) + lo
+        pos, seen, full = _offsets(values, lo, span)
+        if full:  # contiguous steps: the common case, O(rows)
+            return np.arange(lo, hi + 1, dtype=np.int64), pos
+        axis = np.flatnonzero(seen).astype(np.int64) + lo
     else:
         axis = np.unique(values)
     return axis, np.searchsorted(axis, values).astype(np.int64)
 
 
+@njit
+def _first_rows(t_idx, d_idx, n, cells):
+    """Flat cell of each row, which rows come first in their cell, and the devices present."""
+    occupied = np.zeros(cells, dtype=np.bool_)
+    keep = np.empty(t_idx.size, dtype=np.bool_)
+    flat = np.empty(t_idx.size, dtype=np.int64)
+    present = np.zeros(n, dtype=np.bool_)
+    n_dup = 0
+    for r in range(t_idx.size):
+        f = t_idx[r] * n + d_idx[r]
+        flat[r] = f
+        if occupied[f]:
+            keep[r] = False
+            n_dup += 1
+        else:
+            occupied[f] = True
+            keep[r] = True
+            present[d_idx[r]] = True
+    return flat, keep, present, n_dup
+
+
+@njit
+def _scatter_values(flat, v, cells, timing):
+    """A NaN-filled block with ``v`` at ``flat``; bad values become NaN and are counted.
+
+    Bad is not finite and positive for timings (``timing``), infinite for
+    counters.
+    """
+    block = np.empty(cells)
+    block[:] = np.nan
+    n_bad = 0
+    for r in range(flat.size):
+        x = v[r]
+        if timing:
+            if not (x > 0.0) or math.isinf(x):
+                x = np.nan
+                n_bad += 1
+        elif math.isinf(x):
+            x = np.nan
+            n_bad += 1
+        block[flat[r]] = x
+    return block, n_bad
+
+
+def _warmup() -> None:
+    """Compile the kernels above once, on the dtypes the block builders pass."""
+    steps = np.array([3, 4, 4], dtype=np.int64)
+    _axis_index(steps)
+    _axis_index(np.array([0, 10**9], dtype=np.int64))
+    flat, _, _, _ = _first_rows(np.array([0, 1, 1], dtype=np.int64), np.zeros(3, dtype=np.int64), 1, 2)
+    for timing in (True, False):
+        _scatter_values(flat, np.ones(3), 2, timing)
+
+
 def _scatter(df, meta, axis_col: str, value_cols, log: WarningLog, source: str | None,
-             kind_dup: str, first_wins: bool = True):
-    """Scatter the rows of ``df`` into (T, N) arrays; returns (axis, t_idx, devices mask, values)."""
+             kind_dup: str, timing: bool):
+    """Scatter the rows of ``df`` into (T, N) arrays.
+
+    Returns (rows kept, axis, t_idx, devices mask, values, bad values per
+    column): duplicate (axis, device) rows are dropped, the first in input
+    order kept, and counted; values that are bad (see :func:`_scatter_values`)
+    are NaN in the block.
+    """
     import polars as pl
 
-    df = _device_index(df, meta)
+    df, d_idx = _device_index(df, meta)
     n = meta.height
-    t_raw = df.get_column(axis_col).to_numpy()
-    axis, t_idx = _axis_index(t_raw)
-    d_idx = df.get_column("_d").to_numpy().astype(np.int64)
-    flat = t_idx * n + d_idx
+    axis, t_idx = _axis_index(df.get_column(axis_col).to_numpy())
     cells = axis.size * n
-    occupied = np.zeros(cells, dtype=bool)
-    occupied[flat] = True
-    n_dup = flat.size - int(np.count_nonzero(occupied))
+    flat, keep, present, n_dup = _first_rows(t_idx, d_idx, n, cells)
     if n_dup:
         log.add(kind_dup, n_dup, source=source)
-        keep = np.ones(flat.size, dtype=bool)
-        # stable sort keeps input order among equal keys, so the first row wins
-        order = np.argsort(flat, kind="stable")
-        sf = flat[order]
-        keep[order[1:][sf[1:] == sf[:-1]]] = False
         df = df.filter(pl.Series(keep))
-        flat, t_idx, d_idx = flat[keep], t_idx[keep], d_idx[keep]
-    present = np.bincount(d_idx, minlength=n) > 0
-    out = {}
+        flat, t_idx = flat[keep], t_idx[keep]
+    out, bad = {}, {}
     for c in value_cols:
-        v = df.get_column(c).cast(pl.Float64).to_numpy()
-        block = np.full(cells, np.nan)
-        block[flat] = v
+        v = np.ascontiguousarray(df.get_column(c).cast(pl.Float64).to_numpy(), dtype=np.float64)
+        block, bad[c] = _scatter_values(flat, v, cells, timing)
         out[c] = block.reshape(axis.size, n)
-    return df, axis, t_idx, present, out
+    return df, axis, t_idx, present, out, bad
 
 
 def timing_block(df, meta, value_cols, *, job=None, log: WarningLog, source: str | None = None,
@@ -143,17 +236,12 @@ def timing_block(df, meta, value_cols, *, job=None, log: WarningLog, source: str
         df = df.drop_nulls(["device", "step"])
         if df.height == 0:
             return None
-    df, axis, t_idx, present, blocks = _scatter(df, meta, "step", value_cols, log, source,
-                                                "duplicate_rows")
-    values = {}
-    for c, block in blocks.items():
-        # degrade.io turns non-finite and non-positive timings into nulls; frames that
-        # bypass it may still hold them: both end up as NaN (missing) and are counted
-        bad = ~(block > 0) | np.isinf(block)
-        n_bad = int(np.count_nonzero(bad)) - (block.size - df.height)
-        log.add("invalid_timing", n_bad, source=source, column=c)
-        block[bad] = np.nan
-        values[c] = block
+    # degrade.io turns non-finite and non-positive timings into nulls; frames that
+    # bypass it may still hold them: both end up as NaN (missing) and are counted
+    df, axis, t_idx, present, values, bad = _scatter(df, meta, "step", value_cols, log, source,
+                                                     "duplicate_rows", timing=True)
+    for c in values:
+        log.add("invalid_timing", bad[c], source=source, column=c)
     timestamps = None
     if "timestamp" in df.columns:
         ts = df.get_column("timestamp").cast(pl.Float64).to_numpy()
@@ -188,14 +276,10 @@ def counter_block(df, meta, metric_cols, *, t0: float, interval: float, job=None
     df = df.with_columns(
         ((pl.col("timestamp").cast(pl.Float64) - t0) / interval).round(0).cast(pl.Int64).alias("_slot")
     )
-    df, axis, _, present, blocks = _scatter(df, meta, "_slot", metric_cols, log, source,
-                                            "duplicate_samples")
-    values = {}
-    for c, block in blocks.items():
-        inf = np.isinf(block)
-        log.add("nonfinite_counter", int(np.count_nonzero(inf)), source=source, column=c)
-        block[inf] = np.nan
-        values[c] = block
+    df, axis, _, present, values, bad = _scatter(df, meta, "_slot", metric_cols, log, source,
+                                                 "duplicate_samples", timing=False)
+    for c in values:
+        log.add("nonfinite_counter", bad[c], source=source, column=c)
     timestamps = t0 + axis.astype(np.float64) * interval
     return _finish("counters", job, meta, present, values, None, timestamps, df.height)
 

@@ -11,6 +11,8 @@ very same :func:`run_unit` on workers, so both give identical verdicts.
 from __future__ import annotations
 
 import math
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +52,21 @@ class UnitResult:
     peak_cells: int = 0
     blocks: int = 0
     costs: list = field(default_factory=list)  # JobCost per job (docs/cost.md)
+
+
+@contextmanager
+def _clock(profile: dict, stage: str):
+    """Add the wall and CPU seconds of the block to ``profile[stage]`` (bench_analyze's split)."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        w, c = profile.get(stage, (0.0, 0.0))
+        profile[stage] = (w + time.perf_counter() - w0, c + time.process_time() - c0)
+
+
+def _stage(profile: dict | None, stage: str):
+    return nullcontext() if profile is None else _clock(profile, stage)
 
 
 def _timing_where(job, a=None, b=None):
@@ -322,8 +339,14 @@ def _counter_interval(meta) -> float:
     return float(np.median(per)) if per.size else 1.0
 
 
-def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: int):
-    """The unit's blocks in (approximate) time order, built chunk by chunk."""
+def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: int,
+                profile: dict | None = None):
+    """The unit's blocks in (approximate) time order, built chunk by chunk.
+
+    With ``profile`` (a dict), the chunks are read and pivoted inline, one
+    after the other, and the wall and CPU seconds of each stage (``read``,
+    ``pivot``) are added to it: the split bench/bench_analyze.py prints.
+    """
     import polars as pl
 
     pending: list[tuple[float, int, Any]] = []  # (start time, order, thunk)
@@ -344,8 +367,11 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
             q = tl.filter(cond).select(cols)
 
             def thunk(q=q, meta=meta, value_cols=value_cols):
-                return timing_block(q.collect(), meta, value_cols, job=unit.job, log=log,
-                                    source=str(unit.key))
+                with _stage(profile, "read"):
+                    df = q.collect()
+                with _stage(profile, "pivot"):
+                    return timing_block(df, meta, value_cols, job=unit.job, log=log,
+                                        source=str(unit.key))
 
             pending.append((start if math.isfinite(start) else -math.inf, order, thunk))
             order += 1
@@ -372,16 +398,20 @@ def iter_blocks(unit: Unit, sources: list[Source], log: WarningLog, chunk_rows: 
                 q = scan_kind(sources, "counters", where=cond).select(["device", "timestamp", *metric_cols])
 
                 def thunk(q=q, meta=meta, lo=lo, interval=interval):
-                    return counter_block(q.collect(), meta, metric_cols, t0=lo, interval=interval,
-                                         job=unit.job, log=log, source=str(unit.key))
+                    with _stage(profile, "read"):
+                        df = q.collect()
+                    with _stage(profile, "pivot"):
+                        return counter_block(df, meta, metric_cols, t0=lo, interval=interval,
+                                             job=unit.job, log=log, source=str(unit.key))
 
                 pending.append((edges[k], order, thunk))
                 order += 1
     pending.sort(key=lambda p: (p[0], p[1]))
-    if len(pending) == 1:
-        block = pending[0][2]()
-        if block is not None:
-            yield block
+    if len(pending) == 1 or profile is not None:
+        for _, _, thunk in pending:
+            block = thunk()
+            if block is not None:
+                yield block
         return
     # read and pivot the next chunk while the engine runs on this one: polars and the
     # numba kernel both release the GIL, and at most two chunks are in memory
@@ -404,11 +434,15 @@ def make_engine(config):
 
 
 def run_unit(unit: Unit, sources: list[Source], config, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-             progress=None) -> UnitResult:
-    """Analyse one unit with a fresh engine; the same function on every engine."""
+             progress=None, profile: dict | None = None) -> UnitResult:
+    """Analyse one unit with a fresh engine; the same function on every engine.
+
+    ``profile``: see :func:`iter_blocks` (bench/bench_analyze.py times the
+    engine's calls itself).
+    """
     res = UnitResult(key=unit.key)
     engine = make_engine(config)
-    for block in iter_blocks(unit, sources, res.log, chunk_rows):
+    for block in iter_blocks(unit, sources, res.log, chunk_rows, profile):
         T, N = block.shape
         res.blocks += 1
         res.rows += block.rows
