@@ -21,6 +21,7 @@ def _warmup() -> None:
 
     blocks()
 
+
 # `degrade.analyze(...)` works whether or not the subpackage was imported first.
 from .._callable_module import make_callable as _make_callable  # noqa: E402
 

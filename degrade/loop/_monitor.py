@@ -181,7 +181,9 @@ class _JudgeWorker:
                     if isinstance(item, Gathered):
                         item = item.summaries()
                     judge.feed(item)
-                    self.out.append((judge.verdicts(), judge.job_events(), getattr(judge, "costs", None)))
+                    self.out.append(
+                        (judge.verdicts(), judge.job_events(), getattr(judge, "costs", None))
+                    )
             except Exception as exc:  # noqa: BLE001 - handed to the main thread, which decides
                 broken = True
                 self.out.append(exc)
@@ -783,8 +785,9 @@ class Monitor:
         if isinstance(summaries, Gathered):
             summaries = summaries.summaries()
         self._judge.feed(summaries)
-        return self._on_verdicts(self._judge.verdicts(), self._judge.job_events(),
-                                 getattr(self._judge, "costs", None))
+        return self._on_verdicts(
+            self._judge.verdicts(), self._judge.job_events(), getattr(self._judge, "costs", None)
+        )
 
     def _judged(self, block: bool) -> list:
         """Verdicts the background judge has finished since the last call."""
@@ -804,7 +807,9 @@ class Monitor:
             if Status(v.status) != Status.UNKNOWN and Status(v.status).severity >= low
         }
 
-    def _on_verdicts(self, verdicts: list[Verdict], events: list, costs: list | None = None) -> list:
+    def _on_verdicts(
+        self, verdicts: list[Verdict], events: list, costs: list | None = None
+    ) -> list:
         """One judgement round finished here: record changes and the round's flagged devices."""
         fire = []
         if costs is not None:
