@@ -555,6 +555,39 @@ def test_agent_exporter_exposes_the_job_lost_time():
     assert "degrade_job_lost_gpu_hours_total" in text
 
 
+def test_lost_time_counters_never_decrease_when_the_estimate_is_revised_down():
+    prom = require("prometheus_client")
+    from types import SimpleNamespace
+
+    from degrade.loop._prometheus import cost_families
+
+    def scrape(lost, high):
+        c = SimpleNamespace(
+            job="j", topology="synchronous", lost_seconds=lost, lost_gpu_hours=lost / 900
+        )
+
+        class One:
+            def collect(self):
+                yield from cost_families([c], (), high)
+
+        reg = prom.CollectorRegistry()
+        reg.register(One())
+        return prom.generate_latest(reg).decode()
+
+    high = {}
+    first = scrape(120.0, high)
+    assert 'degrade_job_lost_seconds_total{job="j",topology="synchronous"} 120.0' in first
+    revised = scrape(80.0, high)  # the evidence shrank: the counter holds, the gauge follows
+    assert 'degrade_job_lost_seconds_total{job="j",topology="synchronous"} 120.0' in revised
+    assert 'degrade_job_lost_seconds_estimate{job="j",topology="synchronous"} 80.0' in revised
+    assert (
+        'degrade_job_lost_gpu_hours_total{job="j",topology="synchronous"} ' + repr(120.0 / 900)
+        in revised
+    )
+    grown = scrape(150.0, high)
+    assert 'degrade_job_lost_seconds_total{job="j",topology="synchronous"} 150.0' in grown
+
+
 def test_table_and_html_show_the_cost_costliest_first(analysed):
     from rich.console import Console
 

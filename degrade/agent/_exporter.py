@@ -83,6 +83,7 @@ class DegradeCollector:
         self.agent = agent
         self.labels = labels
         self.source = source or SnapshotSource(agent)
+        self._lost_high: dict = {}  # degrade_job_lost_*_total high-water marks (cost_families)
 
     def describe(self):
         return []  # dynamic label values: let the registry call collect() lazily
@@ -164,7 +165,7 @@ class DegradeCollector:
         from degrade.loop._prometheus import cost_families
 
         # degrade_job_lost_seconds_total & co.: empty until timings reach the engine (docs/cost.md)
-        yield from cost_families(snap.get("job_costs", []), snap["verdicts"])
+        yield from cost_families(snap.get("job_costs", []), snap["verdicts"], self._lost_high)
 
         errs = CounterMetricFamily(
             "degrade_nvml_errors",

@@ -9,14 +9,31 @@ from .._optional import import_optional
 __all__ = ["LoopCollector", "cost_families"]
 
 
-def cost_families(costs, verdicts=()):
+def cost_families(costs, verdicts=(), high=None):
     """``degrade_job_lost_seconds_total``, ``degrade_job_lost_gpu_hours_total`` (per job) and
-    ``degrade_device_lost_seconds`` (per charged device) from :class:`~degrade.verdict.JobCost` s."""
+    ``degrade_device_lost_seconds`` (per charged device) from :class:`~degrade.verdict.JobCost` s.
+
+    The engine revises a job's lost time when its evidence changes, and a
+    revision can be downwards; a Prometheus counter must never decrease (a
+    decrease reads as a reset to ``rate()``). So the ``_total`` counters are
+    the highest estimate seen so far (``high``: a dict the caller keeps across
+    scrapes, keyed by metric, job and topology), and
+    ``degrade_job_lost_seconds_estimate`` is a gauge with the current,
+    revisable estimate.
+    """
     core = import_optional("prometheus_client.core", "agent", package="prometheus-client")
+    if high is None:
+        high = {}
     lost = core.CounterMetricFamily(
         "degrade_job_lost_seconds",
         "Wall time the job lost to its flagged devices (had they run at their peer median); "
-        "revised when the evidence is",
+        "the highest estimate so far, never decreasing",
+        labels=["job", "topology"],
+    )
+    estimate = core.GaugeMetricFamily(
+        "degrade_job_lost_seconds_estimate",
+        "Current estimate of the wall time the job lost to its flagged devices (revised, "
+        "up or down, when the evidence is)",
         labels=["job", "topology"],
     )
     gpu_h = core.CounterMetricFamily(
@@ -26,8 +43,13 @@ def cost_families(costs, verdicts=()):
     )
     for c in costs:
         lab = ["" if c.job is None else str(c.job), c.topology]
-        lost.add_metric(lab, float(c.lost_seconds))
-        gpu_h.add_metric(lab, float(c.lost_gpu_hours))
+        key = tuple(lab)
+        s, g = float(c.lost_seconds), float(c.lost_gpu_hours)
+        estimate.add_metric(lab, s)
+        s = high["s", key] = max(high.get(("s", key), 0.0), s)
+        g = high["g", key] = max(high.get(("g", key), 0.0), g)
+        lost.add_metric(lab, s)
+        gpu_h.add_metric(lab, g)
     dev = core.GaugeMetricFamily(
         "degrade_device_lost_seconds",
         "Wall time the device's job lost to it alone (had it run at its peer median)",
@@ -37,7 +59,7 @@ def cost_families(costs, verdicts=()):
         x = getattr(v, "lost_seconds", None)
         if x is not None and math.isfinite(x):
             dev.add_metric(["" if v.job is None else str(v.job), str(v.device)], float(x))
-    return [lost, gpu_h, dev]
+    return [lost, estimate, gpu_h, dev]
 
 
 class LoopCollector:
@@ -45,10 +67,11 @@ class LoopCollector:
 
     def __init__(self, monitor) -> None:
         self.monitor = monitor
+        self._high: dict = {}  # the counters' high-water marks (cost_families)
 
     def describe(self):
         return []  # dynamic label values: collected lazily
 
     def collect(self):
         m = self.monitor
-        yield from cost_families(m.job_costs(), m.verdicts())
+        yield from cost_families(m.job_costs(), m.verdicts(), self._high)
