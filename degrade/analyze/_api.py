@@ -260,7 +260,7 @@ def analyze(
     >>> len(res.verdicts)
     8
     >>> sorted(res.to_dict())[:4]
-    ['config', 'degrade_version', 'generated_at', 'inputs']
+    ['config', 'costs', 'degrade_version', 'fleet']
     """
     if engine not in _ENGINES:
         raise InputError(f"engine must be one of {', '.join(_ENGINES)}, got {engine!r}")

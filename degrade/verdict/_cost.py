@@ -125,13 +125,18 @@ def _nansum_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _row_spread(x: np.ndarray) -> np.ndarray:
-    """Per row: the standard deviation of the finite values (NaN with fewer than two)."""
+    """Per row: the standard deviation of the finite values (NaN with fewer than two).
+
+    Garbage values (say 1e300) overflow the squares to inf; such rows are
+    left out by the caller (which keeps finite spreads only), silently.
+    """
     ok = np.isfinite(x)
     n = ok.sum(axis=1)
-    xs = np.where(ok, x, 0.0)
-    mean = xs.sum(axis=1) / np.maximum(n, 1)
-    var = (np.where(ok, x - mean[:, None], 0.0) ** 2).sum(axis=1) / np.maximum(n - 1, 1)
-    return np.where(n >= 2, np.sqrt(var), np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):
+        xs = np.where(ok, x, 0.0)
+        mean = xs.sum(axis=1) / np.maximum(n, 1)
+        var = (np.where(ok, x - mean[:, None], 0.0) ** 2).sum(axis=1) / np.maximum(n - 1, 1)
+        return np.where(n >= 2, np.sqrt(var), np.nan)
 
 
 class _Job:
