@@ -220,6 +220,24 @@ def _wrap(label: str, paragraphs: list[str], width: float, *, bullet: bool) -> l
     return out
 
 
+def _header(console, layout) -> None:
+    """A table's header row and the rule under it."""
+    _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
+    _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
+
+
+def _simple_table(console, rows, cols, layout, width: float, overflow_style: str | None = None) -> None:
+    """Header, then one line per row; a column that did not fit goes on wrapped lines below its row."""
+    shown = {k for k, *_ in layout}
+    _header(console, layout)
+    for cells in rows:
+        _print(console, _row_text(cells, layout))
+        for k, h, _ in cols:
+            if k not in shown and cells.get(k):
+                for line in _wrap(h, [cells[k]], width, bullet=False):
+                    _print(console, line, overflow_style)
+
+
 def _print(console, line, style: str | None = None) -> None:
     from rich.text import Text
 
@@ -261,8 +279,7 @@ def _devices(result, flagged, console, width: float, wide: bool) -> bool:
         rows = _device_rows(result, flagged, full_ids=False)
         layout = _fit(rows, _DEVICE_COLS, priority, width)
     shown = {k for k, *_ in layout}
-    _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
-    _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
+    _header(console, layout)
     for i, (v, cells) in enumerate(zip(flagged, rows)):
         if i:
             _print(console, "")
@@ -306,8 +323,7 @@ def _job_events(events, console, width: float, *, detail_limit: int = 12, ids=No
         layout = _fit(rows, _EVENT_COLS, ["job", "kind", "from", "to", "slowdown", "devices"], width,
                       keep=1)
         shown = {k for k, *_ in layout}
-        _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
-        _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
+        _header(console, layout)
         for e, cells in zip(events, rows):
             _print(console, _row_text(cells, layout))
             lines: list[str] = []
@@ -337,15 +353,7 @@ def _job_events(events, console, width: float, *, detail_limit: int = 12, ids=No
                      "last": format_when(last.end_step, last.end_time), "largest": _pct(worst)})
     layout = _fit(rows, _GROUP_COLS, ["job", "kind", "events", "largest", "first", "last"], width,
                   keep=1)
-    shown = {k for k, *_ in layout}
-    _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
-    _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
-    for cells in rows:
-        _print(console, _row_text(cells, layout))
-        for k, h, _ in _GROUP_COLS:
-            if k not in shown and cells.get(k):
-                for line in _wrap(h, [cells[k]], width, bullet=False):
-                    _print(console, line)
+    _simple_table(console, rows, _GROUP_COLS, layout, width)
 
 
 _COST_COLS = [("job", "job", "l"), ("lost", "lost", "r"), ("gpu_h", "GPU-hours", "r"), ("share", "share", "r"),
@@ -364,15 +372,7 @@ def _costs(costs, console, width: float, ids) -> None:
                      else f"{100.0 * c.lost_share:.1f} %", "topology": c.topology,
                      "worst": "" if worst is None else ids.get(worst, worst)})
     layout = _fit(rows, _COST_COLS, ["job", "lost", "gpu_h", "share", "worst", "topology"], width, keep=1)
-    shown = {k for k, *_ in layout}
-    _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
-    _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
-    for cells in rows:
-        _print(console, _row_text(cells, layout))
-        for k, h, _ in _COST_COLS:
-            if k not in shown and cells.get(k):
-                for line in _wrap(h, [cells[k]], width, bullet=False):
-                    _print(console, line, "dim")
+    _simple_table(console, rows, _COST_COLS, layout, width, overflow_style="dim")
 
 
 def _paragraph(console, prefix: str, text: str, width: float, style: str | None = None) -> None:

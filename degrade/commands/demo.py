@@ -92,8 +92,7 @@ def _planted(result, truth, console, width: float) -> None:
         _paragraph,
         _pct,
         _print,
-        _row_text,
-        _wrap,
+        _simple_table,
         format_when,
         short_ids,
     )
@@ -117,17 +116,9 @@ def _planted(result, truth, console, width: float) -> None:
             ("reported", "reported", "r"), ("onset", "onset", "l")]
     layout = _fit(rows, cols, ["device", "fault", "planted", "verdict", "reported", "from", "onset", "job"],
                   width)
-    shown = {k for k, *_ in layout}
     _print(console, "")
     _paragraph(console, "", "Planted faults (truth.parquet) beside the verdicts", width, "bold")
-    _print(console, _row_text({k: h for k, h, *_ in layout}, layout), "bold")
-    _print(console, _row_text({k: "─" * w for k, _, _, w in layout}, layout), "dim")
-    for cells in rows:
-        _print(console, _row_text(cells, layout))
-        for k, h, _ in cols:
-            if k not in shown and cells.get(k):
-                for line in _wrap(h, [cells[k]], width, bullet=False):
-                    _print(console, line)
+    _simple_table(console, rows, cols, layout, width)
 
 
 _SIZES = (
