@@ -412,6 +412,19 @@ def test_cli_bad_label_is_one_line_exit_2(rollout_dir):
     assert len(lines) == 1 and "no label 'VBIOS'" in lines[0] and "Traceback" not in p.stderr
 
 
+def test_cli_unwritable_output_is_one_line_and_leaves_the_old_file(rollout_dir, tmp_path, capsys):
+    out = tmp_path / "old.txt"
+    out.write_text("previous\n")
+    missing = tmp_path / "no-such-dir" / "x.txt"
+    assert main(["compare", rollout_dir, "--by", LABEL, "-o", str(missing)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("degrade compare: error: cannot write the output")
+    assert not missing.parent.exists()
+    assert main(["compare", rollout_dir, "--by", LABEL, "-o", str(out)]) == 0
+    assert "95% CI" in out.read_text()  # replaced whole, by rename
+    assert [p.name for p in tmp_path.iterdir()] == ["old.txt"]  # no temp file left behind
+
+
 def test_demo_worked_example_runs():
     """The example of docs/compare.md: the demo fleet with a driver label joined by host."""
     labels = os.path.join(ROOT, "docs", "examples", "demo-driver-labels.csv")

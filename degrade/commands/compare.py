@@ -128,8 +128,17 @@ def run(args) -> int:
         json.dumps(res.to_dict(), indent=1) + "\n" if args.format == "json" else render_table(res)
     )
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        from .analyze import _atomic, _one_line
+
+        try:  # atomic, as analyze's outputs: a full disk leaves the previous file, not half of one
+            with _atomic(args.output) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            print(
+                f"degrade compare: error: cannot write the output: {_one_line(exc)}",
+                file=sys.stderr,
+            )
+            return 1
         print(f"written to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
